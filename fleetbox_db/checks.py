@@ -1,0 +1,146 @@
+"""check(): what is wrong on disk now, and where the index has drifted from it.
+
+Reads every config.json afresh and compares with the index; writes nothing, so it is safe
+to run beside a crashed or busy writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from fleetbox_db import queries
+from fleetbox_db.config import VM
+from fleetbox_db.disk import Scan
+from fleetbox_db.ipam import format_ipv4
+from fleetbox_db.paths import cluster_name
+from fleetbox_db.queries import ip_key, mac_key
+from fleetbox_db.reconcile import Observation, Reconciler, encodable
+
+ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing an operator should look at, naming the members and the value involved."""
+
+    kind: ProblemKind
+    members: tuple[str, ...]
+    value: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One member directory as `ls` shows it: state, and the last config that parsed."""
+
+    name: str
+    cluster: str
+    state: str  # ok, configless, unreadable, stray, conflict
+    vm: VM | None
+
+
+def entries_from_index(conn: sqlite3.Connection) -> list[Entry]:
+    clashing = {name for c in queries.conflicts(conn) for name in c.members}
+    return [
+        Entry(name, cluster, "conflict" if state == "ok" and name in clashing else state, vm)
+        for cluster, name, state, vm in queries.all_members(conn)
+    ]
+
+
+def find_problems(
+    conn: sqlite3.Connection | None,
+    reconciler: Reconciler,
+    scan: Scan,
+    index_error: str | None = None,
+) -> list[Problem]:
+    observations = [
+        reconciler.observe(m)
+        for m in scan.members
+        if encodable(m.cluster) and encodable(m.name)
+    ]
+    problems = _disk_problems(reconciler.clusters_dir, observations)
+    if index_error is not None:
+        problems.append(Problem("index", (), "", f"index not used: {index_error}"))
+    elif conn is not None:
+        problems.extend(_drift(conn, observations, scan))
+    return problems
+
+
+def _disk_problems(clusters_dir: str, observations: list[Observation]) -> list[Problem]:
+    problems: list[Problem] = []
+    claims: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for obs in observations:
+        cluster, name = obs.key
+        where = f"{clusters_dir}/{cluster}/{name}"
+        if obs.state == "stray":
+            problems.append(
+                Problem(
+                    "stray",
+                    (name,),
+                    where,
+                    f"stray directory {where}: vm {name!r} belongs under clusters/"
+                    f"{cluster_name(name)}/; move or remove it",
+                )
+            )
+        if obs.present and obs.vm is None:
+            problems.append(
+                Problem(
+                    "unreadable",
+                    (name,),
+                    f"{where}/config.json",
+                    f"unreadable config {where}/config.json of vm {name!r}; fix or remove it",
+                )
+            )
+        if obs.vm is not None:
+            ip, mac = ip_key(obs.vm.ip), mac_key(obs.vm.mac)
+            if ip is not None:
+                claims[("ip", format_ipv4(ip))].append(name)
+            if mac is not None:
+                claims[("mac", mac)].append(name)
+    for (kind, value), names in claims.items():
+        if len(names) > 1:
+            problems.append(
+                Problem(
+                    "conflict",
+                    tuple(names),
+                    value,
+                    f"{kind} {value} is claimed by {', '.join(names)}; give all but one "
+                    "another address",
+                )
+            )
+    return problems
+
+
+def _drift(conn: sqlite3.Connection, observations: list[Observation], scan: Scan) -> list[Problem]:
+    stored = queries.stored_rows(conn)
+    problems: list[Problem] = []
+    for obs in observations:
+        row = stored.pop(obs.key, None)
+        name = obs.key[1]
+        if row is None:
+            problems.append(
+                Problem("drift", (name,), name, f"index lacks vm {name!r}; run reconcile")
+            )
+        elif row.state != obs.state or (obs.digest is not None and row.digest != obs.digest):
+            problems.append(
+                Problem("drift", (name,), name, f"index is stale for vm {name!r}; run reconcile")
+            )
+    skipped = set(scan.unreadable_clusters)
+    for cluster, name in stored:
+        if cluster not in skipped:
+            problems.append(
+                Problem(
+                    "drift",
+                    (name,),
+                    name,
+                    f"index still lists removed vm {name!r}; run reconcile",
+                )
+            )
+    return problems
+

@@ -1,0 +1,119 @@
+"""Every failure a caller can handle, under one base class.
+
+    FleetboxError                   base of everything below; never raised itself
+    ├── InvalidNameError            a VM name is empty, ".", "..", has "/" or NUL, or is too long (ValueError)
+    ├── InvalidValueError           an IP, CIDR, MAC, fixture or field value is malformed (ValueError)
+    ├── StorageRootError            the storage root cannot be resolved or created
+    ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
+    ├── VMExistsError               create() found a config.json already there
+    ├── ConfigError                 a config.json is not valid JSON or has a wrong type for a key
+    ├── LockedError                 try_lock() found the member's .lock held, also by this process
+    ├── IPConflictError             the IP is held by another member or a live reservation
+    ├── MACConflictError            the MAC is held by another member (compared case-insensitively)
+    ├── SubnetExhaustedError        no free host address is left in the subnet
+    ├── IndexBusyError              the index stayed locked longer than the busy timeout (TimeoutError)
+    ├── IndexSchemaError            the index is at a revision this code does not know; writes refused
+    └── IndexUnavailableError       the index cannot be written (read-only file, directory or tree)
+
+Each error carries the fields it names (``name``, ``path``, ``value``) and pickles with them,
+so it survives being sent from a worker process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "FleetboxError",
+    "IPConflictError",
+    "IndexBusyError",
+    "IndexSchemaError",
+    "IndexUnavailableError",
+    "InvalidNameError",
+    "InvalidValueError",
+    "LockedError",
+    "MACConflictError",
+    "StorageRootError",
+    "SubnetExhaustedError",
+    "VMExistsError",
+    "VMNotFoundError",
+]
+
+
+class FleetboxError(Exception):
+    """Base class of every error fleetbox_db raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        path: Path | str | None = None,
+        value: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.path = Path(path) if path is not None else None
+        self.value = value
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyword-only fields would be lost by Exception's default reduce.
+        return (self.__class__, (self.message,), self.__dict__)
+
+
+class InvalidNameError(FleetboxError, ValueError):
+    """Raised when a VM name would escape or clobber the tree; before any file is touched."""
+
+
+class InvalidValueError(FleetboxError, ValueError):
+    """Raised when an IP, CIDR, MAC, fixture or field value is malformed; nothing written."""
+
+
+class StorageRootError(FleetboxError):
+    """Raised when the storage root cannot be resolved ($HOME unset) or created."""
+
+
+class VMNotFoundError(FleetboxError, LookupError):
+    """Raised when a member directory or its config.json does not exist."""
+
+
+class VMExistsError(FleetboxError):
+    """Raised by create() when the member already has a config.json."""
+
+
+class ConfigError(FleetboxError, ValueError):
+    """Raised when a config.json cannot be read or parsed; the file is left as it is."""
+
+
+class LockedError(FleetboxError):
+    """Raised by try_lock() when the member's lock is held by any open file description."""
+
+
+class IPConflictError(FleetboxError):
+    """Raised when an IP is already held by another member or a live reservation."""
+
+
+class MACConflictError(FleetboxError):
+    """Raised when a MAC is already held by another member."""
+
+
+class SubnetExhaustedError(FleetboxError):
+    """Raised when a subnet has no free host address; nothing is reserved."""
+
+
+class IndexBusyError(FleetboxError, TimeoutError):
+    """Raised when the index stays locked by another process past the busy timeout."""
+
+
+class IndexSchemaError(FleetboxError):
+    """Raised for writes when the index is at a revision newer than this code knows."""
+
+
+class IndexUnavailableError(FleetboxError):
+    """Raised for writes when the index cannot be opened for writing (permissions)."""

@@ -1,0 +1,399 @@
+"""The SQL fleetbox_db runs against the index, over an open sqlite3 connection.
+
+Each function is one question or one change; transactions are the caller's (index.Index).
+Rows are keyed by (cluster, name): stray directories can repeat a member name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from fleetbox_db.config import (
+    VM,
+    Fixture,
+    created_at_text,
+    decode_json_value,
+    encode_json_value,
+    restore_created_at,
+)
+from fleetbox_db.ipam import format_ipv4, parse_ipv4
+
+Key = tuple[str, str]
+
+_CONFIG_COLUMNS: Final = (
+    "config_name, mac, mac_key, cpus, memory_mb, disk_mb, image, created_at, ip, ip_int, extra"
+)
+_PLACEHOLDER_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Two or more member directories whose configs claim one IP or MAC."""
+
+    kind: Literal["ip", "mac"]
+    value: str
+    members: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value} is claimed by {', '.join(self.members)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """What the index remembers of one member directory, for the reconcile diff."""
+
+    id: int
+    state: str
+    digest: str | None
+    verified_ns: int | None
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: int
+    name: str
+    subnet: str
+    ip_int: int
+    owner_pid: int
+    owner_boot: str
+    owner_start: int
+
+
+# -- conversions ------------------------------------------------------------------------
+
+
+def ip_key(ip: str) -> int | None:
+    """The address as an integer, or None when the config holds no valid IPv4 address."""
+    if not ip:
+        return None
+    try:
+        return parse_ipv4(ip)
+    except ValueError:
+        return None
+
+
+def mac_key(mac: str) -> str | None:
+    return mac.lower() if mac else None
+
+
+def config_values(vm: VM) -> tuple[Any, ...]:
+    """The config columns of a member row, in _CONFIG_COLUMNS order."""
+    extra = encode_json_value(vm.extra) if vm.extra else None
+    return (
+        vm.name,
+        vm.mac,
+        mac_key(vm.mac),
+        vm.cpus,
+        vm.memory_mb,
+        vm.disk_mb,
+        vm.image,
+        created_at_text(vm),
+        vm.ip,
+        ip_key(vm.ip),
+        extra,
+    )
+
+
+def _vm_from_row(row: Sequence[Any], fixtures: list[Fixture]) -> VM:
+    name, mac, _, cpus, memory_mb, disk_mb, image, created_at, ip, _, extra = row
+    vm = VM(
+        name=name,
+        mac=mac,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        disk_mb=disk_mb,
+        image=image,
+        created_at=_PLACEHOLDER_TIME,
+        fixtures=fixtures,
+        ip=ip,
+        extra=decode_json_value(extra) if extra else {},
+    )
+    restore_created_at(vm, created_at)
+    return vm
+
+
+# -- the reconcile diff -----------------------------------------------------------------
+
+
+def signatures(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    """(cluster, name, ino, size, mtime_ns, ctime_ns) of every row, in Go List() order.
+
+    BINARY collation compares UTF-8 bytes, which is exactly Go's order.
+    """
+    return conn.execute(
+        "SELECT cluster, name, ino, size, mtime_ns, ctime_ns FROM members ORDER BY cluster, name"
+    ).fetchall()
+
+
+def racy_count(conn: sqlite3.Connection, granularity_ns: int) -> int:
+    """Rows read so soon after their last change that a same-tick rewrite could hide."""
+    row = conn.execute(
+        "SELECT count(*) FROM members WHERE mtime_ns IS NOT NULL AND mtime_ns + ? > verified_ns",
+        (granularity_ns,),
+    ).fetchone()
+    return int(row[0])
+
+
+def stored_rows(conn: sqlite3.Connection) -> dict[Key, StoredRow]:
+    rows = conn.execute(
+        "SELECT cluster, name, id, state, digest, verified_ns, mtime_ns FROM members"
+    )
+    return {(r[0], r[1]): StoredRow(r[2], r[3], r[4], r[5], r[6]) for r in rows}
+
+
+def member_id(conn: sqlite3.Connection, key: Key) -> int | None:
+    row = conn.execute("SELECT id FROM members WHERE cluster = ? AND name = ?", key).fetchone()
+    return None if row is None else int(row[0])
+
+
+# -- member rows ------------------------------------------------------------------------
+
+
+def put_member(
+    conn: sqlite3.Connection,
+    key: Key,
+    state: str,
+    signature: Sequence[int] | None,
+    verified_ns: int | None,
+    digest: str | None,
+    vm: VM | None,
+) -> None:
+    """Write one member row; with vm=None the last good config columns are kept.
+
+    Callers whose config file is gone follow with clear_config().
+    """
+    sig = tuple(signature) if signature is not None else (None, None, None, None)
+    head = (*key, state, *sig, verified_ns, digest)
+    if vm is None:
+        conn.execute(
+            "INSERT INTO members (cluster, name, state, ino, size, mtime_ns, ctime_ns,"
+            " verified_ns, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (cluster, name) DO UPDATE SET state = excluded.state,"
+            " ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,"
+            " ctime_ns = excluded.ctime_ns, verified_ns = excluded.verified_ns,"
+            " digest = excluded.digest",
+            head,
+        )
+        return
+    row = conn.execute(
+        "INSERT INTO members (cluster, name, state, ino, size, mtime_ns, ctime_ns, verified_ns,"
+        f" digest, {_CONFIG_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+        " ON CONFLICT (cluster, name) DO UPDATE SET "
+        + ", ".join(
+            f"{c} = excluded.{c}"
+            for c in ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
+            + tuple(c.strip() for c in _CONFIG_COLUMNS.split(","))
+        )
+        + " RETURNING id",
+        (*head, *config_values(vm)),
+    ).fetchone()
+    put_fixtures(conn, int(row[0]), vm.fixtures)
+
+
+def clear_config(conn: sqlite3.Connection, key: Key) -> None:
+    """Forget a member's config: its file is gone, so it holds no IP or MAC any more."""
+    conn.execute(
+        "UPDATE members SET "
+        + ", ".join(f"{c.strip()} = NULL" for c in _CONFIG_COLUMNS.split(","))
+        + " WHERE cluster = ? AND name = ?",
+        key,
+    )
+    conn.execute(
+        "DELETE FROM fixtures WHERE member_id IN"
+        " (SELECT id FROM members WHERE cluster = ? AND name = ?)",
+        key,
+    )
+
+
+def put_fixtures(conn: sqlite3.Connection, mid: int, fixtures: Iterable[Fixture]) -> None:
+    conn.execute("DELETE FROM fixtures WHERE member_id = ?", (mid,))
+    conn.executemany(
+        "INSERT INTO fixtures (member_id, position, host_path, guest_path, label, extra)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            (
+                mid,
+                i,
+                f.host_path,
+                f.guest_path,
+                f.label,
+                encode_json_value(f.extra) if f.extra else None,
+            )
+            for i, f in enumerate(fixtures)
+        ),
+    )
+
+
+def set_verified(conn: sqlite3.Connection, key: Key, verified_ns: int) -> None:
+    conn.execute(
+        "UPDATE members SET verified_ns = ? WHERE cluster = ? AND name = ?", (verified_ns, *key)
+    )
+
+
+def delete_members(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
+    conn.executemany("DELETE FROM members WHERE cluster = ? AND name = ?", keys)
+
+
+# -- answers --------------------------------------------------------------------------
+
+
+def vms(conn: sqlite3.Connection) -> list[VM]:
+    """Every member whose config at its own directory parses now, in Go List() order."""
+    fixtures = _fixtures_by_member(conn, "WHERE m.state = 'ok'")
+    rows = conn.execute(
+        f"SELECT id, {_CONFIG_COLUMNS} FROM members WHERE state = 'ok' ORDER BY cluster, name"
+    )
+    return [_vm_from_row(row[1:], fixtures.get(row[0], [])) for row in rows]
+
+
+def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None]]:
+    """(cluster, name, state, last good config or None) of every row, in Go List() order."""
+    fixtures = _fixtures_by_member(conn, "")
+    rows = conn.execute(
+        f"SELECT id, cluster, name, state, {_CONFIG_COLUMNS} FROM members ORDER BY cluster, name"
+    )
+    return [
+        (r[1], r[2], r[3], None if r[4] is None else _vm_from_row(r[4:], fixtures.get(r[0], [])))
+        for r in rows
+    ]
+
+
+def _fixtures_by_member(conn: sqlite3.Connection, where: str) -> dict[int, list[Fixture]]:
+    fixtures: dict[int, list[Fixture]] = {}
+    for mid, host, guest, label, extra in conn.execute(
+        "SELECT f.member_id, f.host_path, f.guest_path, f.label, f.extra FROM fixtures f"
+        f" JOIN members m ON m.id = f.member_id {where} ORDER BY f.member_id, f.position"
+    ):
+        fixture = Fixture(host, guest, label, decode_json_value(extra) if extra else {})
+        fixtures.setdefault(mid, []).append(fixture)
+    return fixtures
+
+
+def member_names(conn: sqlite3.Connection, cluster: str) -> list[str]:
+    rows = conn.execute("SELECT name FROM members WHERE cluster = ? ORDER BY name", (cluster,))
+    return [r[0] for r in rows]
+
+
+def member_states(conn: sqlite3.Connection) -> dict[Key, str]:
+    return {(r[0], r[1]): r[2] for r in conn.execute("SELECT cluster, name, state FROM members")}
+
+
+def names_in_state(conn: sqlite3.Connection, state: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM members WHERE state = ? ORDER BY cluster, name", (state,)
+    )
+    return [r[0] for r in rows]
+
+
+def conflicts(conn: sqlite3.Connection) -> list[Conflict]:
+    """Every IP and MAC claimed by more than one member directory's config."""
+    found: list[Conflict] = []
+    for kind, column, show in (("ip", "ip_int", format_ipv4), ("mac", "mac_key", str)):
+        rows = conn.execute(
+            f"SELECT {column}, name FROM members WHERE {column} IN (SELECT {column} FROM members"
+            f" WHERE {column} IS NOT NULL GROUP BY {column} HAVING count(*) > 1)"
+            f" ORDER BY {column}, cluster, name"
+        ).fetchall()
+        for value, group in _grouped(rows):
+            found.append(Conflict(kind, show(value), tuple(group)))  # type: ignore[arg-type]
+    return found
+
+
+def _grouped(rows: list[Any]) -> Iterator[tuple[Any, list[str]]]:
+    current: Any = object()
+    names: list[str] = []
+    for value, name in rows:
+        if value != current:
+            if names:
+                yield current, names
+            current, names = value, []
+        names.append(name)
+    if names:
+        yield current, names
+
+
+def holders_of_ip(conn: sqlite3.Connection, ip_int: int) -> list[Key]:
+    rows = conn.execute(
+        "SELECT cluster, name FROM members WHERE ip_int = ? ORDER BY cluster, name", (ip_int,)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def holders_of_mac(conn: sqlite3.Connection, key: str) -> list[Key]:
+    rows = conn.execute(
+        "SELECT cluster, name FROM members WHERE mac_key = ? ORDER BY cluster, name", (key,)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def free_ranges(
+    conn: sqlite3.Connection, first: int, last: int, limit: int | None
+) -> list[tuple[int, int]]:
+    """Gaps (start, stop inclusive) between taken addresses in first..last, ascending.
+
+    The gap-finding runs in SQLite over the ip_int indexes, so a /16 with tens of thousands
+    of members costs one indexed range scan, not a Python loop over the subnet.
+    """
+    rows = conn.execute(
+        "WITH taken(v) AS ("
+        " SELECT :first - 1"
+        " UNION SELECT ip_int FROM members WHERE ip_int BETWEEN :first AND :last"
+        " UNION SELECT ip_int FROM reservations WHERE ip_int BETWEEN :first AND :last"
+        " UNION SELECT :last + 1),"
+        " gaps(start, stop) AS (SELECT v + 1, lead(v) OVER (ORDER BY v) - 1 FROM taken)"
+        " SELECT start, stop FROM gaps WHERE stop >= start ORDER BY start LIMIT :limit",
+        {"first": first, "last": last, "limit": -1 if limit is None else limit},
+    )
+    return [(int(a), int(b)) for a, b in rows]
+
+
+# -- reservations -----------------------------------------------------------------------
+
+
+def reservations(conn: sqlite3.Connection) -> list[Reservation]:
+    rows = conn.execute(
+        "SELECT id, name, subnet, ip_int, owner_pid, owner_boot, owner_start FROM reservations"
+        " ORDER BY id"
+    )
+    return [Reservation(*r) for r in rows]
+
+
+def reservation_for(conn: sqlite3.Connection, name: str, subnet: str) -> int | None:
+    row = conn.execute(
+        "SELECT ip_int FROM reservations WHERE name = ? AND subnet = ?", (name, subnet)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def reserved_by(conn: sqlite3.Connection, ip_int: int) -> str | None:
+    row = conn.execute("SELECT name FROM reservations WHERE ip_int = ?", (ip_int,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def add_reservation(
+    conn: sqlite3.Connection,
+    name: str,
+    subnet: str,
+    ip_int: int,
+    owner: tuple[int, str, int],
+    now_ns: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot, owner_start,"
+        " created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (name, subnet, ip_int, *owner, now_ns),
+    )
+
+
+def delete_reservations(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+    conn.executemany("DELETE FROM reservations WHERE id = ?", ((i,) for i in ids))
+
+
+def release_name(conn: sqlite3.Connection, name: str) -> None:
+    """Drop every reservation of *name*: its config now holds (or no longer needs) them."""
+    conn.execute("DELETE FROM reservations WHERE name = ?", (name,))

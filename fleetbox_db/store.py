@@ -1,0 +1,508 @@
+"""The Store: the Go-compatible tree on disk, with the SQLite index kept in step with it.
+
+Disk is canonical. Every answer starts from a scan of clusters/ and brings the index in line
+with it first; writes that must be unique (names, IPs, MACs) run inside the index's one
+write transaction, so two processes can never both pass the same check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from fleetbox_db import disk, diskview, owners, queries, schema
+from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
+from fleetbox_db.config import VM, decode_config, encode_config
+from fleetbox_db.errors import (
+    ConfigError,
+    IndexBusyError,
+    IndexSchemaError,
+    IndexUnavailableError,
+    InvalidValueError,
+    IPConflictError,
+    MACConflictError,
+    SubnetExhaustedError,
+    VMExistsError,
+    VMNotFoundError,
+)
+from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT, Index, IndexCorrupt
+from fleetbox_db.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
+from fleetbox_db.ipam import parse_subnet as _parse_subnet
+from fleetbox_db.paths import Layout, cluster_name, resolve_root, validate_name
+from fleetbox_db.reconcile import DEFAULT_GRANULARITY_NS, Clock, ReconcileReport, Reconciler
+
+log = logging.getLogger("fleetbox_db")
+
+T = TypeVar("T")
+_DEGRADED = (IndexUnavailableError, IndexSchemaError, IndexBusyError)
+
+
+class Store(Layout):
+    """One storage root. Use Store.open(); not shared between threads (one per thread)."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Clock = time.time_ns,
+        granularity_ns: int = DEFAULT_GRANULARITY_NS,
+    ) -> None:
+        super().__init__(root)
+        self._index = Index(self.index_path, self.index_lock_path, busy_timeout)
+        self._reconciler = Reconciler(self.clusters_dir, clock, granularity_ns)
+        self._warned: set[str] = set()
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, **options: object) -> Store:
+        """Open the root at *path*, or the one the Go tool uses (SPEC §2) when None.
+
+        Creates <root>, clusters/, images/ and run/ (mode 0755) and nothing else; the index
+        is opened on first use. Raises StorageRootError.
+        """
+        store = cls(resolve_root() if path is None else Path(path), **options)  # type: ignore[arg-type]
+        for directory in (store.base_dir, store.clusters_dir, store.images_dir, store.run_dir):
+            disk.make_dirs(directory)
+        return store
+
+    def close(self) -> None:
+        """Release the index; safe to call twice."""
+        self._index.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the index, guarded -------------------------------------------------------------
+
+    def _indexed(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *operation* on the index; a corrupt file is moved aside and rebuilt once."""
+        for attempt in range(2):
+            try:
+                return operation(self._index.connection())
+            except sqlite3.Error as exc:
+                error = self._index.translate(exc)
+                if not isinstance(error, IndexCorrupt) or attempt:
+                    raise error from exc
+                self._recover(str(error))
+            except IndexCorrupt as exc:
+                if attempt:
+                    raise IndexUnavailableError(str(exc), path=self.index_path) from exc
+                self._recover(str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _recover(self, reason: str) -> None:
+        self._reconciler.invalidate()
+        self._index.quarantine(reason)
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The write transaction with the index reconciled inside it."""
+        with self._index.write() as conn:
+            self._bring_current(conn, disk.scan(self.clusters_dir), locked=True)
+            try:
+                yield conn
+            finally:
+                self._reconciler.invalidate()
+
+    def _bring_current(
+        self, conn: sqlite3.Connection, scan: disk.Scan, locked: bool = False
+    ) -> ReconcileReport:
+        if self._reconciler.is_current(conn, scan):
+            return ReconcileReport()
+        plan = self._reconciler.plan(conn, scan)
+        if locked:
+            return self._reconciler.apply(conn, plan)
+        with self._index.write() as wconn:
+            return self._reconciler.apply(wconn, plan)
+
+    def _sync(self) -> disk.Scan | None:
+        """Scan disk and reconcile; None (with a warning) when the index cannot be used."""
+        scan = disk.scan(self.clusters_dir)
+        try:
+            self._indexed(lambda conn: self._bring_current(conn, scan))
+        except _DEGRADED as exc:
+            self._warn(exc)
+            return None
+        return scan
+
+    def _warn(self, exc: Exception) -> None:
+        kind = type(exc).__name__
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("%s; answering from disk", exc)
+
+    # -- disk records ---------------------------------------------------------------------
+
+    def ensure_dir(self, name: str) -> Path:
+        """mkdir -p the member directory; idempotent."""
+        path = self.vm_dir(name)
+        disk.make_dirs(path)
+        return path
+
+    def exists(self, name: str) -> bool:
+        """True when config.json exists (any stat error counts as absent, as in Go)."""
+        return self.config_path(name).exists()
+
+    def load(self, name: str) -> VM:
+        """Read config.json from disk. Raises VMNotFoundError, ConfigError."""
+        path = self.config_path(name)
+        try:
+            data, _ = disk.read_config_bytes(path)
+        except FileNotFoundError:
+            raise VMNotFoundError(
+                f"vm {name!r} has no config at {path}; create it first", name=name, path=path
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"config of vm {name!r} at {path} cannot be read: {exc.strerror or exc}; "
+                "check its permissions",
+                name=name,
+                path=path,
+            ) from exc
+        return decode_config(data, path)
+
+    def create(self, vm: VM, subnet: str | None = None) -> VM:
+        """Write a new member's config; returns the VM as written.
+
+        Fills an empty mac with generate_mac(); allocates the lowest free IP of *subnet* when
+        vm.ip is empty. Raises VMExistsError, IPConflictError, MACConflictError,
+        SubnetExhaustedError, InvalidValueError; nothing is written on any error.
+        """
+        net = _subnet(subnet)
+        vm = self._checked(vm, net)
+        if not vm.mac:
+            vm.mac = generate_mac(vm.name)
+
+        def operation(_: sqlite3.Connection) -> VM:
+            with self._writing() as conn:
+                path = self.config_path(vm.name)
+                if os.path.lexists(path):
+                    raise VMExistsError(
+                        f"vm {vm.name!r} already exists at {path}; delete it or choose "
+                        "another name",
+                        name=vm.name,
+                        path=path,
+                    )
+                if not vm.ip and net is not None:
+                    vm.ip = format_ipv4(self._allocate(conn, vm.name, net))
+                self._check_unique(conn, vm)
+                self.ensure_dir(vm.name)
+                self._write_config(conn, vm)
+            return vm
+
+        return self._indexed(operation)
+
+    def save(self, vm: VM) -> VM:
+        """Atomically overwrite an existing member's config; returns the VM as written.
+
+        Raises VMNotFoundError (no member directory), IPConflictError, MACConflictError,
+        InvalidValueError; nothing is written on any error.
+        """
+        vm = self._checked(vm, None)
+        member_dir = self.vm_dir(vm.name)
+
+        def operation(_: sqlite3.Connection) -> VM:
+            with self._writing() as conn:
+                if not member_dir.is_dir():
+                    raise VMNotFoundError(
+                        f"vm {vm.name!r} has no directory at {member_dir}; use create()",
+                        name=vm.name,
+                        path=member_dir,
+                    )
+                self._check_unique(conn, vm)
+                self._write_config(conn, vm)
+            return vm
+
+        return self._indexed(operation)
+
+    def _checked(self, vm: VM, net: Subnet | None) -> VM:
+        """A validated copy of *vm*: name, MAC (lowercased), IP, and every field encodable."""
+        validate_name(vm.name)
+        vm = replace(vm, fixtures=list(vm.fixtures), extra=dict(vm.extra))
+        if vm.mac:
+            vm.mac = normalize_mac(vm.mac)
+        if vm.ip:
+            ip = parse_ipv4(vm.ip)
+            if net is not None and not net.is_host(ip):
+                raise InvalidValueError(
+                    f"ip {vm.ip} of vm {vm.name!r} is not a host address of subnet {net}; "
+                    f"use one of {format_ipv4(net.first_host)}..{format_ipv4(net.last_host)}",
+                    name=vm.name,
+                    value=vm.ip,
+                )
+        encode_config(vm)  # raises InvalidValueError before anything is written
+        return vm
+
+    def _check_unique(self, conn: sqlite3.Connection, vm: VM) -> None:
+        key = (cluster_name(vm.name), vm.name)
+        if vm.ip:
+            ip = parse_ipv4(vm.ip)
+            holders = [k for k in queries.holders_of_ip(conn, ip) if k != key]
+            reserver = queries.reserved_by(conn, ip)
+            if holders or reserver not in (None, vm.name):
+                who = holders[0][1] if holders else f"a reservation for {reserver!r}"
+                raise IPConflictError(
+                    f"ip {vm.ip} for vm {vm.name!r} is already held by {who}; choose another "
+                    "address or pass a subnet to allocate one",
+                    name=vm.name,
+                    value=vm.ip,
+                    path=self.config_path(vm.name),
+                )
+        if vm.mac:
+            holders = [k for k in queries.holders_of_mac(conn, vm.mac) if k != key]
+            if holders:
+                raise MACConflictError(
+                    f"mac {vm.mac} for vm {vm.name!r} is already held by {holders[0][1]}; "
+                    "leave mac empty to derive one from the name",
+                    name=vm.name,
+                    value=vm.mac,
+                    path=self.config_path(vm.name),
+                )
+
+    def _write_config(self, conn: sqlite3.Connection, vm: VM) -> None:
+        """Write config.json atomically and record it; the caller holds the transaction."""
+        path = self.config_path(vm.name)
+        disk.atomic_write(path, encode_config(vm))
+        member = disk.MemberDir(cluster_name(vm.name), vm.name, None, None)
+        obs = self._reconciler.observe(member)
+        signature = tuple(obs.signature) if obs.signature is not None else None
+        queries.put_member(
+            conn, obs.key, obs.state, signature, obs.verified_ns, obs.digest, obs.vm
+        )
+        if vm.ip:
+            conn.execute(
+                "DELETE FROM reservations WHERE name = ? AND ip_int = ?",
+                (vm.name, parse_ipv4(vm.ip)),
+            )
+
+    def delete(self, name: str) -> None:
+        """Remove the member directory (never following symlinks out of it), its sockets,
+        the cluster directory if now empty, and its rows and reservations in the index.
+
+        Raises VMNotFoundError when the member directory is absent.
+        """
+        member_dir = self.vm_dir(name)
+        if not os.path.lexists(member_dir):
+            raise VMNotFoundError(
+                f"vm {name!r} does not exist (no directory at {member_dir})",
+                name=name,
+                path=member_dir,
+            )
+
+        def remove() -> None:
+            try:
+                disk.remove_member_dir(member_dir)
+            except FileNotFoundError:
+                raise VMNotFoundError(
+                    f"vm {name!r} was removed concurrently from {member_dir}",
+                    name=name,
+                    path=member_dir,
+                ) from None
+            disk.remove_quietly(self.socket_path(name))
+            disk.remove_quietly(self.control_socket_path(name))
+            disk.rmdir_if_empty(member_dir.parent)
+
+        def operation(_: sqlite3.Connection) -> None:
+            with self._index.write() as conn:
+                remove()
+                queries.delete_members(conn, [(cluster_name(name), name)])
+                queries.release_name(conn, name)
+                self._reconciler.invalidate()
+
+        try:
+            self._indexed(operation)
+        except _DEGRADED as exc:
+            if os.path.lexists(member_dir):
+                self._warn(exc)
+                remove()
+
+    # -- answers ------------------------------------------------------------------------
+
+    def list(self) -> list[str]:
+        """Every member directory name, cluster-sorted then member-sorted (Go's List order).
+
+        Reconciles the index first; the answer itself always comes from the scan.
+        """
+        scan = disk.scan(self.clusters_dir)
+        try:
+            self._indexed(lambda conn: self._bring_current(conn, scan))
+        except _DEGRADED as exc:
+            self._warn(exc)
+        return [m.name for m in scan.members]
+
+    def vms(self) -> list[VM]:
+        """Every member whose own config.json parses now, in list() order."""
+        if self._sync() is None:
+            return diskview.vms(self.clusters_dir, disk.scan(self.clusters_dir))
+        return self._indexed(queries.vms)
+
+    def members(self, cluster: str) -> list[str]:
+        """Names of the member directories under clusters/<cluster>/, in list() order."""
+        validate_name(cluster)
+        if self._sync() is None:
+            scan = disk.scan(self.clusters_dir)
+            return [m.name for m in scan.members if m.cluster == cluster]
+        return self._indexed(lambda conn: queries.member_names(conn, cluster))
+
+    def entries(self) -> list[Entry]:
+        """Every member directory with its state and last good config (for `ls`)."""
+        if self._sync() is None:
+            return []
+        return self._indexed(entries_from_index)
+
+    def free_ips(self, subnet: str, limit: int | None = None) -> list[str]:
+        """Ascending free host addresses of *subnet*. Raises InvalidValueError."""
+        net = _subnet(subnet)
+        assert net is not None
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidValueError(f"limit must be a non-negative integer, not {limit!r}")
+        if net.size_hosts == 0 or limit == 0:
+            return []
+        if self._sync() is None:
+            scan = disk.scan(self.clusters_dir)
+            return [format_ipv4(i) for i in diskview.free_ips(self.clusters_dir, scan, net, limit)]
+        ranges = self._indexed(
+            lambda conn: queries.free_ranges(conn, net.first_host, net.last_host, limit)
+        )
+        found: list[str] = []
+        for start, stop in ranges:
+            for value in range(start, stop + 1):
+                if limit is not None and len(found) >= limit:
+                    return found
+                found.append(format_ipv4(value))
+        return found
+
+    def allocate_ip(self, name: str, subnet: str) -> str:
+        """Reserve the lowest free address of *subnet* for *name*; idempotent per both.
+
+        Safe across processes. Raises SubnetExhaustedError, InvalidValueError.
+        """
+        validate_name(name)
+        net = _subnet(subnet)
+        assert net is not None
+
+        def operation(_: sqlite3.Connection) -> str:
+            with self._writing() as conn:
+                return format_ipv4(self._allocate(conn, name, net))
+
+        return self._indexed(operation)
+
+    def _allocate(self, conn: sqlite3.Connection, name: str, net: Subnet) -> int:
+        """The caller holds the write transaction."""
+        reserved = queries.reservation_for(conn, name, net.text)
+        if reserved is not None:
+            return reserved
+        own = conn.execute(
+            "SELECT ip_int FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
+            (cluster_name(name), name, net.first_host, net.last_host),
+        ).fetchone()
+        if own is not None:
+            return int(own[0])
+        gaps = queries.free_ranges(conn, net.first_host, net.last_host, 1)
+        if not gaps:
+            raise SubnetExhaustedError(
+                f"no free address left in subnet {net} for vm {name!r}; delete a member or "
+                "use a larger subnet",
+                name=name,
+                value=net.text,
+            )
+        ip = gaps[0][0]
+        queries.add_reservation(conn, name, net.text, ip, owners.current_owner(), time.time_ns())
+        return ip
+
+    def who_has(self, value: str) -> str | None:
+        """The member name holding an IP or MAC, or None. Raises InvalidValueError."""
+        ip, mac = _ip_or_mac(value)
+        if self._sync() is None:
+            return diskview.who_has(self.clusters_dir, disk.scan(self.clusters_dir), ip, mac)
+
+        def lookup(conn: sqlite3.Connection) -> str | None:
+            if ip is not None:
+                holders = queries.holders_of_ip(conn, ip)
+                return holders[0][1] if holders else queries.reserved_by(conn, ip)
+            assert mac is not None
+            holders = queries.holders_of_mac(conn, mac)
+            return holders[0][1] if holders else None
+
+        return self._indexed(lookup)
+
+    def reconcile(self, full: bool = False, dry_run: bool = False) -> ReconcileReport:
+        """Bring the index in line with disk (full: re-read every config); the report also
+        lists every unreadable member and conflict. dry_run changes nothing.
+        """
+
+        def operation(conn: sqlite3.Connection) -> ReconcileReport:
+            scan = disk.scan(self.clusters_dir)
+            plan = self._reconciler.plan(conn, scan, full=full)
+            if dry_run:
+                report = self._reconciler.apply(conn, plan, dry_run=True)
+            else:
+                with self._index.write() as wconn:
+                    report = self._reconciler.apply(wconn, plan)
+            report.unreadable = queries.names_in_state(conn, "unreadable")
+            report.conflicts = queries.conflicts(conn)
+            return report
+
+        return self._indexed(operation)
+
+    def check(self) -> list[Problem]:
+        """Problems on disk now and the index's drift from it; changes nothing."""
+        scan = disk.scan(self.clusters_dir)
+        try:
+            return self._indexed(lambda conn: find_problems(conn, self._reconciler, scan))
+        except _DEGRADED as exc:
+            return find_problems(None, self._reconciler, scan, str(exc))
+
+    def migrate(self) -> str:
+        """Upgrade the index schema to head (opening it does so) and return its revision.
+
+        Raises IndexSchemaError for an index newer than this code, IndexUnavailableError.
+        """
+        revision = self._indexed(schema.current_revision)
+        assert revision is not None
+        return revision
+
+    def try_lock(self, name: str) -> disk.Lock:
+        """Non-blocking exclusive flock on <m>/.lock. Raises LockedError, VMNotFoundError."""
+        path = self.lock_path(name)
+        try:
+            return disk.try_lock(path, name)
+        except FileNotFoundError:
+            raise VMNotFoundError(
+                f"vm {name!r} has no directory at {path.parent}; create it first",
+                name=name,
+                path=path.parent,
+            ) from None
+
+
+def _subnet(text: str | None) -> Subnet | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise InvalidValueError(f"subnet must be a CIDR string like 10.0.0.0/24, not {text!r}")
+    return _parse_subnet(text)
+
+
+def _ip_or_mac(value: str) -> tuple[int | None, str | None]:
+    if not isinstance(value, str):
+        raise InvalidValueError(f"expected an IPv4 address or a MAC, not {value!r}")
+    if value.count(":") == 5:
+        return None, normalize_mac(value)
+    return parse_ipv4(value), None
+
