@@ -60,9 +60,7 @@ def find_problems(
     index_error: str | None = None,
 ) -> list[Problem]:
     observations = [
-        reconciler.observe(m)
-        for m in scan.members
-        if encodable(m.cluster) and encodable(m.name)
+        reconciler.observe(m) for m in scan.members if encodable(m.cluster) and encodable(m.name)
     ]
     problems = _disk_problems(reconciler.clusters_dir, observations)
     if index_error is not None:
@@ -143,4 +141,3 @@ def _drift(conn: sqlite3.Connection, observations: list[Observation], scan: Scan
                 )
             )
     return problems
-

@@ -1,8 +1,8 @@
 """Every failure a caller can handle, under one base class.
 
     FleetboxError                   base of everything below; never raised itself
-    ├── InvalidNameError            a VM name is empty, ".", "..", has "/" or NUL, or is too long (ValueError)
-    ├── InvalidValueError           an IP, CIDR, MAC, fixture or field value is malformed (ValueError)
+    ├── InvalidNameError            a VM name could escape or clobber the tree (ValueError)
+    ├── InvalidValueError           an IP, CIDR, MAC, fixture or field is malformed (ValueError)
     ├── StorageRootError            the storage root cannot be resolved or created
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
     ├── VMExistsError               create() found a config.json already there
@@ -11,8 +11,8 @@
     ├── IPConflictError             the IP is held by another member or a live reservation
     ├── MACConflictError            the MAC is held by another member (compared case-insensitively)
     ├── SubnetExhaustedError        no free host address is left in the subnet
-    ├── IndexBusyError              the index stayed locked longer than the busy timeout (TimeoutError)
-    ├── IndexSchemaError            the index is at a revision this code does not know; writes refused
+    ├── IndexBusyError              the index stayed locked past the busy timeout (TimeoutError)
+    ├── IndexSchemaError            the index is at a revision newer than this code; writes refused
     └── IndexUnavailableError       the index cannot be written (read-only file, directory or tree)
 
 Each error carries the fields it names (``name``, ``path``, ``value``) and pickles with them,

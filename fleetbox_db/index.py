@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
@@ -235,14 +235,18 @@ class Index:
         with self.file_lock():
             if self._healthy():
                 return
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+            stamp = (
+                time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+            )
             aside = Path(f"{self.path}.corrupt-{stamp}")
-            log.warning("index %s is unusable (%s); moved to %s, rebuilding from disk",
-                        self.path, reason, aside)
-            try:
+            log.warning(
+                "index %s is unusable (%s); moved to %s, rebuilding from disk",
+                self.path,
+                reason,
+                aside,
+            )
+            with suppress(FileNotFoundError):
                 os.rename(self.path, aside)
-            except FileNotFoundError:
-                pass
             for suffix in ("-wal", "-shm"):
                 _remove(Path(f"{self.path}{suffix}"))
 
@@ -273,10 +277,8 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _remove(path: Path) -> None:
-    try:
+    with suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def chown_to_invoker(*paths: Path) -> None:

@@ -24,9 +24,12 @@ from fleetbox_db.ipam import format_ipv4, parse_ipv4
 
 Key = tuple[str, str]
 
-_CONFIG_COLUMNS: Final = (
-    "config_name, mac, mac_key, cpus, memory_mb, disk_mb, image, created_at, ip, ip_int, extra"
-)
+_SIGNATURE_FIELDS: Final = ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
+_CONFIG_FIELDS: Final = (
+    "config_name", "mac", "mac_key", "cpus", "memory_mb", "disk_mb", "image", "created_at", "ip",
+    "ip_int", "extra",
+)  # fmt: skip
+_CONFIG_COLUMNS: Final = ", ".join(_CONFIG_FIELDS)
 _PLACEHOLDER_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -184,11 +187,7 @@ def put_member(
         "INSERT INTO members (cluster, name, state, ino, size, mtime_ns, ctime_ns, verified_ns,"
         f" digest, {_CONFIG_COLUMNS}) VALUES ({', '.join('?' * 20)})"
         " ON CONFLICT (cluster, name) DO UPDATE SET "
-        + ", ".join(
-            f"{c} = excluded.{c}"
-            for c in ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
-            + tuple(c.strip() for c in _CONFIG_COLUMNS.split(","))
-        )
+        + ", ".join(f"{c} = excluded.{c}" for c in (*_SIGNATURE_FIELDS, *_CONFIG_FIELDS))
         + " RETURNING id",
         (*head, *config_values(vm)),
     ).fetchone()
@@ -199,7 +198,7 @@ def clear_config(conn: sqlite3.Connection, key: Key) -> None:
     """Forget a member's config: its file is gone, so it holds no IP or MAC any more."""
     conn.execute(
         "UPDATE members SET "
-        + ", ".join(f"{c.strip()} = NULL" for c in _CONFIG_COLUMNS.split(","))
+        + ", ".join(f"{c} = NULL" for c in _CONFIG_FIELDS)
         + " WHERE cluster = ? AND name = ?",
         key,
     )
@@ -284,9 +283,7 @@ def member_states(conn: sqlite3.Connection) -> dict[Key, str]:
 
 
 def names_in_state(conn: sqlite3.Connection, state: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM members WHERE state = ? ORDER BY cluster, name", (state,)
-    )
+    rows = conn.execute("SELECT name FROM members WHERE state = ? ORDER BY cluster, name", (state,))
     return [r[0] for r in rows]
 
 

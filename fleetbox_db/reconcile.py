@@ -253,7 +253,7 @@ def _owner(r: Reservation) -> owners.Owner:
     return (r.owner_pid, r.owner_boot, r.owner_start)
 
 
-class _read_txn:  # noqa: N801 - used like a function
+class _read_txn:
     """BEGIN ... COMMIT around several SELECTs so they see one snapshot."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -7,6 +7,7 @@ write transaction, so two processes can never both pass the same check.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import sqlite3
@@ -37,7 +38,7 @@ from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT, Index, IndexCorrupt
 from fleetbox_db.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
 from fleetbox_db.ipam import parse_subnet as _parse_subnet
 from fleetbox_db.paths import Layout, cluster_name, resolve_root, validate_name
-from fleetbox_db.reconcile import DEFAULT_GRANULARITY_NS, Clock, ReconcileReport, Reconciler
+from fleetbox_db.reconcile import DEFAULT_GRANULARITY_NS, Clock, Reconciler, ReconcileReport
 
 log = logging.getLogger("fleetbox_db")
 
@@ -282,9 +283,7 @@ class Store(Layout):
         member = disk.MemberDir(cluster_name(vm.name), vm.name, None, None)
         obs = self._reconciler.observe(member)
         signature = tuple(obs.signature) if obs.signature is not None else None
-        queries.put_member(
-            conn, obs.key, obs.state, signature, obs.verified_ns, obs.digest, obs.vm
-        )
+        queries.put_member(conn, obs.key, obs.state, signature, obs.verified_ns, obs.digest, obs.vm)
         if vm.ip:
             conn.execute(
                 "DELETE FROM reservations WHERE name = ? AND ip_int = ?",
@@ -346,13 +345,13 @@ class Store(Layout):
             self._warn(exc)
         return [m.name for m in scan.members]
 
-    def vms(self) -> list[VM]:
+    def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""
         if self._sync() is None:
             return diskview.vms(self.clusters_dir, disk.scan(self.clusters_dir))
         return self._indexed(queries.vms)
 
-    def members(self, cluster: str) -> list[str]:
+    def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""
         validate_name(cluster)
         if self._sync() is None:
@@ -360,13 +359,13 @@ class Store(Layout):
             return [m.name for m in scan.members if m.cluster == cluster]
         return self._indexed(lambda conn: queries.member_names(conn, cluster))
 
-    def entries(self) -> list[Entry]:
+    def entries(self) -> builtins.list[Entry]:
         """Every member directory with its state and last good config (for `ls`)."""
         if self._sync() is None:
             return []
         return self._indexed(entries_from_index)
 
-    def free_ips(self, subnet: str, limit: int | None = None) -> list[str]:
+    def free_ips(self, subnet: str, limit: int | None = None) -> builtins.list[str]:
         """Ascending free host addresses of *subnet*. Raises InvalidValueError."""
         net = _subnet(subnet)
         assert net is not None
@@ -380,7 +379,7 @@ class Store(Layout):
         ranges = self._indexed(
             lambda conn: queries.free_ranges(conn, net.first_host, net.last_host, limit)
         )
-        found: list[str] = []
+        found: builtins.list[str] = []
         for start, stop in ranges:
             for value in range(start, stop + 1):
                 if limit is not None and len(found) >= limit:
@@ -461,7 +460,7 @@ class Store(Layout):
 
         return self._indexed(operation)
 
-    def check(self) -> list[Problem]:
+    def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
         scan = disk.scan(self.clusters_dir)
         try:
@@ -505,4 +504,3 @@ def _ip_or_mac(value: str) -> tuple[int | None, str | None]:
     if value.count(":") == 5:
         return None, normalize_mac(value)
     return parse_ipv4(value), None
-

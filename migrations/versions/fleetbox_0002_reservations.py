@@ -31,9 +31,7 @@ def upgrade() -> None:
         sa.Column("created_ns", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reservations")),
     )
-    op.create_index(
-        "ix_reservations_name_subnet", "reservations", ["name", "subnet"], unique=True
-    )
+    op.create_index("ix_reservations_name_subnet", "reservations", ["name", "subnet"], unique=True)
     op.create_index("ix_reservations_ip_int", "reservations", ["ip_int"], unique=True)
 
 
