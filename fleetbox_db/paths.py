@@ -153,7 +153,7 @@ def resolve_home(
     if not home:
         raise StorageRootError(
             "cannot resolve the fleetbox storage root: $HOME is not set; "
-            f"set HOME or {ENV_HOME}, or pass a path to Store.open()"
+            f"set HOME or {ENV_HOME}, or give the root explicitly (Store.open(path), --root)"
         )
     return home
 

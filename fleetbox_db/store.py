@@ -362,7 +362,7 @@ class Store(Layout):
     def entries(self) -> builtins.list[Entry]:
         """Every member directory with its state and last good config (for `ls`)."""
         if self._sync() is None:
-            return []
+            return diskview.entries(self.clusters_dir, disk.scan(self.clusters_dir))
         return self._indexed(entries_from_index)
 
     def free_ips(self, subnet: str, limit: int | None = None) -> builtins.list[str]:
