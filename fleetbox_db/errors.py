@@ -6,7 +6,7 @@
     ├── StorageRootError            the storage root cannot be resolved or created
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
     ├── VMExistsError               create() found a config.json already there
-    ├── ConfigError                 a config.json is not valid JSON or has a wrong type for a key
+    ├── ConfigError                 a config.json is not valid JSON or mistyped (ValueError)
     ├── LockedError                 try_lock() found the member's .lock held, also by this process
     ├── IPConflictError             the IP is held by another member or a live reservation
     ├── MACConflictError            the MAC is held by another member (compared case-insensitively)

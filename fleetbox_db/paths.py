@@ -94,8 +94,31 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_cluster(cluster: str) -> str:
+    """Return ``cluster`` if it can name a directory under clusters/, else InvalidNameError.
+
+    Looser than validate_name: ``..-1`` is the cluster of the valid member ``..-1-2``.
+    """
+    if not isinstance(cluster, str):
+        raise InvalidNameError(f"invalid cluster name {_short_repr(cluster)}: expected a str")
+    reason = _segment_problem(cluster)
+    if reason is not None:
+        raise InvalidNameError(
+            f"invalid cluster name {_short_repr(cluster)}: {reason}; {_NAME_RULE}", name=cluster
+        )
+    return cluster
+
+
 def _name_problem(name: str) -> str | None:
     """Say what is wrong with a str name, or None when it is acceptable."""
+    reason = _segment_problem(name)
+    if reason is None and cluster_name(name) in (".", ".."):
+        return f"its cluster segment would be {cluster_name(name)!r}"
+    return reason
+
+
+def _segment_problem(name: str) -> str | None:
+    """What stops *name* being one path segment under clusters/, or None."""
     if name == "":
         return "it is empty"
     if name in (".", ".."):
@@ -107,8 +130,6 @@ def _name_problem(name: str) -> str | None:
     size = len(name_bytes(name))
     if size > MAX_NAME_BYTES:
         return f"it is {size} bytes long"
-    if cluster_name(name) in (".", ".."):
-        return f"its cluster segment would be {cluster_name(name)!r}"
     return None
 
 

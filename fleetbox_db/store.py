@@ -37,7 +37,13 @@ from fleetbox_db.errors import (
 from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT, Index, IndexCorrupt
 from fleetbox_db.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
 from fleetbox_db.ipam import parse_subnet as _parse_subnet
-from fleetbox_db.paths import Layout, cluster_name, resolve_root, validate_name
+from fleetbox_db.paths import (
+    Layout,
+    cluster_name,
+    resolve_root,
+    validate_cluster,
+    validate_name,
+)
 from fleetbox_db.reconcile import DEFAULT_GRANULARITY_NS, Clock, Reconciler, ReconcileReport
 
 log = logging.getLogger("fleetbox_db")
@@ -158,7 +164,11 @@ class Store(Layout):
 
     def exists(self, name: str) -> bool:
         """True when config.json exists (any stat error counts as absent, as in Go)."""
-        return self.config_path(name).exists()
+        try:
+            os.stat(self.config_path(name))
+        except OSError:
+            return False
+        return True
 
     def load(self, name: str) -> VM:
         """Read config.json from disk. Raises VMNotFoundError, ConfigError."""
@@ -353,7 +363,7 @@ class Store(Layout):
 
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""
-        validate_name(cluster)
+        validate_cluster(cluster)
         if self._sync() is None:
             scan = disk.scan(self.clusters_dir)
             return [m.name for m in scan.members if m.cluster == cluster]
