@@ -315,17 +315,18 @@ class Store(Layout):
             )
 
         def remove() -> None:
-            try:
-                disk.remove_member_dir(member_dir)
-            except FileNotFoundError:
+            if not disk.remove_member(self.clusters_dir, cluster_name(name), name):
                 raise VMNotFoundError(
-                    f"vm {name!r} was removed concurrently from {member_dir}",
+                    f"vm {name!r} does not exist (no directory at {member_dir}, or its "
+                    "cluster directory is a symlink, which delete never follows)",
                     name=name,
                     path=member_dir,
-                ) from None
-            disk.remove_quietly(self.socket_path(name))
-            disk.remove_quietly(self.control_socket_path(name))
-            disk.rmdir_if_empty(member_dir.parent)
+                )
+            for socket in (self.socket_path(name), self.control_socket_path(name)):
+                try:
+                    disk.remove_quietly(socket)
+                except OSError as exc:  # best effort, as in Go: the member itself is gone
+                    log.warning("could not remove %s: %s", socket, exc.strerror or exc)
 
         def operation(_: sqlite3.Connection) -> None:
             with self._index.write() as conn:

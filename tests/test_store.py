@@ -532,11 +532,6 @@ def test_delete_of_a_member_dir_that_is_a_symlink_removes_only_the_link(
     assert snapshot(outside) == before
 
 
-@pytest.mark.xfail(
-    reason="library bug: delete() follows a symlinked cluster dir and removes the member "
-    "dir it points into (outside the tree), then fails with a raw NotADirectoryError",
-    strict=True,
-)
 def test_delete_through_a_symlinked_cluster_dir_leaves_outside_files(
     store: Store, root: Path, tmp_path: Path
 ) -> None:
@@ -640,7 +635,7 @@ HOSTILE_NAMES = [
 SUBNET = "10.0.0.0/24"
 
 
-def MEMBERS(store: Store, cluster: str) -> object:  # noqa: N802 - a parameter value
+def MEMBERS(store: Store, cluster: str) -> object:
     return store.members(cluster)
 
 
