@@ -7,17 +7,14 @@ to run beside a crashed or busy writer.
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
 from fleetbox_db import queries
 from fleetbox_db.config import VM
 from fleetbox_db.disk import Scan
-from fleetbox_db.ipam import format_ipv4
 from fleetbox_db.paths import cluster_name
-from fleetbox_db.queries import ip_key, mac_key
-from fleetbox_db.reconcile import Observation, Reconciler, encodable
+from fleetbox_db.reconcile import Observation, Reconciler, conflicts_among, encodable
 
 ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index"]
 
@@ -63,6 +60,18 @@ def find_problems(
         reconciler.observe(m) for m in scan.members if encodable(m.cluster) and encodable(m.name)
     ]
     problems = _disk_problems(reconciler.clusters_dir, observations)
+    for cluster in scan.unreadable_clusters:
+        where = f"{reconciler.clusters_dir}/{cluster}"
+        known = tuple(queries.member_names(conn, cluster)) if conn is not None else ()
+        problems.append(
+            Problem(
+                "unreadable",
+                known,
+                where,
+                f"cluster directory {where} cannot be listed, so its members were not "
+                "checked (the index keeps them meanwhile); fix its permissions",
+            )
+        )
     if index_error is not None:
         problems.append(Problem("index", (), "", f"index not used: {index_error}"))
     elif conn is not None:
@@ -72,7 +81,6 @@ def find_problems(
 
 def _disk_problems(clusters_dir: str, observations: list[Observation]) -> list[Problem]:
     problems: list[Problem] = []
-    claims: dict[tuple[str, str], list[str]] = defaultdict(list)
     for obs in observations:
         cluster, name = obs.key
         where = f"{clusters_dir}/{cluster}/{name}"
@@ -95,23 +103,16 @@ def _disk_problems(clusters_dir: str, observations: list[Observation]) -> list[P
                     f"unreadable config {where}/config.json of vm {name!r}; fix or remove it",
                 )
             )
-        if obs.vm is not None:
-            ip, mac = ip_key(obs.vm.ip), mac_key(obs.vm.mac)
-            if ip is not None:
-                claims[("ip", format_ipv4(ip))].append(name)
-            if mac is not None:
-                claims[("mac", mac)].append(name)
-    for (kind, value), names in claims.items():
-        if len(names) > 1:
-            problems.append(
-                Problem(
-                    "conflict",
-                    tuple(names),
-                    value,
-                    f"{kind} {value} is claimed by {', '.join(names)}; give all but one "
-                    "another address",
-                )
+    claims = ((obs.key[1], obs.vm) for obs in observations if obs.vm is not None)
+    for conflict in conflicts_among(claims):
+        problems.append(
+            Problem(
+                "conflict",
+                conflict.members,
+                conflict.value,
+                f"{conflict}; give all but one another address",
             )
+        )
     return problems
 
 

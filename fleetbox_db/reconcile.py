@@ -5,6 +5,10 @@ one recorded when the index last read it, and reads only what changed. A rewrite
 one timestamp tick keeps the same signature, so a row read less than one granularity after
 its file's mtime stays "racy" and is re-read (and its digest compared) until a later read
 proves it settled - git's racy-index rule.
+
+Whatever a scan can show must compare equal to the index once applied (a chmod's new ctime,
+a config.json that is a directory, a name SQLite cannot store), or every list() would look
+changed and take the write lock; the tests in test_reconcile.py pin each such case.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from fleetbox_db import owners, queries
 from fleetbox_db.config import VM, decode_config
 from fleetbox_db.disk import MemberDir, Scan, Signature, read_config_bytes
 from fleetbox_db.errors import ConfigError
+from fleetbox_db.ipam import format_ipv4
 from fleetbox_db.paths import cluster_name
 from fleetbox_db.queries import Conflict, Key, Reservation, StoredRow
 
@@ -63,10 +70,19 @@ class Observation:
 
 @dataclass
 class Plan:
+    """What plan() found changed: observations to write, rows to drop, reservations to free."""
+
     observations: list[Observation]
     old: dict[Key, StoredRow]
     removed: list[Key]
     dead: list[Reservation]
+    # Signature recorded in the index per row, to tell "same bytes, new stat" from no change.
+    recorded: dict[Key, tuple[int | None, ...]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """True when applying would write nothing: the caller may skip the write lock."""
+        return not (self.observations or self.removed or self.dead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +105,59 @@ def encodable(text: str) -> bool:
     return True
 
 
+def _scan_order(member: MemberDir) -> tuple[bytes, bytes]:
+    return os.fsencode(member.cluster), os.fsencode(member.name)
+
+
+class _AnyError(str):
+    """Equal to any stat error text (and, with none_too, to None): the index keeps no error
+    text, only the fact that a row with no signature was unreadable or stray.
+
+    A str subclass, so == against the scan's str tries this __eq__ first; the no-change
+    comparison stays one list == list.
+    """
+
+    __slots__ = ()
+    none_too = False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) or (self.none_too and other is None)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _AnyErrorOrNone(_AnyError):
+    __slots__ = ()
+    none_too = True
+
+
+#: What the scan shows for a row without a signature: "unreadable" means config.json exists
+#: but stat or open failed; a stray row looks the same whether its config is missing or not
+#: (_write keeps no config for either, so both give the same row).
+_NO_FILE: Final[dict[str, str | None]] = {
+    "configless": None,
+    "unreadable": _AnyError("unreadable"),
+    "stray": _AnyErrorOrNone("stray"),
+}
+
+
+def _no_file(cluster: str, name: str, configless: set[str]) -> str | None:
+    """What the scan shows as error for a row recorded without a signature."""
+    if cluster_name(name) != cluster:
+        return _NO_FILE["stray"]
+    return None if name in configless else _NO_FILE["unreadable"]
+
+
+def _expected(cluster: str, name: str, sig: tuple[Any, ...], state: str) -> MemberDir:
+    """The MemberDir a scan shows for a row whose config.json has signature *sig*."""
+    if sig[0] is None:
+        return MemberDir(cluster, name, None, _NO_FILE.get(state))
+    return MemberDir(cluster, name, Signature(*sig), None)
+
+
 class Reconciler:
     """Diffs a Scan against the index; keeps the last snapshot while the index is unchanged."""
 
@@ -102,6 +171,9 @@ class Reconciler:
         self.clock = clock
         self.granularity_ns = granularity_ns
         self._snapshot: _Snapshot | None = None
+        # Members whose names SQLite cannot store, as the last plan saw them: the snapshot
+        # shows them too, or they would make every list() look changed.
+        self._skipped: list[MemberDir] = []
 
     def invalidate(self) -> None:
         """Forget the snapshot: this connection wrote, which data_version does not show."""
@@ -110,11 +182,16 @@ class Reconciler:
     # -- the no-change path: no lock, no write, no parse ----------------------------------
 
     def is_current(self, conn: sqlite3.Connection, scan: Scan) -> bool:
+        """True when the index already says what *scan* shows and no row is racy."""
         snap = self._load_snapshot(conn)
-        if snap.racy or scan.unreadable_clusters:
+        if snap.racy:
             return False
-        if any(not owners.is_alive(_owner(r)) for r in snap.reservations):
+        if snap.reservations and any(not owners.is_alive(_owner(r)) for r in snap.reservations):
             return False
+        if scan.unreadable_clusters:
+            # Their rows stay (plan never drops them) but the scan cannot show them.
+            skipped = set(scan.unreadable_clusters)
+            return scan.members == [e for e in snap.entries if e.cluster not in skipped]
         return scan.members == snap.entries
 
     def _load_snapshot(self, conn: sqlite3.Connection) -> _Snapshot:
@@ -126,47 +203,79 @@ class Reconciler:
             rows = queries.signatures(conn)
             racy = queries.racy_count(conn, self.granularity_ns)
             reservations = queries.reservations(conn)
+            # Rows without a signature need their state (configless or not); usually few.
+            unsigned = any(r[2] is None for r in rows)
+            configless = set(queries.names_in_state(conn, "configless")) if unsigned else set()
+        # tuple.__new__ skips the NamedTuple constructors: this runs for every row whenever
+        # another process wrote, and the constructors were half its cost.
+        new, member, signature = tuple.__new__, MemberDir, Signature
         entries = [
-            MemberDir(c, n, None if i is None else Signature(i, s, m, t), None)
+            new(member, (c, n, new(signature, (i, s, m, t)), None))
+            if i is not None
+            else member(c, n, None, _no_file(c, n, configless))
             for c, n, i, s, m, t in rows
         ]
+        if self._skipped:
+            entries = sorted(entries + self._skipped, key=_scan_order)
         self._snapshot = _Snapshot(conn, version, entries, racy, reservations)
         return self._snapshot
 
     # -- the diff -------------------------------------------------------------------------
 
     def plan(self, conn: sqlite3.Connection, scan: Scan, full: bool = False) -> Plan:
-        """Read what changed since the index last looked; takes no lock."""
+        """Read what changed since the index last looked; takes no lock.
+
+        Observations that would change nothing (a racy row re-read with the same bytes and
+        still inside its window) are left out, so an empty plan needs no write at all.
+        """
         with _read_txn(conn):
             stored = queries.stored_rows(conn)
-            signatures = {(r[0], r[1]): r[2:] for r in queries.signatures(conn)}
+            recorded = {(r[0], r[1]): tuple(r[2:]) for r in queries.signatures(conn)}
             reservations = queries.reservations(conn)
         old: dict[Key, StoredRow] = {}
         observations: list[Observation] = []
+        skipped: list[MemberDir] = []
         for member in scan.members:
             key = (member.cluster, member.name)
             if not (encodable(member.cluster) and encodable(member.name)):
+                skipped.append(member)
                 continue
             row = stored.pop(key, None)
             if row is not None:
                 old[key] = row
-                sig = member.signature
-                recorded = signatures[key]
-                same = (tuple(sig) if sig else (None, None, None, None)) == tuple(recorded)
-                if same and not full and not self._racy(row) and member.error is None:
+                same = member == _expected(*key, recorded[key], row.state)
+                if same and not full and not self._racy(row):
                     continue
-            observations.append(self.observe(member))
-        skipped = set(scan.unreadable_clusters)
-        removed = [key for key in stored if key[0] not in skipped]
+            obs = self.observe(member)
+            if row is not None and self._noop(row, recorded[key], obs):
+                continue
+            observations.append(obs)
+        if skipped != self._skipped:
+            self._skipped = skipped
+            self.invalidate()
+        unlisted = set(scan.unreadable_clusters)
+        removed = [key for key in stored if key[0] not in unlisted]
         for key in removed:
             old[key] = stored[key]
         dead = [r for r in reservations if not owners.is_alive(_owner(r))]
-        return Plan(observations, old, removed, dead)
+        return Plan(observations, old, removed, dead, recorded)
 
     def _racy(self, row: StoredRow) -> bool:
         if row.mtime_ns is None or row.verified_ns is None:
             return False
         return row.mtime_ns + self.granularity_ns > row.verified_ns
+
+    def _settled(self, obs: Observation) -> bool:
+        """The read happened more than one timestamp tick after the file last changed."""
+        sig = obs.signature
+        return sig is not None and sig.mtime_ns + self.granularity_ns <= obs.verified_ns
+
+    def _noop(self, row: StoredRow, recorded: tuple[int | None, ...], obs: Observation) -> bool:
+        if row.digest != obs.digest or row.state != obs.state:
+            return False
+        if _sig_tuple(obs.signature) != recorded:
+            return False
+        return not (self._racy(row) and self._settled(obs))
 
     def observe(self, member: MemberDir) -> Observation:
         """Read and parse one member's config.json now."""
@@ -196,11 +305,16 @@ class Reconciler:
         """Write the plan; the caller holds the write transaction (unless dry_run).
 
         Every observation is re-checked under the lock, so what is written is what disk holds
-        now even if another process changed the file after the lock-free read.
+        now even if another process changed the file after the lock-free read. A dry run
+        writes nothing and reports what a real run would, unreadable and conflicts included.
         """
         report = ReconcileReport()
+        vanished: list[Key] = []
         for seen in plan.observations:
             obs = seen if dry_run else self._confirm(seen)
+            if obs is None:  # the member directory went away after the scan
+                vanished.append(seen.key)
+                continue
             old = plan.old.get(obs.key)
             same = old is not None and old.digest == obs.digest and old.state == obs.state
             if old is None:
@@ -210,43 +324,117 @@ class Reconciler:
             if obs.state == "unreadable":
                 report.unreadable.append(obs.key[1])
             if not dry_run:
-                self._write(conn, obs, old, same)
-        for key in plan.removed:
-            if dry_run or not os.path.isdir(f"{self.clusters_dir}/{key[0]}/{key[1]}"):
-                report.removed.append(key[1])
+                self._write(conn, obs, old, plan.recorded.get(obs.key))
+        gone = [k for k in plan.removed if dry_run or not self._is_member_dir(k)]
+        gone += [k for k in vanished if k in plan.old]
+        report.removed = [k[1] for k in gone]
         dead = [r for r in plan.dead if dry_run or not owners.is_alive(_owner(r))]
         report.released = [r.name for r in dead]
-        if not dry_run:
-            gone = [k for k in plan.removed if k[1] in report.removed]
+        if dry_run:
+            self._preview(conn, plan, report)
+        else:
             queries.delete_members(conn, gone)
             queries.delete_reservations(conn, (r.id for r in dead))
             self.invalidate()
         return report
 
-    def _confirm(self, obs: Observation) -> Observation:
+    def _is_member_dir(self, key: Key) -> bool:
+        """A real directory, as scan sees one: a symlink in its place is not a member."""
+        try:
+            cluster = os.lstat(f"{self.clusters_dir}/{key[0]}")
+            member = os.lstat(f"{self.clusters_dir}/{key[0]}/{key[1]}")
+        except OSError:
+            return False
+        return stat.S_ISDIR(cluster.st_mode) and stat.S_ISDIR(member.st_mode)
+
+    def _confirm(self, obs: Observation) -> Observation | None:
+        """*obs* if config.json is still what was read, else a fresh read; None when gone."""
         path = f"{self.clusters_dir}/{obs.key[0]}/{obs.key[1]}/config.json"
         try:
-            now = Signature.of(os.stat(path))
+            st = os.stat(path)
+        except FileNotFoundError:
+            if not self._is_member_dir(obs.key):
+                return None
+            now, present = None, False
         except OSError:
-            now = None
-        if now == obs.signature and obs.present == (now is not None):
+            now, present = None, True
+        else:
+            # Not a regular file: scan records no signature for it either.
+            now, present = (Signature.of(st) if stat.S_ISREG(st.st_mode) else None), True
+        if now == obs.signature and present == obs.present:
             return obs
         return self.observe(MemberDir(obs.key[0], obs.key[1], now, None))
 
     def _write(
-        self, conn: sqlite3.Connection, obs: Observation, old: StoredRow | None, same: bool
+        self,
+        conn: sqlite3.Connection,
+        obs: Observation,
+        old: StoredRow | None,
+        recorded: tuple[int | None, ...] | None,
     ) -> None:
-        if same and old is not None and obs.signature is not None:
-            settled = obs.signature.mtime_ns + self.granularity_ns <= obs.verified_ns
-            if old.verified_ns is not None and old.mtime_ns == obs.signature.mtime_ns:
-                if settled:
+        sig = _sig_tuple(obs.signature)
+        if old is not None and old.digest == obs.digest and old.state == obs.state:
+            if sig == recorded:
+                # Same bytes under the same signature: only a racy row that is now
+                # settled has anything to record.
+                if self._racy(old) and self._settled(obs):
                     queries.set_verified(conn, obs.key, obs.verified_ns)
                 return
-        sig = tuple(obs.signature) if obs.signature is not None else None
-        vm = None if same else obs.vm
-        queries.put_member(conn, obs.key, obs.state, sig, obs.verified_ns, obs.digest, vm)
-        if not obs.present:
+            # Same bytes, new signature (chmod, touch, a copy over it): record the new
+            # signature, or the scan would differ from the index on every list().
+            queries.put_member(
+                conn, obs.key, obs.state, obs.signature, obs.verified_ns, obs.digest, None
+            )
+            return
+        queries.put_member(
+            conn, obs.key, obs.state, obs.signature, obs.verified_ns, obs.digest, obs.vm
+        )
+        # A stray config that cannot even be stat-ed holds nothing, as a missing one: both
+        # leave rows the scan cannot tell apart (_NO_FILE).
+        if not obs.present or (obs.signature is None and obs.state == "stray"):
             queries.clear_config(conn, obs.key)
+
+    def _preview(self, conn: sqlite3.Connection, plan: Plan, report: ReconcileReport) -> None:
+        """Fill report.unreadable and .conflicts as the index would hold them after *plan*."""
+        rows = {(c, n): (state, vm) for c, n, state, vm in queries.all_members(conn)}
+        for key in plan.removed:
+            rows.pop(key, None)
+        for obs in plan.observations:
+            last = rows.get(obs.key, ("", None))[1]
+            # As _write does: an unreadable file keeps its last good config, a missing one
+            # (or a stray one without a signature) none.
+            keeps = obs.present and not (obs.signature is None and obs.state == "stray")
+            vm = obs.vm if obs.vm is not None else (last if keeps else None)
+            rows[obs.key] = (obs.state, vm)
+        ordered = sorted(rows.items())  # (cluster, name): code-point order is byte order
+        report.unreadable = [key[1] for key, (state, _) in ordered if state == "unreadable"]
+        report.conflicts = conflicts_among((key[1], vm) for key, (_, vm) in ordered if vm)
+
+
+def conflicts_among(configs: Iterable[tuple[str, VM]]) -> list[Conflict]:
+    """Every IP, then every MAC, that more than one (member name, config) claims, by value.
+
+    Grouped as the index groups them: IPs as addresses, MACs case-insensitively.
+    """
+    by_ip: dict[int, list[str]] = defaultdict(list)
+    by_mac: dict[str, list[str]] = defaultdict(list)
+    for name, vm in configs:
+        ip, mac = queries.ip_key(vm.ip), queries.mac_key(vm.mac)
+        if ip is not None:
+            by_ip[ip].append(name)
+        if mac is not None:
+            by_mac[mac].append(name)
+    found = [Conflict("ip", format_ipv4(v), tuple(n)) for v, n in sorted(by_ip.items())]
+    found += [Conflict("mac", v, tuple(n)) for v, n in sorted(by_mac.items())]
+    return [c for c in found if len(c.members) > 1]
+
+
+_NO_SIGNATURE: Final = (None, None, None, None)
+
+
+def _sig_tuple(sig: Signature | None) -> tuple[int | None, ...]:
+    """A signature as the index stores it: four NULLs when there is no regular file."""
+    return _NO_SIGNATURE if sig is None else tuple(sig)
 
 
 def _owner(r: Reservation) -> owners.Owner:

@@ -133,6 +133,8 @@ class Store(Layout):
         if self._reconciler.is_current(conn, scan):
             return ReconcileReport()
         plan = self._reconciler.plan(conn, scan)
+        if plan.empty:
+            return ReconcileReport()
         if locked:
             return self._reconciler.apply(conn, plan)
         with self._index.write() as wconn:
@@ -461,10 +463,9 @@ class Store(Layout):
             scan = disk.scan(self.clusters_dir)
             plan = self._reconciler.plan(conn, scan, full=full)
             if dry_run:
-                report = self._reconciler.apply(conn, plan, dry_run=True)
-            else:
-                with self._index.write() as wconn:
-                    report = self._reconciler.apply(wconn, plan)
+                return self._reconciler.apply(conn, plan, dry_run=True)
+            with self._index.write() as wconn:
+                report = self._reconciler.apply(wconn, plan)
             report.unreadable = queries.names_in_state(conn, "unreadable")
             report.conflicts = queries.conflicts(conn)
             return report
@@ -474,6 +475,8 @@ class Store(Layout):
     def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
         scan = disk.scan(self.clusters_dir)
+        if not self.index_path.exists():  # creating one would be a change
+            return find_problems(None, self._reconciler, scan)
         try:
             return self._indexed(lambda conn: find_problems(conn, self._reconciler, scan))
         except _DEGRADED as exc:
