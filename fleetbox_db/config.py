@@ -1,0 +1,651 @@
+"""VM and Fixture records and their config.json bytes, exactly as the Go tool reads and writes them.
+
+Pure: no file I/O. The reference is Go's ``encoding/json`` (``MarshalIndent(vm, "", "  ")``) and
+``time.Time``'s JSON form; a file written by Go, decoded and encoded unchanged, is byte-identical.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any, Final
+
+from fleetbox_db.errors import ConfigError, InvalidValueError
+
+__all__ = [
+    "VM",
+    "ZERO_TIME",
+    "Fixture",
+    "RawFloat",
+    "RawInt",
+    "created_at_text",
+    "decode_config",
+    "decode_json_value",
+    "encode_config",
+    "encode_json_value",
+    "format_go_time",
+    "parse_go_time",
+    "restore_created_at",
+]
+
+ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
+"""Go's zero ``time.Time``: what a missing or null ``created_at`` reads as."""
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_TOP_KEYS: Final = frozenset(
+    ("name", "mac", "cpus", "memory_mb", "disk_mb", "image", "created_at", "fixtures", "ip")
+)
+_STR_FIELDS: Final = frozenset(("name", "mac", "image", "ip"))
+_FIXTURE_KEYS: Final = frozenset(("host_path", "guest_path", "label"))
+_JSON_INT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_JSON_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_HTML_UNSAFE: Final = re.compile("[<>&\u2028\u2029]")
+_HTML_ESCAPES: Final = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+# Go's time.Parse fallback (taken when its fast RFC 3339 path fails) also accepts a one-digit
+# hour, a comma before the fraction and offsets up to 24:60; Go reads such files, so we do too.
+_GO_TIME: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
+    r"(?:[.,]([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+# What Go writes; datetime.fromisoformat reads exactly these ten times faster than the above.
+_GO_TIME_CANONICAL: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_ZONES: dict[str, timezone] = {"Z": UTC}
+_GO_REPLACE: Final = "fleetbox_db.go_replace"
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+@dataclass
+class Fixture:
+    """One host directory exported read-only to the guest; ``extra`` keeps unknown keys in order."""
+
+    host_path: str
+    guest_path: str
+    label: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VM:
+    """One member's config.json. ``extra`` keeps unknown top-level keys in file order.
+
+    A ``created_at`` read from disk remembers its exact text (nanoseconds, offset spelling), so
+    an unchanged value is written back byte-identical; assign a new datetime to reformat it.
+    """
+
+    name: str
+    mac: str = ""
+    cpus: int = 2
+    memory_mb: int = 4096
+    disk_mb: int = 20480
+    image: str = "debian-12"
+    created_at: datetime = field(default_factory=_now)
+    fixtures: list[Fixture] = field(default_factory=list)
+    ip: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    _created_at_raw: tuple[str, datetime] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+
+class RawFloat(float):
+    """A JSON number with a fraction or exponent from an unknown key, kept with its literal text.
+
+    Python would write ``1.0e2`` back as ``100.0`` and ``1e400`` as ``inf``; keeping the text
+    writes it back as read. An integer too long for ``int()`` (4300 digits) is kept this way too.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> RawFloat:
+        if _JSON_NUMBER.fullmatch(text) is None:
+            raise ValueError(f"{text!r} is not a JSON number")
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.text,))
+
+
+class RawInt(int):
+    """A JSON integer whose text ``str(int)`` would not give back (``-0``), kept verbatim."""
+
+    text: str
+
+    def __new__(cls, text: str) -> RawInt:
+        if _JSON_INT.fullmatch(text) is None:
+            raise ValueError(f"{text!r} is not a JSON integer")
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.text,))
+
+
+class _Invalid(Exception):
+    """Why a config cannot be read; decode_config wraps it in a ConfigError naming the path."""
+
+
+class _Slow(Exception):
+    """The fast path met something (unknown key, duplicate, bad type) the exact path must read."""
+
+
+class _Bad(Exception):
+    """Why a caller's value cannot be written; the public functions wrap it in InvalidValueError."""
+
+
+def _go_replace(exc: UnicodeError) -> tuple[str, int]:
+    # Go replaces each invalid byte with U+FFFD; Python's "replace" folds a truncated sequence
+    # into one, so `\xe2\x82` would read differently from Go.
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "\ufffd" * (exc.end - exc.start), exc.end
+
+
+codecs.register_error(_GO_REPLACE, _go_replace)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Invalid(f"is not valid JSON ({name} is not a JSON value)")
+
+
+def _parse_int(text: str) -> int | RawFloat:
+    try:
+        value = int(text)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return RawFloat(text)
+    return RawInt(text) if text == "-0" else value
+
+
+# Objects come back as tuples of pairs so duplicates and key order are visible and an empty object
+# () differs from an empty array []. The fast decoder has no per-number hook: numbers in unknown
+# keys send a file to the exact decoder, which keeps their text.
+_FAST: Final = json.JSONDecoder(object_pairs_hook=tuple, parse_constant=_reject_constant)
+_EXACT: Final = json.JSONDecoder(
+    object_pairs_hook=tuple,
+    parse_float=RawFloat,
+    parse_int=_parse_int,
+    parse_constant=_reject_constant,
+)
+
+
+def _clean(text: str) -> str:
+    """Replace lone surrogates (from ``\\ud800`` escapes or Python strs) with U+FFFD, as Go does."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _zone(text: str) -> timezone:
+    tz = _ZONES.get(text)
+    if tz is None:
+        hours, minutes = int(text[1:3]), int(text[4:6])
+        if hours > 24 or minutes > 60:
+            raise ValueError(f"offset {text} is out of range")
+        total = hours * 60 + minutes
+        if total >= 24 * 60:
+            raise ValueError(f"offset {text} is beyond what Python's datetime can hold")
+        tz = timezone(timedelta(minutes=-total if text[0] == "-" else total))
+        _ZONES[text] = tz
+    return tz
+
+
+def parse_go_time(text: str) -> datetime:
+    """Parse ``text`` as Go's ``time.Time`` JSON decoding does; ``ValueError`` if Go rejects it.
+
+    Python keeps microseconds: digits past the sixth are dropped (the raw text keeps them).
+    Year 0 and 24-hour offsets, which Go accepts, raise ``ValueError``: datetime cannot hold them.
+    """
+    if _GO_TIME_CANONICAL.fullmatch(text) is not None:
+        try:
+            return datetime.fromisoformat(text)  # drops digits past the sixth, as we do below
+        except ValueError:
+            pass  # a day out of range, year 0: let the slow path name it
+    match = _GO_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    try:
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, _zone(zone)
+        )
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid time: {exc}") from None
+
+
+def format_go_time(dt: datetime) -> str:
+    """Format ``dt`` as Go's RFC3339Nano; ``ValueError`` if naive or its offset has seconds."""
+    offset = dt.utcoffset()
+    if offset is None:
+        raise ValueError(f"{dt!r} has no time zone; Go needs an offset")
+    seconds = offset.days * 86400 + offset.seconds
+    if offset.microseconds or seconds % 60:
+        # Go would silently drop the seconds and name a different instant.
+        raise ValueError(f"{dt!r} has an offset that is not whole minutes")
+    text = (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}".rstrip("0")
+    if not seconds:
+        return text + "Z"
+    minutes = abs(seconds) // 60
+    return f"{text}{'-' if seconds < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def restore_created_at(vm: VM, text: str) -> None:
+    """Set ``vm.created_at`` from Go's text and remember the text; ``ValueError`` if invalid."""
+    vm.created_at = parse_go_time(text)
+    vm._created_at_raw = (text, vm.created_at)
+
+
+def _created_text(vm: VM) -> str:
+    dt = vm.created_at
+    if not isinstance(dt, datetime):
+        raise _Bad(f"created_at must be an aware datetime, not {type(dt).__name__}")
+    raw = vm._created_at_raw
+    # Compare wall clock and offset, never instants: mixed-zone comparison can overflow year 1/9999.
+    if raw is not None and (
+        raw[1] is dt
+        or (
+            raw[1].replace(tzinfo=None) == dt.replace(tzinfo=None)
+            and raw[1].utcoffset() == dt.utcoffset()
+        )
+    ):
+        return raw[0]
+    try:
+        return format_go_time(dt)
+    except ValueError as exc:
+        raise _Bad(f"created_at {exc}") from None
+
+
+def created_at_text(vm: VM) -> str:
+    """The ``created_at`` text encode_config writes: the text read if unchanged, else formatted.
+
+    Raises ``InvalidValueError`` for a naive datetime or one whose offset is not whole minutes.
+    """
+    try:
+        return _created_text(vm)
+    except _Bad as exc:
+        raise _invalid(vm, exc) from None
+
+
+def _invalid(vm: VM, exc: _Bad) -> InvalidValueError:
+    name = vm.name if isinstance(vm.name, str) else None
+    return InvalidValueError(f"cannot write the config of VM {vm.name!r}: {exc}", name=name)
+
+
+def _quote(text: str) -> str:
+    # encode_basestring is json.dumps(ensure_ascii=False)'s C escaper; it differs from Go only
+    # in leaving <, >, &, U+2028 and U+2029 raw.
+    quoted = encode_basestring(_clean(text))
+    if _HTML_UNSAFE.search(quoted) is not None:
+        quoted = quoted.translate(_HTML_ESCAPES)
+    return quoted
+
+
+def _str_json(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{where} must be a str, not {type(value).__name__} ({value!r})")
+    return _quote(value)
+
+
+def _int_json(value: Any, where: str) -> str:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Bad(f"{where} must be an int, not {type(value).__name__} ({value!r})")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise _Bad(f"{where} is {value}, outside the 64-bit range Go reads")
+    return int.__repr__(value)
+
+
+def _value_json(value: Any, indent: str) -> str:
+    """Go-style indented JSON for one value whose first line starts after ``indent``."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, RawInt | RawFloat):
+        return value.text
+    if isinstance(value, int):
+        try:
+            return int.__repr__(value)
+        except ValueError:
+            raise _Bad(f"integer with {value.bit_length()} bits is too long to write") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Bad(f"{value!r} is not a JSON number")
+        return float.__repr__(value)
+    inner = indent + "  "
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        items = [inner + _value_json(item, inner) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{\n" + ",\n".join(_members_json(value, inner, None)) + "\n" + indent + "}"
+    raise _Bad(f"{type(value).__name__} ({value!r}) is not a JSON value")
+
+
+def _members_json(extra: Any, indent: str, known: frozenset[str] | None) -> list[str]:
+    if not isinstance(extra, dict):
+        raise _Bad(f"extra must be a dict, not {type(extra).__name__}")
+    lines = []
+    for key, value in extra.items():
+        if not isinstance(key, str):
+            raise _Bad(f"key {key!r} is not a str")
+        if known is not None and _canonical(key, known) is not None:
+            # Go would read it back as the known field, so it would not round-trip.
+            raise _Bad(f"extra key {key!r} names a known field")
+        lines.append(f"{indent}{_quote(key)}: {_value_json(value, indent)}")
+    return lines
+
+
+def _fixture_json(fixture: Any, where: str) -> str:
+    if not isinstance(fixture, Fixture):
+        raise _Bad(f"{where} must be a Fixture, not {type(fixture).__name__}")
+    lines = [
+        '      "host_path": ' + _str_json(fixture.host_path, where + ".host_path"),
+        '      "guest_path": ' + _str_json(fixture.guest_path, where + ".guest_path"),
+        '      "label": ' + _str_json(fixture.label, where + ".label"),
+        *_members_json(fixture.extra, "      ", _FIXTURE_KEYS),
+    ]
+    return "    {\n" + ",\n".join(lines) + "\n    }"
+
+
+def _vm_json(vm: VM) -> str:
+    lines = [
+        '{\n  "name": ' + _str_json(vm.name, "name"),
+        '  "mac": ' + _str_json(vm.mac, "mac"),
+        '  "cpus": ' + _int_json(vm.cpus, "cpus"),
+        '  "memory_mb": ' + _int_json(vm.memory_mb, "memory_mb"),
+        '  "disk_mb": ' + _int_json(vm.disk_mb, "disk_mb"),
+        '  "image": ' + _str_json(vm.image, "image"),
+        '  "created_at": "' + _created_text(vm) + '"',
+    ]
+    if not isinstance(vm.fixtures, list):
+        raise _Bad(f"fixtures must be a list, not {type(vm.fixtures).__name__}")
+    if vm.fixtures:
+        items = [_fixture_json(f, f"fixtures[{i}]") for i, f in enumerate(vm.fixtures)]
+        lines.append('  "fixtures": [\n' + ",\n".join(items) + "\n  ]")
+    ip = _str_json(vm.ip, "ip")
+    if ip != '""':
+        lines.append('  "ip": ' + ip)
+    lines.extend(_members_json(vm.extra, "  ", _TOP_KEYS))
+    return ",\n".join(lines) + "\n}"
+
+
+def encode_config(vm: VM) -> bytes:
+    """The bytes Go's ``MarshalIndent(vm, "", "  ")`` writes, then ``extra``; no trailing newline.
+
+    Raises ``InvalidValueError`` naming the VM for a value Go could not hold or read back: a
+    non-str string field, a bool or non-int or out-of-int64 integer, a naive ``created_at`` or one
+    whose offset is not whole minutes, a fixture that is not a ``Fixture``, an ``extra`` key that
+    names a known field (in any case), or an ``extra`` value that is not JSON (NaN, a tuple...).
+    """
+    try:
+        return _vm_json(vm).encode("utf-8")
+    except _Bad as exc:
+        raise _invalid(vm, exc) from None
+    except RecursionError:
+        raise _invalid(vm, _Bad("extra is nested too deeply")) from None
+
+
+def encode_json_value(value: Any) -> str:
+    """Go-style indented JSON for one value, numbers read by decode_json_value written as read.
+
+    Raises ``InvalidValueError`` for a value that is not JSON (NaN, a tuple, a non-str key...).
+    """
+    try:
+        return _value_json(value, "")
+    except _Bad as exc:
+        raise InvalidValueError(f"cannot encode {exc}") from None
+    except RecursionError:
+        raise InvalidValueError("cannot encode a value nested this deeply") from None
+
+
+def _to_python(value: Any) -> Any:
+    """Turn the pairs decoders' output into plain dicts and lists, surrogates replaced."""
+    kind = type(value)
+    if kind is str:
+        return _clean(value)
+    if kind is tuple:
+        return {_clean(key): _to_python(item) for key, item in value}
+    if kind is list:
+        return [_to_python(item) for item in value]
+    return value
+
+
+def decode_json_value(text: str) -> Any:
+    """Inverse of encode_json_value: numbers that Python would rewrite come back as RawFloat/RawInt.
+
+    Raises ``ValueError`` for text that is not JSON.
+    """
+    try:
+        return _to_python(_EXACT.decode(text))
+    except _Invalid as exc:
+        raise ValueError(f"text {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON text is nested too deeply") from None
+
+
+def _canonical(key: str, known: frozenset[str]) -> str | None:
+    """The known key that ``key`` selects under Go's case-insensitive match, or None.
+
+    Go folds with Unicode simple folding; the only non-ASCII runes that fold onto our ASCII
+    keys are U+017F (long s, folds to s) and U+212A (Kelvin sign, folds to k).
+    """
+    if key in known:
+        return key
+    if not key.isascii():
+        key = key.replace("\u017f", "s").replace("\u212a", "k")
+        if not key.isascii():
+            return None
+    key = key.lower()
+    return key if key in known else None
+
+
+def _short(value: Any) -> str:
+    text = value.text if isinstance(value, RawInt | RawFloat) else str(value)
+    return text if len(text) <= 40 else text[:20] + "..." + text[-10:]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({_short(value)})"
+    kinds: dict[type, str] = {str: "a string", tuple: "an object", list: "an array"}
+    return kinds.get(type(value), "null")
+
+
+def _wrong(where: str, expected: str, value: Any) -> _Invalid:
+    return _Invalid(f'has a wrong type for "{where}": expected {expected}, got {_kind(value)}')
+
+
+def _read_int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return int(value)
+        raise _Invalid(f'has "{where}" = {_short(value)}, outside the 64-bit integer range')
+    raise _wrong(where, "an integer", value)
+
+
+def _read_str(value: Any, where: str) -> str:
+    if type(value) is str:
+        return _clean(value)
+    raise _wrong(where, "a string", value)
+
+
+def _read_fixture(value: Any, where: str) -> Fixture:
+    fixture = Fixture("", "", "")
+    if value is None:  # Go: null leaves the zero element
+        return fixture
+    if type(value) is not tuple:
+        raise _wrong(where, "an object", value)
+    for key, item in value:
+        name = _canonical(key, _FIXTURE_KEYS)
+        if name is None:
+            fixture.extra[_clean(key)] = _to_python(item)
+        elif item is not None:
+            setattr(fixture, name, _read_str(item, f"{where}.{name}"))
+    return fixture
+
+
+def _set_field(vm: VM, name: str, value: Any) -> None:
+    if name in _STR_FIELDS:
+        setattr(vm, name, _read_str(value, name))
+    elif name == "created_at":
+        if type(value) is not str:
+            raise _wrong(name, "an RFC 3339 time string", value)
+        try:
+            restore_created_at(vm, value)
+        except ValueError as exc:
+            raise _Invalid(f"has an invalid created_at: {exc}") from None
+    elif name == "fixtures":
+        if type(value) is not list:
+            raise _wrong(name, "an array", value)
+        vm.fixtures = [_read_fixture(item, f"fixtures[{i}]") for i, item in enumerate(value)]
+    else:
+        setattr(vm, name, _read_int(value, name))
+
+
+def _exact_vm(pairs: Any) -> VM:
+    """Decode with Go's rules key by key: folded keys, duplicates, nulls and all."""
+    if type(pairs) is not tuple:
+        raise _Invalid(f"does not hold a JSON object (it holds {_kind(pairs)})")
+    vm = VM("", "", 0, 0, 0, "", ZERO_TIME)
+    for key, value in pairs:
+        name = _canonical(key, _TOP_KEYS)
+        if name is None:
+            vm.extra[_clean(key)] = _to_python(value)
+        elif value is not None:
+            _set_field(vm, name, value)
+        elif name == "fixtures":
+            vm.fixtures = []
+        # Go: null leaves any other field as an earlier duplicate set it.
+    return vm
+
+
+def _fast_fixtures(value: Any, plain: bool) -> list[Fixture]:
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise _Slow
+    fixtures = []
+    for item in value:
+        if type(item) is not tuple:
+            raise _Slow
+        fields = dict(item)
+        if len(fields) != len(item) or not fields.keys() <= _FIXTURE_KEYS:
+            raise _Slow
+        get = fields.get
+        host, guest, label = get("host_path", ""), get("guest_path", ""), get("label", "")
+        if not type(host) is type(guest) is type(label) is str:
+            raise _Slow
+        if not plain:
+            host, guest, label = _clean(host), _clean(guest), _clean(label)
+        fixtures.append(Fixture(host, guest, label))
+    return fixtures
+
+
+def _fast_vm(pairs: Any, plain: bool) -> VM:
+    """Decode the common shape (known keys once each, right types, no nulls) or raise _Slow.
+
+    ``plain`` says the text has no ``\\u`` escape, so no string can hold a lone surrogate.
+    """
+    if type(pairs) is not tuple:
+        raise _Slow
+    fields = dict(pairs)
+    if len(fields) != len(pairs) or not fields.keys() <= _TOP_KEYS:
+        raise _Slow
+    get = fields.get
+    name, mac, image, ip = get("name", ""), get("mac", ""), get("image", ""), get("ip", "")
+    cpus, memory_mb, disk_mb = get("cpus", 0), get("memory_mb", 0), get("disk_mb", 0)
+    if not (
+        type(name) is type(mac) is type(image) is type(ip) is str
+        and type(cpus) is type(memory_mb) is type(disk_mb) is int
+        and _INT64_MIN <= cpus <= _INT64_MAX
+        and _INT64_MIN <= memory_mb <= _INT64_MAX
+        and _INT64_MIN <= disk_mb <= _INT64_MAX
+    ):
+        raise _Slow
+    if not plain:
+        name, mac, image, ip = _clean(name), _clean(mac), _clean(image), _clean(ip)
+    raw = get("created_at")
+    if raw is None:
+        created = ZERO_TIME
+    elif type(raw) is str and _GO_TIME_CANONICAL.fullmatch(raw) is not None:
+        created = datetime.fromisoformat(raw)  # ValueError (day out of range) -> exact path
+    else:
+        raise _Slow
+    fixtures = _fast_fixtures(get("fixtures"), plain)
+    vm = VM(name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip)
+    if raw is not None:
+        vm._created_at_raw = (raw, created)
+    return vm
+
+
+def _decode(data: bytes) -> VM:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", _GO_REPLACE)
+    try:
+        try:
+            return _fast_vm(_FAST.decode(text), "\\u" not in text)
+        except json.JSONDecodeError:
+            raise
+        except (_Slow, ValueError):  # ValueError: an integer too long for int(), a bad date
+            pass
+        return _exact_vm(_EXACT.decode(text))
+    except json.JSONDecodeError as exc:
+        where, reason = f"line {exc.lineno} column {exc.colno}", exc.msg
+        if text.startswith("\ufeff"):
+            reason = "a UTF-8 byte order mark, which Go rejects"
+        raise _Invalid(f"is not valid JSON ({where}: {reason})") from None
+    except RecursionError:
+        raise _Invalid("is nested too deeply to read") from None
+
+
+def decode_config(data: bytes, path: Path | str | None = None) -> VM:
+    """Parse config.json bytes as Go's ``json.Unmarshal`` into its VM struct would.
+
+    Lenient like Go: missing keys and ``null`` give zero values (``""``, ``0``, no fixtures,
+    ZERO_TIME); a ``null`` fixture is an empty Fixture; invalid UTF-8 reads as U+FFFD per byte
+    and lone ``\\ud800`` escapes as U+FFFD. A key matching a known key only case-insensitively
+    (Go's Unicode folding: U+017F matches s) fills that field and is written back under its
+    canonical name, as Go's own save does. Duplicate keys: the last non-null one wins, as in Go
+    (a repeated ``fixtures`` replaces the earlier list whole; Go merges them element-wise).
+
+    Raises ``ConfigError`` naming ``path`` for anything else, and never another exception: not
+    JSON (also NaN, a BOM, nesting too deep), not an object, a wrong type for a known key, an
+    integer outside int64, or a ``created_at`` Go would reject (also ``""``).
+    """
+    try:
+        return _decode(data)
+    except _Invalid as exc:
+        where = "config.json" if path is None else f"config.json at {path}"
+        member = (Path(path).parent.name or None) if path is not None else None
+        message = f"{where} {exc}; fix or remove the file"
+        raise ConfigError(message, name=member, path=path) from None
