@@ -19,8 +19,14 @@ _CORRUPT_CODES: Final = frozenset({11, 26})  # CORRUPT, NOTADB
 Failure = Literal["busy", "unavailable", "corrupt", "io", "other"]
 
 
-def connect(path: Path, busy_timeout: float = 30.0) -> sqlite3.Connection:
-    """Open *path* in autocommit mode with WAL, a busy timeout and foreign keys on."""
+def connect(path: Path, busy_timeout: float = 30.0, *, wal: bool = True) -> sqlite3.Connection:
+    """Open *path* in autocommit mode with a busy timeout and foreign keys on.
+
+    wal=False leaves the journal mode alone: the index opens a file that way until it has
+    seen the file is ours, because switching to WAL rewrites the header of whatever file it
+    is (and creates -wal and -shm next to it), which must not happen to someone else's
+    database before it is moved aside untouched.
+    """
     conn = sqlite3.connect(
         str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
@@ -28,12 +34,18 @@ def connect(path: Path, busy_timeout: float = 30.0) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         # The index is rebuilt from disk after a crash, so the fsync NORMAL skips is cheap.
         conn.execute("PRAGMA synchronous = NORMAL")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+        if wal:
+            enable_wal(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL unless the file already is (the mode is stored in the file)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
 
 
 def classify_error(exc: sqlite3.Error) -> Failure:
@@ -46,6 +58,10 @@ def classify_error(exc: sqlite3.Error) -> Failure:
     if primary in _UNAVAILABLE_CODES or "readonly" in text or "unable to open" in text:
         return "unavailable"
     if primary in _CORRUPT_CODES or "malformed" in text or "not a database" in text:
+        return "corrupt"
+    # Our own statements name only tables and columns the head revision has: missing ones
+    # mean the file lost its schema after it was classified (dropped by hand, replaced).
+    if text.startswith(("no such table", "no such column")):
         return "corrupt"
     if primary == 10 or "disk i/o" in text:  # SQLITE_IOERR
         return "io"

@@ -16,8 +16,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
-from filelock import FileLock, Timeout
-
 from fleetbox_db import dbapi, schema
 from fleetbox_db.errors import (
     FleetboxError,
@@ -32,8 +30,16 @@ DEFAULT_BUSY_TIMEOUT: Final = 30.0
 _OPEN_ATTEMPTS: Final = 3
 
 
+#: (st_dev, st_ino) of an index file: tells the file we opened from one put in its place.
+Identity = tuple[int, int]
+
+
 class IndexCorrupt(Exception):
     """Internal: the file is not a usable index; the caller quarantines it and retries."""
+
+    def __init__(self, reason: str, ident: Identity | None = None) -> None:
+        super().__init__(reason)
+        self.ident: Identity | None = ident
 
 
 class Index:
@@ -44,7 +50,7 @@ class Index:
         self.lock_path = lock_path
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        self._ino: int | None = None
+        self._ident: Identity | None = None
 
     # -- connection ------------------------------------------------------------------
 
@@ -54,15 +60,18 @@ class Index:
         Raises IndexUnavailableError (cannot be written), IndexSchemaError (newer revision),
         IndexBusyError (an upgrade by another process took longer than the busy timeout).
         """
-        if self._conn is not None and self._same_file():
-            return self._conn
+        if self._conn is not None:
+            if self._same_file():
+                return self._conn
+            if not os.path.lexists(self.path):
+                log.warning("index %s was deleted while in use; rebuilding it from disk", self.path)
         self.close()
         for _ in range(_OPEN_ATTEMPTS):
             try:
                 self._conn = self._open()
                 return self._conn
             except IndexCorrupt as exc:
-                self.quarantine(str(exc))
+                self.quarantine(str(exc), exc.ident)
         raise IndexUnavailableError(
             f"index {self.path} could not be rebuilt after {_OPEN_ATTEMPTS} attempts; "
             "remove it and run `fleetbox-db reconcile`",
@@ -79,47 +88,81 @@ class Index:
                 log.debug("closing index %s failed", self.path, exc_info=True)
 
     def _same_file(self) -> bool:
-        try:
-            return os.stat(self.path).st_ino == self._ino
-        except OSError:
-            return False
+        # Sound against inode reuse: our open connection keeps the old inode allocated, so a
+        # file created in its place cannot get the same number while we compare.
+        return _identity(self.path) == self._ident
 
     def _open(self) -> sqlite3.Connection:
         self._check_writable()
         if not self.path.exists():
-            with self.file_lock():
-                if not self.path.exists():
-                    # A -wal left by a deleted index would be replayed into the new file.
-                    for suffix in ("-wal", "-shm"):
-                        _remove(Path(f"{self.path}{suffix}"))
-                    self._upgrade_locked()
-        conn = self._connect()
+            self._create()
+        # Identity before connecting: if the file is swapped in between, the next call sees
+        # a mismatch and reopens, rather than trusting a file it never classified.
+        ident = _identity(self.path)
+        try:
+            conn = self._open_at_head()
+        except IndexCorrupt as exc:
+            exc.ident = exc.ident or ident
+            raise
+        # No chown of -wal and -shm here: SQLite running as root creates them with the
+        # owner of index.db, which chown_to_invoker gave to the sudo user when it was made.
+        self._ident = ident
+        return conn
+
+    def _open_at_head(self, upgraded: bool = False) -> sqlite3.Connection:
+        """A connection to the file at path, upgraded to head under the lock if older."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            raise IndexCorrupt("the file vanished while being opened") from None
+        if size == 0:
+            # SQLite would take a 0-byte file for a new database; here it is what a crash or
+            # a truncation left, so it goes aside like any other broken file.
+            raise IndexCorrupt("the file is empty (0 bytes)")
+        conn = self._connect(wal=False)
         try:
             status = schema.classify(conn)
+            if status == "current":
+                dbapi.enable_wal(conn)
+                return conn
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if dbapi.classify_error(exc) in ("busy", "unavailable"):
+                raise self.translate(exc) from exc
             raise IndexCorrupt(str(exc)) from exc
-        if status == "current":
-            self._ino = os.stat(self.path).st_ino
-            return conn
+        except BaseException:
+            conn.close()
+            raise
         conn.close()
         if status == "foreign":
             raise IndexCorrupt("not a fleetbox index (foreign tables or application id)")
         if status == "newer":
             raise self._newer_error()
+        if upgraded:  # pragma: no cover - an upgrade to head that did not reach head
+            raise FleetboxError(f"index {self.path} is still {status} after an upgrade")
         with self.file_lock():
             self._upgrade_locked()
-        return self._open()
+        return self._open_at_head(upgraded=True)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _create(self) -> None:
+        """Create the index at head; another process may have done so first."""
+        with self.file_lock():
+            if self.path.exists():
+                return
+            # A -wal left by a deleted index would be replayed into the new file.
+            for suffix in ("-wal", "-shm"):
+                _remove(Path(f"{self.path}{suffix}"))
+            self._upgrade_locked()
+
+    def _connect(self, wal: bool = True) -> sqlite3.Connection:
         try:
-            return dbapi.connect(self.path, self.busy_timeout)
+            return dbapi.connect(self.path, self.busy_timeout, wal=wal)
         except sqlite3.DatabaseError as exc:
             raise self.translate(exc) from exc
 
     def _upgrade_locked(self) -> None:
         """Bring the file to head; the caller holds the file lock."""
-        conn = self._connect()
+        conn = self._connect(wal=False)
         try:
             status = schema.classify(conn)
         except sqlite3.DatabaseError as exc:
@@ -216,7 +259,13 @@ class Index:
 
     @contextmanager
     def file_lock(self) -> Iterator[None]:
-        """<root>/index.lock: serialises upgrades and quarantines across processes."""
+        """<root>/index.lock: serialises upgrades and quarantines across processes.
+
+        Imported here: filelock costs more to import than a whole up-to-date list(), which
+        never needs this lock.
+        """
+        from filelock import FileLock, Timeout
+
         lock = FileLock(str(self.lock_path), timeout=self.busy_timeout)
         try:
             with lock:
@@ -229,43 +278,70 @@ class Index:
                 path=self.lock_path,
             ) from exc
 
-    def quarantine(self, reason: str) -> None:
-        """Move a bad index aside as index.db.corrupt-<timestamp>, unless already replaced."""
+    def quarantine(self, reason: str, ident: Identity | None = None) -> None:
+        """Move a bad index aside as index.db.corrupt-<timestamp> and log a warning.
+
+        *ident* is the file found bad (default: the one this Index opened last). Under the
+        lock the file is moved only if it is still that file and still fails the checks:
+        another process may have rebuilt it meanwhile, or the error may have been passing.
+        """
+        expected = ident if ident is not None else self._ident
         self.close()
         with self.file_lock():
+            found = _identity(self.path)
+            if found is None or (expected is not None and found != expected):
+                return
             if self._healthy():
                 return
             stamp = (
                 time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
             )
             aside = Path(f"{self.path}.corrupt-{stamp}")
+            os.rename(self.path, aside)
+            # Its -wal holds committed pages of that file: keep them with it, under the name
+            # SQLite looks for; a new index must not start with them either.
+            with suppress(FileNotFoundError):
+                os.rename(f"{self.path}-wal", f"{aside}-wal")
+            _remove(Path(f"{self.path}-shm"))
             log.warning(
                 "index %s is unusable (%s); moved to %s, rebuilding from disk",
                 self.path,
                 reason,
                 aside,
             )
-            with suppress(FileNotFoundError):
-                os.rename(self.path, aside)
-            for suffix in ("-wal", "-shm"):
-                _remove(Path(f"{self.path}{suffix}"))
 
     def _healthy(self) -> bool:
-        if not self.path.exists():
-            return True
+        """False when the file at path is broken; True when it is usable or not ours to judge
+        (a newer revision, a file we cannot open for lack of permission)."""
         try:
-            conn = dbapi.connect(self.path, self.busy_timeout)
-        except sqlite3.Error:
-            return False
+            if os.stat(self.path).st_size == 0:
+                return False
+            conn = dbapi.connect(self.path, self.busy_timeout, wal=False)
+        except FileNotFoundError:
+            return True
+        except sqlite3.Error as exc:
+            return dbapi.classify_error(exc) not in ("corrupt", "io")
         try:
             status = schema.classify(conn)
-            if status == "current":
-                conn.execute("SELECT count(*) FROM members").fetchone()
-            return status in ("current", "older", "newer", "empty")
-        except sqlite3.Error:
-            return False
+            if status == "foreign":
+                return False
+            if status != "current":
+                return True
+            # Only on this failure path: quick_check reads every page, which a truncated
+            # file fails even when the pages a first query touches happen to be intact.
+            return bool(conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+        except sqlite3.Error as exc:
+            return dbapi.classify_error(exc) not in ("corrupt", "io")
         finally:
             conn.close()
+
+
+def _identity(path: Path) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -328,7 +328,10 @@ class Reconciler:
         gone = [k for k in plan.removed if dry_run or not self._is_member_dir(k)]
         gone += [k for k in vanished if k in plan.old]
         report.removed = [k[1] for k in gone]
-        dead = [r for r in plan.dead if dry_run or not owners.is_alive(_owner(r))]
+        # Under the lock the table is read again: the plan's dead rows may have been released
+        # by another process since, and their ids reused by live reservations.
+        candidates = plan.dead if dry_run else queries.reservations(conn)
+        dead = [r for r in candidates if dry_run or not owners.is_alive(_owner(r))]
         report.released = [r.name for r in dead]
         if dry_run:
             self._preview(conn, plan, report)

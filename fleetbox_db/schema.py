@@ -21,6 +21,10 @@ APPLICATION_ID: Final = 0x46425844  # "FBXD", set by the first revision
 REVISION_PREFIX: Final = "fleetbox_"
 KNOWN_REVISIONS: Final = ("fleetbox_0001", "fleetbox_0002")
 HEAD: Final = KNOWN_REVISIONS[-1]
+#: The tables of the head revision: an index at head missing one lost its schema.
+HEAD_TABLES: Final = frozenset({"members", "fixtures", "reservations"})
+#: Alembic's table and the automatic index SQLite gives its primary key.
+_VERSION_TABLE: Final = frozenset({"alembic_version", "sqlite_autoindex_alembic_version_1"})
 
 Status = Literal["current", "older", "newer", "empty", "foreign"]
 
@@ -29,8 +33,14 @@ def classify(conn: sqlite3.Connection) -> Status:
     """Say what an open index file holds; sqlite3.DatabaseError if it is not SQLite at all."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     if app_id == 0:
-        has_tables = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
-        return "foreign" if has_tables else "empty"
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master LIMIT 3")}
+        if not names:
+            return "empty"
+        # `alembic downgrade base` leaves an empty version table (and resets the id): an
+        # index with nothing in it, not someone else's file to move aside.
+        if names <= _VERSION_TABLE and current_revision(conn) is None:
+            return "empty"
+        return "foreign"
     if app_id != APPLICATION_ID:
         return "foreign"
     try:
@@ -41,7 +51,12 @@ def classify(conn: sqlite3.Connection) -> Status:
         return "foreign"
     version: str = row[0]
     if version == HEAD:
-        return "current"
+        marks = ", ".join("?" * len(HEAD_TABLES))
+        present = conn.execute(
+            f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
+            tuple(HEAD_TABLES),
+        ).fetchone()[0]
+        return "current" if present == len(HEAD_TABLES) else "foreign"
     if version in KNOWN_REVISIONS:
         return "older"
     return "newer" if version.startswith(REVISION_PREFIX) else "foreign"

@@ -104,7 +104,9 @@ class Store(Layout):
                 return operation(self._index.connection())
             except sqlite3.Error as exc:
                 error = self._index.translate(exc)
-                if not isinstance(error, IndexCorrupt) or attempt:
+                if isinstance(error, IndexCorrupt) and attempt:
+                    raise IndexUnavailableError(str(error), path=self.index_path) from exc
+                if not isinstance(error, IndexCorrupt):
                     raise error from exc
                 self._recover(str(error))
             except IndexCorrupt as exc:
@@ -380,9 +382,8 @@ class Store(Layout):
 
     def free_ips(self, subnet: str, limit: int | None = None) -> builtins.list[str]:
         """Ascending free host addresses of *subnet*. Raises InvalidValueError."""
-        net = _subnet(subnet)
-        assert net is not None
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
+        net = _required_subnet(subnet)
+        if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidValueError(f"limit must be a non-negative integer, not {limit!r}")
         if net.size_hosts == 0 or limit == 0:
             return []
@@ -406,8 +407,7 @@ class Store(Layout):
         Safe across processes. Raises SubnetExhaustedError, InvalidValueError.
         """
         validate_name(name)
-        net = _subnet(subnet)
-        assert net is not None
+        net = _required_subnet(subnet)
 
         def operation(_: sqlite3.Connection) -> str:
             with self._writing() as conn:
@@ -417,12 +417,16 @@ class Store(Layout):
 
     def _allocate(self, conn: sqlite3.Connection, name: str, net: Subnet) -> int:
         """The caller holds the write transaction."""
+        key = (cluster_name(name), name)
         reserved = queries.reservation_for(conn, name, net.text)
         if reserved is not None:
-            return reserved
+            if all(holder == key for holder in queries.holders_of_ip(conn, reserved)):
+                return reserved
+            # A config written behind our back (Go, a hand edit) took the address: let go.
+            conn.execute("DELETE FROM reservations WHERE name = ? AND subnet = ?", (name, net.text))
         own = conn.execute(
             "SELECT ip_int FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
-            (cluster_name(name), name, net.first_host, net.last_host),
+            (*key, net.first_host, net.last_host),
         ).fetchone()
         if own is not None:
             return int(own[0])
@@ -510,6 +514,13 @@ def _subnet(text: str | None) -> Subnet | None:
     if not isinstance(text, str):
         raise InvalidValueError(f"subnet must be a CIDR string like 10.0.0.0/24, not {text!r}")
     return _parse_subnet(text)
+
+
+def _required_subnet(text: str) -> Subnet:
+    net = _subnet(text)
+    if net is None:
+        raise InvalidValueError("a subnet is required, as a CIDR string like 10.0.0.0/24")
+    return net
 
 
 def _ip_or_mac(value: str) -> tuple[int | None, str | None]:

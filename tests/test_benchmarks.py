@@ -1,0 +1,85 @@
+"""The benchmark stays runnable: a tiny store, one round, and the shape of what it reports.
+
+Not timed: the figures at this size mean nothing; only that every case ran and was reported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STORE_CASES = {
+    "walk",
+    "parse",
+    "list_warm",
+    "list_fresh",
+    "vms",
+    "members",
+    "who_has",
+    "free_ips",
+    "free_ips_naive",
+    "incremental",
+    "cold_rebuild",
+}
+PROCESS_CASES = {"python_startup", "import_sqlalchemy", "cli_ls_json"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "out.json"
+    argv = [sys.executable, "-m", "benchmarks.store", "--n", "40", "--rounds", "1", "--rss"]
+    argv += ["--json", str(out), "--cache", str(tmp / "cache"), "--scratch", str(tmp / "s")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (tmp / "s").exists(), "the scratch copy is removed unless --keep"
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_json_has_every_case_with_a_median_and_ratio(run: tuple[dict[str, object], str]) -> None:
+    result, _ = run
+    assert result["n"] == 40
+    assert result["rounds"] == 1
+    cases = result["cases"]
+    assert isinstance(cases, dict)
+    skipped = result["skipped"]
+    assert isinstance(skipped, dict)
+    assert set(cases) | set(skipped) == STORE_CASES | PROCESS_CASES
+    assert set(cases) >= STORE_CASES
+    for name, entry in cases.items():
+        assert len(entry["samples_ms"]) == 1, name
+        assert entry["median_ms"] > 0, name
+        assert (entry["ratio_to_walk"] is None) == (name in PROCESS_CASES), name
+    assert cases["walk"]["ratio_to_walk"] == 1.0
+    assert cases["cold_rebuild"]["target"]["baseline"] == "parse"
+    assert cases["list_warm"]["target"]["binding"] is False  # targets bind at 10,000 only
+
+
+def test_answers_were_checked_and_rss_measured(run: tuple[dict[str, object], str]) -> None:
+    result, _ = run
+    checks = result["checks"]
+    assert isinstance(checks, list)
+    assert checks
+    assert all(check["ok"] for check in checks), checks
+    rss = result["rss"]
+    assert isinstance(rss, dict)
+    assert rss["members"] == 40
+    assert rss["verdict"]["rebuild_completed"] is True
+    assert 0 < rss["import"] <= rss["list_and_queries"] <= rss["vms"]
+
+
+def test_table_has_one_row_per_case(run: tuple[dict[str, object], str]) -> None:
+    result, table = run
+    lines = table.splitlines()
+    assert lines[0].startswith("fleetbox_db store benchmark: N=40 members (10 clusters)")
+    assert lines[1].split()[:5] == ["case", "wall", "x", "walk", "cpu"]
+    cases = result["cases"]
+    assert isinstance(cases, dict)
+    for entry in cases.values():
+        assert sum(line.startswith(entry["label"]) for line in lines) == 1, entry["label"]
+    assert any(line.startswith("peak RSS: cold rebuild") for line in lines)
