@@ -14,12 +14,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from fleetbox_db import disk, diskview, owners, queries, schema
+from fleetbox_db import allocation, disk, diskview, queries, schema
 from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
 from fleetbox_db.config import VM, decode_config, encode_config
 from fleetbox_db.errors import (
@@ -28,15 +27,11 @@ from fleetbox_db.errors import (
     IndexSchemaError,
     IndexUnavailableError,
     InvalidValueError,
-    IPConflictError,
-    MACConflictError,
-    SubnetExhaustedError,
     VMExistsError,
     VMNotFoundError,
 )
 from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT, Index, IndexCorrupt
-from fleetbox_db.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
-from fleetbox_db.ipam import parse_subnet as _parse_subnet
+from fleetbox_db.ipam import format_ipv4, generate_mac, parse_ipv4
 from fleetbox_db.paths import (
     Layout,
     cluster_name,
@@ -199,8 +194,8 @@ class Store(Layout):
         vm.ip is empty. Raises VMExistsError, IPConflictError, MACConflictError,
         SubnetExhaustedError, InvalidValueError; nothing is written on any error.
         """
-        net = _subnet(subnet)
-        vm = self._checked(vm, net)
+        net = allocation.optional_subnet(subnet)
+        vm = allocation.checked(vm, net)
         if not vm.mac:
             vm.mac = generate_mac(vm.name)
 
@@ -215,8 +210,8 @@ class Store(Layout):
                         path=path,
                     )
                 if not vm.ip and net is not None:
-                    vm.ip = format_ipv4(self._allocate(conn, vm.name, net))
-                self._check_unique(conn, vm)
+                    vm.ip = format_ipv4(allocation.allocate(conn, vm.name, net))
+                allocation.check_unique(conn, vm, self.config_path(vm.name))
                 self.ensure_dir(vm.name)
                 self._write_config(conn, vm)
             return vm
@@ -229,7 +224,7 @@ class Store(Layout):
         Raises VMNotFoundError (no member directory), IPConflictError, MACConflictError,
         InvalidValueError; nothing is written on any error.
         """
-        vm = self._checked(vm, None)
+        vm = allocation.checked(vm, None)
         member_dir = self.vm_dir(vm.name)
 
         def operation(_: sqlite3.Connection) -> VM:
@@ -240,55 +235,11 @@ class Store(Layout):
                         name=vm.name,
                         path=member_dir,
                     )
-                self._check_unique(conn, vm)
+                allocation.check_unique(conn, vm, self.config_path(vm.name))
                 self._write_config(conn, vm)
             return vm
 
         return self._indexed(operation)
-
-    def _checked(self, vm: VM, net: Subnet | None) -> VM:
-        """A validated copy of *vm*: name, MAC (lowercased), IP, and every field encodable."""
-        validate_name(vm.name)
-        vm = replace(vm, fixtures=list(vm.fixtures), extra=dict(vm.extra))
-        if vm.mac:
-            vm.mac = normalize_mac(vm.mac)
-        if vm.ip:
-            ip = parse_ipv4(vm.ip)
-            if net is not None and not net.is_host(ip):
-                raise InvalidValueError(
-                    f"ip {vm.ip} of vm {vm.name!r} is not a host address of subnet {net}; "
-                    f"use one of {format_ipv4(net.first_host)}..{format_ipv4(net.last_host)}",
-                    name=vm.name,
-                    value=vm.ip,
-                )
-        encode_config(vm)  # raises InvalidValueError before anything is written
-        return vm
-
-    def _check_unique(self, conn: sqlite3.Connection, vm: VM) -> None:
-        key = (cluster_name(vm.name), vm.name)
-        if vm.ip:
-            ip = parse_ipv4(vm.ip)
-            holders = [k for k in queries.holders_of_ip(conn, ip) if k != key]
-            reserver = queries.reserved_by(conn, ip)
-            if holders or reserver not in (None, vm.name):
-                who = holders[0][1] if holders else f"a reservation for {reserver!r}"
-                raise IPConflictError(
-                    f"ip {vm.ip} for vm {vm.name!r} is already held by {who}; choose another "
-                    "address or pass a subnet to allocate one",
-                    name=vm.name,
-                    value=vm.ip,
-                    path=self.config_path(vm.name),
-                )
-        if vm.mac:
-            holders = [k for k in queries.holders_of_mac(conn, vm.mac) if k != key]
-            if holders:
-                raise MACConflictError(
-                    f"mac {vm.mac} for vm {vm.name!r} is already held by {holders[0][1]}; "
-                    "leave mac empty to derive one from the name",
-                    name=vm.name,
-                    value=vm.mac,
-                    path=self.config_path(vm.name),
-                )
 
     def _write_config(self, conn: sqlite3.Connection, vm: VM) -> None:
         """Write config.json atomically and record it; the caller holds the transaction."""
@@ -382,7 +333,7 @@ class Store(Layout):
 
     def free_ips(self, subnet: str, limit: int | None = None) -> builtins.list[str]:
         """Ascending free host addresses of *subnet*. Raises InvalidValueError."""
-        net = _required_subnet(subnet)
+        net = allocation.required_subnet(subnet)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidValueError(f"limit must be a non-negative integer, not {limit!r}")
         if net.size_hosts == 0 or limit == 0:
@@ -407,44 +358,17 @@ class Store(Layout):
         Safe across processes. Raises SubnetExhaustedError, InvalidValueError.
         """
         validate_name(name)
-        net = _required_subnet(subnet)
+        net = allocation.required_subnet(subnet)
 
         def operation(_: sqlite3.Connection) -> str:
             with self._writing() as conn:
-                return format_ipv4(self._allocate(conn, name, net))
+                return format_ipv4(allocation.allocate(conn, name, net))
 
         return self._indexed(operation)
 
-    def _allocate(self, conn: sqlite3.Connection, name: str, net: Subnet) -> int:
-        """The caller holds the write transaction."""
-        key = (cluster_name(name), name)
-        reserved = queries.reservation_for(conn, name, net.text)
-        if reserved is not None:
-            if all(holder == key for holder in queries.holders_of_ip(conn, reserved)):
-                return reserved
-            # A config written behind our back (Go, a hand edit) took the address: let go.
-            conn.execute("DELETE FROM reservations WHERE name = ? AND subnet = ?", (name, net.text))
-        own = conn.execute(
-            "SELECT ip_int FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
-            (*key, net.first_host, net.last_host),
-        ).fetchone()
-        if own is not None:
-            return int(own[0])
-        gaps = queries.free_ranges(conn, net.first_host, net.last_host, 1)
-        if not gaps:
-            raise SubnetExhaustedError(
-                f"no free address left in subnet {net} for vm {name!r}; delete a member or "
-                "use a larger subnet",
-                name=name,
-                value=net.text,
-            )
-        ip = gaps[0][0]
-        queries.add_reservation(conn, name, net.text, ip, owners.current_owner(), time.time_ns())
-        return ip
-
     def who_has(self, value: str) -> str | None:
         """The member name holding an IP or MAC, or None. Raises InvalidValueError."""
-        ip, mac = _ip_or_mac(value)
+        ip, mac = allocation.ip_or_mac(value)
         if self._sync() is None:
             return diskview.who_has(self.clusters_dir, disk.scan(self.clusters_dir), ip, mac)
 
@@ -506,26 +430,3 @@ class Store(Layout):
                 name=name,
                 path=path.parent,
             ) from None
-
-
-def _subnet(text: str | None) -> Subnet | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise InvalidValueError(f"subnet must be a CIDR string like 10.0.0.0/24, not {text!r}")
-    return _parse_subnet(text)
-
-
-def _required_subnet(text: str) -> Subnet:
-    net = _subnet(text)
-    if net is None:
-        raise InvalidValueError("a subnet is required, as a CIDR string like 10.0.0.0/24")
-    return net
-
-
-def _ip_or_mac(value: str) -> tuple[int | None, str | None]:
-    if not isinstance(value, str):
-        raise InvalidValueError(f"expected an IPv4 address or a MAC, not {value!r}")
-    if value.count(":") == 5:
-        return None, normalize_mac(value)
-    return parse_ipv4(value), None

@@ -881,3 +881,13 @@ def test_snapshot_sees_content_mode_and_new_files(tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     (tmp_path / "g").mkdir()
     assert snapshot(tmp_path) != before
+
+
+def test_save_of_a_loaded_go_config_is_byte_identical(store: Store) -> None:
+    """Regression: save() copied the VM with dataclasses.replace, which dropped the
+    created_at text read from disk, so nanoseconds and the offset spelling were rewritten."""
+    data = (Path(__file__).parent / "data" / "go-web-1.json").read_bytes()
+    store.ensure_dir("web-1")
+    store.config_path("web-1").write_bytes(data)
+    store.save(store.load("web-1"))
+    assert store.config_path("web-1").read_bytes() == data
