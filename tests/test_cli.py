@@ -492,7 +492,12 @@ def test_reconcile_reports_changes_and_conflicts(store: Store, run: Run) -> None
     add(store, "web-1", ip="10.0.0.2")
     assert ok(run("reconcile")) == "no changes\n"
     shutil.copytree(store.vm_dir("web-1"), store.vm_dir("web-2"))
-    assert ok(run("reconcile", "--dry-run")) == "dry run: nothing written\nadded: web-2\n"
+    assert ok(run("reconcile", "--dry-run")) == (
+        "dry run: nothing written\n"
+        "added: web-2\n"
+        "conflict: ip 10.0.0.2 is claimed by web-1, web-2\n"
+        "conflict: mac c2:e2:65:d7:2f:93 is claimed by web-1, web-2\n"
+    )
     assert ok(run("reconcile")) == (
         "added: web-2\n"
         "conflict: ip 10.0.0.2 is claimed by web-1, web-2\n"
