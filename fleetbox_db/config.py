@@ -2,21 +2,39 @@
 
 Pure: no file I/O. The reference is Go's ``encoding/json`` (``MarshalIndent(vm, "", "  ")``) and
 ``time.Time``'s JSON form; a file written by Go, decoded and encoded unchanged, is byte-identical.
+Go's rules for any JSON value live in fleetbox_db.gojson and for its time text in
+fleetbox_db.gotime; this module holds what is about a VM, and re-exports their public names.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
-import math
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from json.encoder import encode_basestring
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 from fleetbox_db.errors import ConfigError, InvalidValueError
+from fleetbox_db.gojson import EXACT as _EXACT
+from fleetbox_db.gojson import FAST as _FAST
+from fleetbox_db.gojson import GO_REPLACE as _GO_REPLACE
+from fleetbox_db.gojson import INT64_MAX as _INT64_MAX
+from fleetbox_db.gojson import INT64_MIN as _INT64_MIN
+from fleetbox_db.gojson import Bad as _Bad
+from fleetbox_db.gojson import Invalid as _Invalid
+from fleetbox_db.gojson import (
+    RawFloat,
+    RawInt,
+    decode_json_value,
+    encode_json_value,
+)
+from fleetbox_db.gojson import canonical as _canonical
+from fleetbox_db.gojson import clean as _clean
+from fleetbox_db.gojson import members_json as _members_json
+from fleetbox_db.gojson import quote as _quote
+from fleetbox_db.gojson import to_python as _to_python
+from fleetbox_db.gotime import GO_TIME_CANONICAL as _GO_TIME_CANONICAL
+from fleetbox_db.gotime import ZERO_TIME, format_go_time, parse_go_time
 
 __all__ = [
     "VM",
@@ -34,36 +52,11 @@ __all__ = [
     "restore_created_at",
 ]
 
-ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
-"""Go's zero ``time.Time``: what a missing or null ``created_at`` reads as."""
-
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 _TOP_KEYS: Final = frozenset(
     ("name", "mac", "cpus", "memory_mb", "disk_mb", "image", "created_at", "fixtures", "ip")
 )
 _STR_FIELDS: Final = frozenset(("name", "mac", "image", "ip"))
 _FIXTURE_KEYS: Final = frozenset(("host_path", "guest_path", "label"))
-_JSON_INT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
-_JSON_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_HTML_UNSAFE: Final = re.compile("[<>&\u2028\u2029]")
-_HTML_ESCAPES: Final = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-)
-# Go's time.Parse fallback (taken when its fast RFC 3339 path fails) also accepts a one-digit
-# hour, a comma before the fraction and offsets up to 24:60; Go reads such files, so we do too.
-_GO_TIME: Final = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
-    r"(?:[.,]([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-# What Go writes; datetime.fromisoformat reads exactly these ten times faster than the above.
-_GO_TIME_CANONICAL: Final = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-)
-_ZONES: dict[str, timezone] = {"Z": UTC}
-_GO_REPLACE: Final = "fleetbox_db.go_replace"
 
 
 def _now() -> datetime:
@@ -103,151 +96,8 @@ class VM:
     )
 
 
-class RawFloat(float):
-    """A JSON number with a fraction or exponent from an unknown key, kept with its literal text.
-
-    Python would write ``1.0e2`` back as ``100.0`` and ``1e400`` as ``inf``; keeping the text
-    writes it back as read. An integer too long for ``int()`` (4300 digits) is kept this way too.
-    """
-
-    __slots__ = ("text",)
-    text: str
-
-    def __new__(cls, text: str) -> RawFloat:
-        if _JSON_NUMBER.fullmatch(text) is None:
-            raise ValueError(f"{text!r} is not a JSON number")
-        self = super().__new__(cls, text)
-        self.text = text
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.text,))
-
-
-class RawInt(int):
-    """A JSON integer whose text ``str(int)`` would not give back (``-0``), kept verbatim."""
-
-    text: str
-
-    def __new__(cls, text: str) -> RawInt:
-        if _JSON_INT.fullmatch(text) is None:
-            raise ValueError(f"{text!r} is not a JSON integer")
-        self = super().__new__(cls, text)
-        self.text = text
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.text,))
-
-
-class _Invalid(Exception):
-    """Why a config cannot be read; decode_config wraps it in a ConfigError naming the path."""
-
-
 class _Slow(Exception):
     """The fast path met something (unknown key, duplicate, bad type) the exact path must read."""
-
-
-class _Bad(Exception):
-    """Why a caller's value cannot be written; the public functions wrap it in InvalidValueError."""
-
-
-def _go_replace(exc: UnicodeError) -> tuple[str, int]:
-    # Go replaces each invalid byte with U+FFFD; Python's "replace" folds a truncated sequence
-    # into one, so `\xe2\x82` would read differently from Go.
-    if not isinstance(exc, UnicodeDecodeError):
-        raise exc
-    return "\ufffd" * (exc.end - exc.start), exc.end
-
-
-codecs.register_error(_GO_REPLACE, _go_replace)
-
-
-def _reject_constant(name: str) -> Any:
-    raise _Invalid(f"is not valid JSON ({name} is not a JSON value)")
-
-
-def _parse_int(text: str) -> int | RawFloat:
-    try:
-        value = int(text)
-    except ValueError:  # past sys.get_int_max_str_digits()
-        return RawFloat(text)
-    return RawInt(text) if text == "-0" else value
-
-
-# Objects come back as tuples of pairs so duplicates and key order are visible and an empty object
-# () differs from an empty array []. The fast decoder has no per-number hook: numbers in unknown
-# keys send a file to the exact decoder, which keeps their text.
-_FAST: Final = json.JSONDecoder(object_pairs_hook=tuple, parse_constant=_reject_constant)
-_EXACT: Final = json.JSONDecoder(
-    object_pairs_hook=tuple,
-    parse_float=RawFloat,
-    parse_int=_parse_int,
-    parse_constant=_reject_constant,
-)
-
-
-def _clean(text: str) -> str:
-    """Replace lone surrogates (from ``\\ud800`` escapes or Python strs) with U+FFFD, as Go does."""
-    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
-
-
-def _zone(text: str) -> timezone:
-    tz = _ZONES.get(text)
-    if tz is None:
-        hours, minutes = int(text[1:3]), int(text[4:6])
-        if hours > 24 or minutes > 60:
-            raise ValueError(f"offset {text} is out of range")
-        total = hours * 60 + minutes
-        if total >= 24 * 60:
-            raise ValueError(f"offset {text} is beyond what Python's datetime can hold")
-        tz = timezone(timedelta(minutes=-total if text[0] == "-" else total))
-        _ZONES[text] = tz
-    return tz
-
-
-def parse_go_time(text: str) -> datetime:
-    """Parse ``text`` as Go's ``time.Time`` JSON decoding does; ``ValueError`` if Go rejects it.
-
-    Python keeps microseconds: digits past the sixth are dropped (the raw text keeps them).
-    Year 0 and 24-hour offsets, which Go accepts, raise ``ValueError``: datetime cannot hold them.
-    """
-    if _GO_TIME_CANONICAL.fullmatch(text) is not None:
-        try:
-            return datetime.fromisoformat(text)  # drops digits past the sixth, as we do below
-        except ValueError:
-            pass  # a day out of range, year 0: let the slow path name it
-    match = _GO_TIME.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not an RFC 3339 time")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
-    try:
-        return datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, _zone(zone)
-        )
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a valid time: {exc}") from None
-
-
-def format_go_time(dt: datetime) -> str:
-    """Format ``dt`` as Go's RFC3339Nano; ``ValueError`` if naive or its offset has seconds."""
-    offset = dt.utcoffset()
-    if offset is None:
-        raise ValueError(f"{dt!r} has no time zone; Go needs an offset")
-    seconds = offset.days * 86400 + offset.seconds
-    if offset.microseconds or seconds % 60:
-        # Go would silently drop the seconds and name a different instant.
-        raise ValueError(f"{dt!r} has an offset that is not whole minutes")
-    text = (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
-    )
-    if dt.microsecond:
-        text += f".{dt.microsecond:06d}".rstrip("0")
-    if not seconds:
-        return text + "Z"
-    minutes = abs(seconds) // 60
-    return f"{text}{'-' if seconds < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def restore_created_at(vm: VM, text: str) -> None:
@@ -292,15 +142,6 @@ def _invalid(vm: VM, exc: _Bad) -> InvalidValueError:
     return InvalidValueError(f"cannot write the config of VM {vm.name!r}: {exc}", name=name)
 
 
-def _quote(text: str) -> str:
-    # encode_basestring is json.dumps(ensure_ascii=False)'s C escaper; it differs from Go only
-    # in leaving <, >, &, U+2028 and U+2029 raw.
-    quoted = encode_basestring(_clean(text))
-    if _HTML_UNSAFE.search(quoted) is not None:
-        quoted = quoted.translate(_HTML_ESCAPES)
-    return quoted
-
-
 def _str_json(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise _Bad(f"{where} must be a str, not {type(value).__name__} ({value!r})")
@@ -313,52 +154,6 @@ def _int_json(value: Any, where: str) -> str:
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise _Bad(f"{where} is {value}, outside the 64-bit range Go reads")
     return int.__repr__(value)
-
-
-def _value_json(value: Any, indent: str) -> str:
-    """Go-style indented JSON for one value whose first line starts after ``indent``."""
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, RawInt | RawFloat):
-        return value.text
-    if isinstance(value, int):
-        try:
-            return int.__repr__(value)
-        except ValueError:
-            raise _Bad(f"integer with {value.bit_length()} bits is too long to write") from None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Bad(f"{value!r} is not a JSON number")
-        return float.__repr__(value)
-    inner = indent + "  "
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        items = [inner + _value_json(item, inner) for item in value]
-        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return "{\n" + ",\n".join(_members_json(value, inner, None)) + "\n" + indent + "}"
-    raise _Bad(f"{type(value).__name__} ({value!r}) is not a JSON value")
-
-
-def _members_json(extra: Any, indent: str, known: frozenset[str] | None) -> list[str]:
-    if not isinstance(extra, dict):
-        raise _Bad(f"extra must be a dict, not {type(extra).__name__}")
-    lines = []
-    for key, value in extra.items():
-        if not isinstance(key, str):
-            raise _Bad(f"key {key!r} is not a str")
-        if known is not None and _canonical(key, known) is not None:
-            # Go would read it back as the known field, so it would not round-trip.
-            raise _Bad(f"extra key {key!r} names a known field")
-        lines.append(f"{indent}{_quote(key)}: {_value_json(value, indent)}")
-    return lines
 
 
 def _fixture_json(fixture: Any, where: str) -> str:
@@ -409,60 +204,6 @@ def encode_config(vm: VM) -> bytes:
         raise _invalid(vm, exc) from None
     except RecursionError:
         raise _invalid(vm, _Bad("extra is nested too deeply")) from None
-
-
-def encode_json_value(value: Any) -> str:
-    """Go-style indented JSON for one value, numbers read by decode_json_value written as read.
-
-    Raises ``InvalidValueError`` for a value that is not JSON (NaN, a tuple, a non-str key...).
-    """
-    try:
-        return _value_json(value, "")
-    except _Bad as exc:
-        raise InvalidValueError(f"cannot encode {exc}") from None
-    except RecursionError:
-        raise InvalidValueError("cannot encode a value nested this deeply") from None
-
-
-def _to_python(value: Any) -> Any:
-    """Turn the pairs decoders' output into plain dicts and lists, surrogates replaced."""
-    kind = type(value)
-    if kind is str:
-        return _clean(value)
-    if kind is tuple:
-        return {_clean(key): _to_python(item) for key, item in value}
-    if kind is list:
-        return [_to_python(item) for item in value]
-    return value
-
-
-def decode_json_value(text: str) -> Any:
-    """Inverse of encode_json_value: numbers that Python would rewrite come back as RawFloat/RawInt.
-
-    Raises ``ValueError`` for text that is not JSON.
-    """
-    try:
-        return _to_python(_EXACT.decode(text))
-    except _Invalid as exc:
-        raise ValueError(f"text {exc}") from None
-    except RecursionError:
-        raise ValueError("JSON text is nested too deeply") from None
-
-
-def _canonical(key: str, known: frozenset[str]) -> str | None:
-    """The known key that ``key`` selects under Go's case-insensitive match, or None.
-
-    Go folds with Unicode simple folding; the only non-ASCII runes that fold onto our ASCII
-    keys are U+017F (long s, folds to s) and U+212A (Kelvin sign, folds to k).
-    """
-    if key in known:
-        return key
-    if not key.isascii():
-        key = key.replace("\u017f", "s").replace("\u212a", "k")
-        if not key.isascii():
-            return None
-    key = key.lower()
-    return key if key in known else None
 
 
 def _short(value: Any) -> str:
