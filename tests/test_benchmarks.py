@@ -83,3 +83,16 @@ def test_table_has_one_row_per_case(run: tuple[dict[str, object], str]) -> None:
     for entry in cases.values():
         assert sum(line.startswith(entry["label"]) for line in lines) == 1, entry["label"]
     assert any(line.startswith("peak RSS: cold rebuild") for line in lines)
+
+
+def test_cli_case_is_skipped_with_the_reason_when_ls_fails(tmp_path: Path) -> None:
+    not_a_root = tmp_path / "file"
+    not_a_root.write_text("")
+    code = (
+        "import sys, pathlib, benchmarks.store as b;"
+        " print(b.CliBench(pathlib.Path(sys.argv[1])).unavailable())"
+    )
+    argv = [sys.executable, "-c", code, str(not_a_root)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("`fleetbox-db ls --json` failed (exit 2): ")
+    assert "is a file" in done.stdout
