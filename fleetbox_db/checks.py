@@ -43,10 +43,12 @@ class Entry:
 
 
 def entries_from_index(conn: sqlite3.Connection) -> list[Entry]:
-    clashing = {name for c in queries.conflicts(conn) for name in c.members}
+    with queries.snapshot(conn):
+        clashing = {name for c in queries.conflicts(conn) for name in c.members}
+        members = queries.all_members(conn)
     return [
         Entry(name, cluster, "conflict" if state == "ok" and name in clashing else state, vm)
-        for cluster, name, state, vm in queries.all_members(conn)
+        for cluster, name, state, vm in members
     ]
 
 
@@ -117,7 +119,7 @@ def _disk_problems(clusters_dir: str, observations: list[Observation]) -> list[P
 
 
 def _drift(conn: sqlite3.Connection, observations: list[Observation], scan: Scan) -> list[Problem]:
-    stored = queries.stored_rows(conn)
+    stored = {key: row for key, (row, _) in queries.stored_rows(conn).items()}
     problems: list[Problem] = []
     for obs in observations:
         row = stored.pop(obs.key, None)

@@ -133,20 +133,31 @@ def signatures(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def racy_count(conn: sqlite3.Connection, granularity_ns: int) -> int:
+def racy_keys(conn: sqlite3.Connection, granularity_ns: int) -> set[Key]:
     """Rows read so soon after their last change that a same-tick rewrite could hide."""
-    row = conn.execute(
-        "SELECT count(*) FROM members WHERE mtime_ns IS NOT NULL AND mtime_ns + ? > verified_ns",
-        (granularity_ns,),
-    ).fetchone()
-    return int(row[0])
-
-
-def stored_rows(conn: sqlite3.Connection) -> dict[Key, StoredRow]:
     rows = conn.execute(
-        "SELECT cluster, name, id, state, digest, verified_ns, mtime_ns FROM members"
+        "SELECT cluster, name FROM members WHERE mtime_ns IS NOT NULL"
+        " AND mtime_ns + ? > verified_ns",
+        (granularity_ns,),
     )
-    return {(r[0], r[1]): StoredRow(r[2], r[3], r[4], r[5], r[6]) for r in rows}
+    return {(r[0], r[1]) for r in rows}
+
+
+_STORED: Final = "id, state, digest, verified_ns, mtime_ns, ino, size, mtime_ns, ctime_ns"
+
+
+def stored_rows(conn: sqlite3.Connection) -> dict[Key, tuple[StoredRow, tuple[Any, ...]]]:
+    """Every row's StoredRow and recorded signature (ino, size, mtime_ns, ctime_ns)."""
+    rows = conn.execute(f"SELECT cluster, name, {_STORED} FROM members")
+    return {(r[0], r[1]): (StoredRow(*r[2:7]), r[7:]) for r in rows}
+
+
+def stored_row(conn: sqlite3.Connection, key: Key) -> tuple[StoredRow, tuple[Any, ...]] | None:
+    """One row's StoredRow and recorded signature, or None."""
+    r = conn.execute(
+        f"SELECT {_STORED} FROM members WHERE cluster = ? AND name = ?", key
+    ).fetchone()
+    return None if r is None else (StoredRow(*r[:5]), r[5:])
 
 
 def member_id(conn: sqlite3.Connection, key: Key) -> int | None:
@@ -214,18 +225,42 @@ def put_fixtures(conn: sqlite3.Connection, mid: int, fixtures: Iterable[Fixture]
     conn.executemany(
         "INSERT INTO fixtures (member_id, position, host_path, guest_path, label, extra)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            (
-                mid,
-                i,
-                f.host_path,
-                f.guest_path,
-                f.label,
-                encode_json_value(f.extra) if f.extra else None,
-            )
-            for i, f in enumerate(fixtures)
-        ),
+        _fixture_rows(mid, fixtures),
     )
+
+
+def insert_members(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[Key, str, Sequence[int | None], int, str, VM]],
+) -> None:
+    """Insert rows known to be new, with their fixtures: two executemany calls in all.
+
+    The caller holds the write transaction and has checked the keys are absent, so ids
+    can be handed out from max(id) without ON CONFLICT or RETURNING per row (the cold
+    rebuild writes every member through here).
+    """
+    start = int(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM members").fetchone()[0])
+    members: list[tuple[Any, ...]] = []
+    fixtures: list[tuple[Any, ...]] = []
+    for mid, (key, state, sig, verified_ns, digest, vm) in enumerate(rows, start):
+        members.append((mid, *key, state, *sig, verified_ns, digest, *config_values(vm)))
+        fixtures.extend(_fixture_rows(mid, vm.fixtures))
+    conn.executemany(
+        f"INSERT INTO members (id, cluster, name, {', '.join(_SIGNATURE_FIELDS)},"
+        f" {_CONFIG_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+        members,
+    )
+    conn.executemany(
+        "INSERT INTO fixtures (member_id, position, host_path, guest_path, label, extra)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        fixtures,
+    )
+
+
+def _fixture_rows(mid: int, fixtures: Iterable[Fixture]) -> Iterator[tuple[Any, ...]]:
+    for i, f in enumerate(fixtures):
+        extra = encode_json_value(f.extra) if f.extra else None
+        yield (mid, i, f.host_path, f.guest_path, f.label, extra)
 
 
 def set_verified(conn: sqlite3.Connection, key: Key, verified_ns: int) -> None:
@@ -241,18 +276,19 @@ def delete_members(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
 # -- answers --------------------------------------------------------------------------
 
 
-def vms(conn: sqlite3.Connection) -> list[VM]:
-    """Every member whose config at its own directory parses now, in Go List() order."""
-    fixtures = _fixtures_by_member(conn, "WHERE m.state = 'ok'")
-    rows = conn.execute(
-        f"SELECT id, {_CONFIG_COLUMNS} FROM members WHERE state = 'ok' ORDER BY cluster, name"
-    )
-    return [_vm_from_row(row[1:], fixtures.get(row[0], [])) for row in rows]
+def vms_by_digest(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> dict[str, VM]:
+    """VM records of 'ok' rows (all, or those with *ids*), keyed by their config's digest."""
+    where = "state = 'ok'"
+    if ids is not None:
+        where += f" AND id IN ({', '.join(str(int(i)) for i in ids)})"
+    fixtures = _fixtures_by_member(conn, where)
+    rows = conn.execute(f"SELECT id, digest, {_CONFIG_COLUMNS} FROM members WHERE {where}")
+    return {row[1]: _vm_from_row(row[2:], fixtures.get(row[0], [])) for row in rows}
 
 
 def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None]]:
     """(cluster, name, state, last good config or None) of every row, in Go List() order."""
-    fixtures = _fixtures_by_member(conn, "")
+    fixtures = _fixtures_by_member(conn, "1")
     rows = conn.execute(
         f"SELECT id, cluster, name, state, {_CONFIG_COLUMNS} FROM members ORDER BY cluster, name"
     )
@@ -263,10 +299,12 @@ def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None
 
 
 def _fixtures_by_member(conn: sqlite3.Connection, where: str) -> dict[int, list[Fixture]]:
+    """Fixtures of the members matching the SQL condition *where*, by member id, in order."""
     fixtures: dict[int, list[Fixture]] = {}
     for mid, host, guest, label, extra in conn.execute(
-        "SELECT f.member_id, f.host_path, f.guest_path, f.label, f.extra FROM fixtures f"
-        f" JOIN members m ON m.id = f.member_id {where} ORDER BY f.member_id, f.position"
+        "SELECT member_id, host_path, guest_path, label, extra FROM fixtures"
+        f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
+        " ORDER BY member_id, position"
     ):
         fixture = Fixture(host, guest, label, decode_json_value(extra) if extra else {})
         fixtures.setdefault(mid, []).append(fixture)
@@ -333,20 +371,39 @@ def free_ranges(
 ) -> list[tuple[int, int]]:
     """Gaps (start, stop inclusive) between taken addresses in first..last, ascending.
 
-    The gap-finding runs in SQLite over the ip_int indexes, so a /16 with tens of thousands
-    of members costs one indexed range scan, not a Python loop over the subnet.
+    With a limit, taken addresses stream in order off the ip_int indexes and the walk stops
+    at the limit-th gap; without one, SQLite finds every gap with a window function. Either
+    way a /16 with tens of thousands of members is never enumerated address by address.
     """
-    rows = conn.execute(
-        "WITH taken(v) AS ("
-        " SELECT :first - 1"
-        " UNION SELECT ip_int FROM members WHERE ip_int BETWEEN :first AND :last"
-        " UNION SELECT ip_int FROM reservations WHERE ip_int BETWEEN :first AND :last"
-        " UNION SELECT :last + 1),"
-        " gaps(start, stop) AS (SELECT v + 1, lead(v) OVER (ORDER BY v) - 1 FROM taken)"
-        " SELECT start, stop FROM gaps WHERE stop >= start ORDER BY start LIMIT :limit",
-        {"first": first, "last": last, "limit": -1 if limit is None else limit},
+    if limit is None:
+        rows = conn.execute(
+            "WITH taken(v) AS ("
+            " SELECT :first - 1"
+            " UNION SELECT ip_int FROM members WHERE ip_int BETWEEN :first AND :last"
+            " UNION SELECT ip_int FROM reservations WHERE ip_int BETWEEN :first AND :last"
+            " UNION SELECT :last + 1),"
+            " gaps(start, stop) AS (SELECT v + 1, lead(v) OVER (ORDER BY v) - 1 FROM taken)"
+            " SELECT start, stop FROM gaps WHERE stop >= start ORDER BY start",
+            {"first": first, "last": last},
+        )
+        return [(int(a), int(b)) for a, b in rows]
+    taken = conn.execute(
+        "SELECT ip_int FROM members WHERE ip_int BETWEEN :first AND :last"
+        " UNION ALL SELECT ip_int FROM reservations WHERE ip_int BETWEEN :first AND :last"
+        " ORDER BY 1",
+        {"first": first, "last": last},
     )
-    return [(int(a), int(b)) for a, b in rows]
+    gaps: list[tuple[int, int]] = []
+    start = first
+    for (value,) in taken:
+        if len(gaps) >= limit:
+            return gaps
+        if value > start:
+            gaps.append((start, value - 1))
+        start = max(start, value + 1)
+    if start <= last and len(gaps) < limit:
+        gaps.append((start, last))
+    return gaps
 
 
 # -- reservations -----------------------------------------------------------------------
@@ -394,3 +451,20 @@ def delete_reservations(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
 def release_name(conn: sqlite3.Connection, name: str) -> None:
     """Drop every reservation of *name*: its config now holds (or no longer needs) them."""
     conn.execute("DELETE FROM reservations WHERE name = ?", (name,))
+
+
+class snapshot:
+    """BEGIN ... COMMIT around several SELECTs so they see one snapshot (nests as a no-op)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.began = False
+
+    def __enter__(self) -> None:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
+            self.began = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.began:
+            self.conn.execute("COMMIT")

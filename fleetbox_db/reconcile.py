@@ -35,6 +35,10 @@ from fleetbox_db.queries import Conflict, Key, Reservation, StoredRow
 #: Timestamp granularity we do not trust to tell two writes apart: FAT/HFS+ and some network
 #: filesystems keep 1-2 s, and Linux stamps files from a clock that ticks in milliseconds.
 DEFAULT_GRANULARITY_NS: Final = 2_000_000_000
+#: Configs read and written per step of apply(): bounds memory on a 100,000-member rebuild.
+_BATCH: Final = 1000
+#: Above this many touched rows, one table read beats a lookup per row.
+_ROW_LOOKUPS: Final = 500
 
 Clock = Callable[[], int]
 
@@ -70,28 +74,47 @@ class Observation:
 
 @dataclass
 class Plan:
-    """What plan() found changed: observations to write, rows to drop, reservations to free."""
+    """What plan() found: directories to read and write, rows to drop, reservations to free.
 
-    observations: list[Observation]
+    The reads happen in apply(), under the write lock and in batches, so what is written is
+    what disk holds then and a rebuild of 100,000 members never holds them all in memory.
+    """
+
+    scan: Scan
+    full: bool
+    reads: list[MemberDir]
     old: dict[Key, StoredRow]
     removed: list[Key]
     dead: list[Reservation]
     # Signature recorded in the index per row, to tell "same bytes, new stat" from no change.
     recorded: dict[Key, tuple[int | None, ...]] = field(default_factory=dict)
+    # The index version the plan was made against; apply() re-plans if another process
+    # wrote in between, so "no row yet" still holds when it inserts.
+    data_version: int = -1
+    # Racy rows plan() already re-read to see whether they changed: not read twice.
+    observed: dict[Key, Observation] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         """True when applying would write nothing: the caller may skip the write lock."""
-        return not (self.observations or self.removed or self.dead)
+        return not (self.reads or self.removed or self.dead)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class _Snapshot:
     conn: sqlite3.Connection
     data_version: int
     entries: list[MemberDir]
-    racy: int
+    racy: set[Key]
     reservations: list[Reservation]
+    _by_key: dict[Key, MemberDir] | None = None
+
+    @property
+    def by_key(self) -> dict[Key, MemberDir]:
+        """The entries by (cluster, name), built on the first diff that needs it."""
+        if self._by_key is None:
+            self._by_key = {(e[0], e[1]): e for e in self.entries}
+        return self._by_key
 
 
 def encodable(text: str) -> bool:
@@ -199,9 +222,9 @@ class Reconciler:
         snap = self._snapshot
         if snap is not None and snap.conn is conn and snap.data_version == version:
             return snap
-        with _read_txn(conn):
+        with queries.snapshot(conn):
             rows = queries.signatures(conn)
-            racy = queries.racy_count(conn, self.granularity_ns)
+            racy = queries.racy_keys(conn, self.granularity_ns)
             reservations = queries.reservations(conn)
             # Rows without a signature need their state (configless or not); usually few.
             unsigned = any(r[2] is None for r in rows)
@@ -223,42 +246,62 @@ class Reconciler:
     # -- the diff -------------------------------------------------------------------------
 
     def plan(self, conn: sqlite3.Connection, scan: Scan, full: bool = False) -> Plan:
-        """Read what changed since the index last looked; takes no lock.
-
-        Observations that would change nothing (a racy row re-read with the same bytes and
-        still inside its window) are left out, so an empty plan needs no write at all.
+        """Diff *scan* against the index snapshot; takes no lock and reads no config except
+        racy rows (re-read now so that one whose bytes did not change needs no write).
         """
-        with _read_txn(conn):
-            stored = queries.stored_rows(conn)
-            recorded = {(r[0], r[1]): tuple(r[2:]) for r in queries.signatures(conn)}
-            reservations = queries.reservations(conn)
-        old: dict[Key, StoredRow] = {}
-        observations: list[Observation] = []
+        snap = self._load_snapshot(conn)
+        remaining = dict(snap.by_key)
+        reads: list[MemberDir] = []
+        racy: list[MemberDir] = []
         skipped: list[MemberDir] = []
         for member in scan.members:
-            key = (member.cluster, member.name)
-            if not (encodable(member.cluster) and encodable(member.name)):
+            key = (member[0], member[1])
+            entry = remaining.pop(key, None)
+            if not (key[0].isascii() and key[1].isascii()) and not (
+                encodable(key[0]) and encodable(key[1])
+            ):
                 skipped.append(member)
-                continue
-            row = stored.pop(key, None)
-            if row is not None:
-                old[key] = row
-                same = member == _expected(*key, recorded[key], row.state)
-                if same and not full and not self._racy(row):
-                    continue
-            obs = self.observe(member)
-            if row is not None and self._noop(row, recorded[key], obs):
-                continue
-            observations.append(obs)
+            elif entry is None or full or entry != member:
+                reads.append(member)
+            elif key in snap.racy:
+                racy.append(member)
         if skipped != self._skipped:
             self._skipped = skipped
             self.invalidate()
         unlisted = set(scan.unreadable_clusters)
-        removed = [key for key in stored if key[0] not in unlisted]
-        for key in removed:
-            old[key] = stored[key]
-        dead = [r for r in reservations if not owners.is_alive(_owner(r))]
-        return Plan(observations, old, removed, dead, recorded)
+        removed = [
+            k for k in remaining if k[0] not in unlisted and encodable(k[0]) and encodable(k[1])
+        ]
+        old, recorded = self._stored(conn, full, [*reads, *racy], removed)
+        observed: dict[Key, Observation] = {}
+        for member in racy:
+            obs = self.observe(member)
+            if not self._noop(old[obs.key], recorded[obs.key], obs):
+                reads.append(member)
+                observed[obs.key] = obs
+        dead = [r for r in snap.reservations if not owners.is_alive(_owner(r))]
+        return Plan(scan, full, reads, old, removed, dead, recorded, snap.data_version, observed)
+
+    def _stored(
+        self,
+        conn: sqlite3.Connection,
+        full: bool,
+        members: list[MemberDir],
+        removed: list[Key],
+    ) -> tuple[dict[Key, StoredRow], dict[Key, tuple[int | None, ...]]]:
+        """The index rows of the keys a plan touches: all at once for a full run, else one
+        indexed lookup each (an incremental run touches few)."""
+        keys = [(m[0], m[1]) for m in members] + removed
+        if full or len(keys) > _ROW_LOOKUPS:
+            every = queries.stored_rows(conn)
+            found = {key: every[key] for key in keys if key in every}
+        else:
+            found = {}
+            for key in keys:
+                row = queries.stored_row(conn, key)
+                if row is not None:
+                    found[key] = row
+        return {k: v[0] for k, v in found.items()}, {k: v[1] for k, v in found.items()}
 
     def _racy(self, row: StoredRow) -> bool:
         if row.mtime_ns is None or row.verified_ns is None:
@@ -302,31 +345,37 @@ class Reconciler:
     # -- the apply ------------------------------------------------------------------------
 
     def apply(self, conn: sqlite3.Connection, plan: Plan, dry_run: bool = False) -> ReconcileReport:
-        """Write the plan; the caller holds the write transaction (unless dry_run).
+        """Read and write the plan; the caller holds the write transaction (unless dry_run).
 
-        Every observation is re-checked under the lock, so what is written is what disk holds
-        now even if another process changed the file after the lock-free read. A dry run
-        writes nothing and reports what a real run would, unreadable and conflicts included.
+        Configs are read here, under the lock, so what is written is what disk holds now.
+        A dry run writes nothing and reports what a real run would, unreadable and
+        conflicts included.
         """
+        if not dry_run and _data_version(conn) != plan.data_version:
+            plan = self.plan(conn, plan.scan, plan.full)  # another process wrote meanwhile
         report = ReconcileReport()
-        vanished: list[Key] = []
-        for seen in plan.observations:
-            obs = seen if dry_run else self._confirm(seen)
-            if obs is None:  # the member directory went away after the scan
-                vanished.append(seen.key)
-                continue
-            old = plan.old.get(obs.key)
-            same = old is not None and old.digest == obs.digest and old.state == obs.state
-            if old is None:
-                report.added.append(obs.key[1])
-            elif not same:
-                report.updated.append(obs.key[1])
-            if obs.state == "unreadable":
-                report.unreadable.append(obs.key[1])
-            if not dry_run:
-                self._write(conn, obs, old, plan.recorded.get(obs.key))
-        gone = [k for k in plan.removed if dry_run or not self._is_member_dir(k)]
-        gone += [k for k in vanished if k in plan.old]
+        kept: list[Observation] = []
+        gone: list[Key] = []
+        for start in range(0, len(plan.reads), _BATCH):
+            fresh: list[tuple[Key, str, tuple[int | None, ...], int, str, VM]] = []
+            for member in plan.reads[start : start + _BATCH]:
+                obs = plan.observed.get((member[0], member[1])) or self.observe(member)
+                old = plan.old.get(obs.key)
+                if not obs.present and not self._is_member_dir(obs.key):
+                    if old is not None:  # the member directory went away after the scan
+                        gone.append(obs.key)
+                    continue
+                self._classify(report, obs, old)
+                if dry_run:
+                    kept.append(obs)
+                elif old is None and obs.vm is not None and obs.digest is not None:
+                    sig = _sig_tuple(obs.signature)
+                    fresh.append((obs.key, obs.state, sig, obs.verified_ns, obs.digest, obs.vm))
+                else:
+                    self._write(conn, obs, old, plan.recorded.get(obs.key))
+            if fresh:
+                queries.insert_members(conn, fresh)
+        gone += [k for k in plan.removed if dry_run or not self._is_member_dir(k)]
         report.removed = [k[1] for k in gone]
         # Under the lock the table is read again: the plan's dead rows may have been released
         # by another process since, and their ids reused by live reservations.
@@ -334,12 +383,21 @@ class Reconciler:
         dead = [r for r in candidates if dry_run or not owners.is_alive(_owner(r))]
         report.released = [r.name for r in dead]
         if dry_run:
-            self._preview(conn, plan, report)
+            self._preview(conn, plan, kept, report)
         else:
             queries.delete_members(conn, gone)
             queries.delete_reservations(conn, (r.id for r in dead))
             self.invalidate()
         return report
+
+    @staticmethod
+    def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) -> None:
+        if old is None:
+            report.added.append(obs.key[1])
+        elif old.digest != obs.digest or old.state != obs.state:
+            report.updated.append(obs.key[1])
+        if obs.state == "unreadable":
+            report.unreadable.append(obs.key[1])
 
     def _is_member_dir(self, key: Key) -> bool:
         """A real directory, as scan sees one: a symlink in its place is not a member."""
@@ -349,24 +407,6 @@ class Reconciler:
         except OSError:
             return False
         return stat.S_ISDIR(cluster.st_mode) and stat.S_ISDIR(member.st_mode)
-
-    def _confirm(self, obs: Observation) -> Observation | None:
-        """*obs* if config.json is still what was read, else a fresh read; None when gone."""
-        path = f"{self.clusters_dir}/{obs.key[0]}/{obs.key[1]}/config.json"
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if not self._is_member_dir(obs.key):
-                return None
-            now, present = None, False
-        except OSError:
-            now, present = None, True
-        else:
-            # Not a regular file: scan records no signature for it either.
-            now, present = (Signature.of(st) if stat.S_ISREG(st.st_mode) else None), True
-        if now == obs.signature and present == obs.present:
-            return obs
-        return self.observe(MemberDir(obs.key[0], obs.key[1], now, None))
 
     def _write(
         self,
@@ -397,12 +437,18 @@ class Reconciler:
         if not obs.present or (obs.signature is None and obs.state == "stray"):
             queries.clear_config(conn, obs.key)
 
-    def _preview(self, conn: sqlite3.Connection, plan: Plan, report: ReconcileReport) -> None:
+    def _preview(
+        self,
+        conn: sqlite3.Connection,
+        plan: Plan,
+        observations: list[Observation],
+        report: ReconcileReport,
+    ) -> None:
         """Fill report.unreadable and .conflicts as the index would hold them after *plan*."""
         rows = {(c, n): (state, vm) for c, n, state, vm in queries.all_members(conn)}
         for key in plan.removed:
             rows.pop(key, None)
-        for obs in plan.observations:
+        for obs in observations:
             last = rows.get(obs.key, ("", None))[1]
             # As _write does: an unreadable file keeps its last good config, a missing one
             # (or a stray one without a signature) none.
@@ -440,22 +486,9 @@ def _sig_tuple(sig: Signature | None) -> tuple[int | None, ...]:
     return _NO_SIGNATURE if sig is None else tuple(sig)
 
 
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def _owner(r: Reservation) -> owners.Owner:
     return (r.owner_pid, r.owner_boot, r.owner_start)
-
-
-class _read_txn:
-    """BEGIN ... COMMIT around several SELECTs so they see one snapshot."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.began = False
-
-    def __enter__(self) -> None:
-        if not self.conn.in_transaction:
-            self.conn.execute("BEGIN")
-            self.began = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.began:
-            self.conn.execute("COMMIT")

@@ -40,6 +40,7 @@ from fleetbox_db.paths import (
     validate_name,
 )
 from fleetbox_db.reconcile import DEFAULT_GRANULARITY_NS, Clock, Reconciler, ReconcileReport
+from fleetbox_db.vmcache import VMCache
 
 log = logging.getLogger("fleetbox_db")
 
@@ -61,6 +62,7 @@ class Store(Layout):
         super().__init__(root)
         self._index = Index(self.index_path, self.index_lock_path, busy_timeout)
         self._reconciler = Reconciler(self.clusters_dir, clock, granularity_ns)
+        self._vms = VMCache()
         self._warned: set[str] = set()
 
     @classmethod
@@ -315,7 +317,7 @@ class Store(Layout):
         """Every member whose own config.json parses now, in list() order."""
         if self._sync() is None:
             return diskview.vms(self.clusters_dir, disk.scan(self.clusters_dir))
-        return self._indexed(queries.vms)
+        return self._indexed(self._vms.vms)
 
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""

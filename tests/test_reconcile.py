@@ -929,7 +929,7 @@ def test_member_removed_between_plan_and_apply_leaves_no_row(root: Path) -> None
         (root / "clusters/web/web-3").mkdir()
         reconciler, index = store._reconciler, store._index
         plan = reconciler.plan(index.connection(), scan(store.clusters_dir))
-        assert sorted(o.key[1] for o in plan.observations) == ["web-1", "web-3"]
+        assert sorted(m.name for m in plan.reads) == ["web-1", "web-3"]
         shutil.rmtree(path.parent)  # after the lock-free read, before the write lock
         shutil.rmtree(root / "clusters/web/web-3")
         with index.write() as conn:
