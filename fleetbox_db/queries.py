@@ -276,14 +276,16 @@ def delete_members(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
 # -- answers --------------------------------------------------------------------------
 
 
-def vms_by_digest(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> dict[str, VM]:
-    """VM records of 'ok' rows (all, or those with *ids*), keyed by their config's digest."""
+def vms_by_row(
+    conn: sqlite3.Connection, ids: Sequence[int] | None = None
+) -> dict[tuple[int, str | None], VM]:
+    """VM records of 'ok' rows (all, or those with *ids*), keyed by (row id, digest)."""
     where = "state = 'ok'"
     if ids is not None:
         where += f" AND id IN ({', '.join(str(int(i)) for i in ids)})"
     fixtures = _fixtures_by_member(conn, where)
     rows = conn.execute(f"SELECT id, digest, {_CONFIG_COLUMNS} FROM members WHERE {where}")
-    return {row[1]: _vm_from_row(row[2:], fixtures.get(row[0], [])) for row in rows}
+    return {(row[0], row[1]): _vm_from_row(row[2:], fixtures.get(row[0], [])) for row in rows}
 
 
 def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None]]:

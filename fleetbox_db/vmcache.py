@@ -1,8 +1,8 @@
-"""VM records built from index rows, kept by the digest of the config they came from.
+"""VM records built from index rows, kept by row id and the digest of their config.
 
-A record depends only on its config's bytes, so one built for a digest stays right for as
-long as any member has that digest; building 10,000 of them from rows cost more than the
-walk that every vms() already pays. Callers get copies: they may mutate what they get.
+A record depends only on its config's bytes, so one built for a (row, digest) stays right
+until the row's digest changes; building 10,000 of them from rows cost more than the walk
+that every vms() already pays. Callers get copies: they may mutate what they get.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class VMCache:
     """Per-Store cache; not shared between threads."""
 
     def __init__(self) -> None:
-        self._by_digest: dict[str, VM] = {}
+        self._by_row: dict[tuple[int, str | None], VM] = {}
 
     def vms(self, conn: sqlite3.Connection) -> list[VM]:
         """Every 'ok' member's VM, in Go List() order, from one read snapshot."""
@@ -30,15 +30,15 @@ class VMCache:
             rows = conn.execute(
                 "SELECT id, digest FROM members WHERE state = 'ok' ORDER BY cluster, name"
             ).fetchall()
-            cache = self._by_digest
-            missing = [mid for mid, digest in rows if digest not in cache]
+            cache = self._by_row
+            missing = [mid for mid, digest in rows if (mid, digest) not in cache]
             if missing:
                 ids = missing if len(missing) <= _BY_ID_LIMIT else None
-                cache.update(queries.vms_by_digest(conn, ids))
-        if len(cache) > len(rows):  # forget what no member holds any more
-            live = {digest for _, digest in rows}
-            self._by_digest = cache = {d: vm for d, vm in cache.items() if d in live}
-        return [_copy(cache[digest]) for _, digest in rows]
+                cache.update(queries.vms_by_row(conn, ids))
+        if len(cache) > len(rows):  # forget rows that changed or went away
+            live = set(rows)
+            self._by_row = cache = {k: vm for k, vm in cache.items() if k in live}
+        return [_copy(cache[key]) for key in rows]
 
 
 def _copy(vm: VM) -> VM:
