@@ -198,6 +198,11 @@ class Reconciler:
         # shows them too, or they would make every list() look changed.
         self._skipped: list[MemberDir] = []
 
+    @property
+    def snapshot(self) -> object:
+        """The current snapshot, as a token: a new object whenever the index changed."""
+        return self._snapshot
+
     def invalidate(self) -> None:
         """Forget the snapshot: this connection wrote, which data_version does not show."""
         self._snapshot = None

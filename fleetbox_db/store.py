@@ -317,7 +317,7 @@ class Store(Layout):
         """Every member whose own config.json parses now, in list() order."""
         if self._sync() is None:
             return diskview.vms(self.clusters_dir, disk.scan(self.clusters_dir))
-        return self._indexed(self._vms.vms)
+        return self._indexed(lambda conn: self._vms.vms(conn, self._reconciler.snapshot))
 
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""

@@ -8,6 +8,7 @@ that every vms() already pays. Callers get copies: they may mutate what they get
 from __future__ import annotations
 
 import copy
+import gc
 import sqlite3
 from typing import Final
 
@@ -23,13 +24,22 @@ class VMCache:
 
     def __init__(self) -> None:
         self._by_row: dict[tuple[int, str | None], VM] = {}
+        self._rows: list[tuple[int, str | None]] = []
+        self._version: object = None
 
-    def vms(self, conn: sqlite3.Connection) -> list[VM]:
-        """Every 'ok' member's VM, in Go List() order, from one read snapshot."""
+    def vms(self, conn: sqlite3.Connection, version: object = None) -> list[VM]:
+        """Every 'ok' member's VM, in Go List() order, from one read snapshot.
+
+        *version* names the index state the caller knows is current (the reconciler's
+        snapshot); while it is unchanged the row list is not read again.
+        """
         with queries.snapshot(conn):
-            rows = conn.execute(
-                "SELECT id, digest FROM members WHERE state = 'ok' ORDER BY cluster, name"
-            ).fetchall()
+            if version is None or version is not self._version:
+                self._rows = conn.execute(
+                    "SELECT id, digest FROM members WHERE state = 'ok' ORDER BY cluster, name"
+                ).fetchall()
+                self._version = version
+            rows = self._rows
             cache = self._by_row
             missing = [mid for mid, digest in rows if (mid, digest) not in cache]
             if missing:
@@ -38,20 +48,31 @@ class VMCache:
         if len(cache) > len(rows):  # forget rows that changed or went away
             live = set(rows)
             self._by_row = cache = {k: vm for k, vm in cache.items() if k in live}
-        return [_copy(cache[key]) for key in rows]
+        # Copies make no reference cycles, but 20,000 new objects would start collections
+        # that traverse the whole cache (measured: a third of the time at 10,000 members).
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return [_copy(cache[key]) for key in rows]
+        finally:
+            if paused:
+                gc.enable()
 
 
 def _copy(vm: VM) -> VM:
-    """A copy that shares nothing mutable; 5x faster than copy.deepcopy."""
+    """A copy that shares nothing mutable; several times faster than copy.deepcopy."""
+    fields = vm.__dict__.copy()
+    fixtures = fields["fixtures"]
+    fields["fixtures"] = [_copy_fixture(f) for f in fixtures] if fixtures else []
+    fields["extra"] = copy.deepcopy(fields["extra"]) if fields["extra"] else {}
     new = object.__new__(VM)
-    new.__dict__.update(vm.__dict__)
-    new.fixtures = [_copy_fixture(f) for f in vm.fixtures]
-    new.extra = copy.deepcopy(vm.extra) if vm.extra else {}
+    new.__dict__ = fields
     return new
 
 
 def _copy_fixture(fixture: Fixture) -> Fixture:
+    fields = fixture.__dict__.copy()
+    fields["extra"] = copy.deepcopy(fields["extra"]) if fields["extra"] else {}
     new = object.__new__(Fixture)
-    new.__dict__.update(fixture.__dict__)
-    new.extra = copy.deepcopy(fixture.extra) if fixture.extra else {}
+    new.__dict__ = fields
     return new
