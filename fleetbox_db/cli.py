@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
@@ -349,25 +348,26 @@ def who_has_command(app: App, value: str) -> None:
     app.emit({"value": value, "name": name}, cliformat.display(name))
 
 
-def _progress(store: Store) -> AbstractContextManager[ProgressBar[int] | None]:
-    """A bar on a terminal for a large store. Store.reconcile() reports no progress, so it
-    jumps from 0 to done; it still tells the operator that work is under way."""
-    if not sys.stderr.isatty():
-        return nullcontext()
-    count = _count_members(store.clusters_dir)
-    if count <= PROGRESS_THRESHOLD:
-        return nullcontext()
-    return click.progressbar(length=1, label=f"reconciling {count} members", file=sys.stderr)
+class _Progress:
+    """A bar on stderr, drawn only on a terminal and once a reconcile has more than
+    PROGRESS_THRESHOLD configs to read; Store.reconcile() calls it after each batch."""
 
+    def __init__(self) -> None:
+        self.bar: ProgressBar[int] | None = None
 
-def _count_members(clusters: Path) -> int:
-    count = 0
-    with os.scandir(clusters) as outer:
-        for cluster in outer:
-            if cluster.is_dir(follow_symlinks=False):
-                with os.scandir(cluster.path) as inner:
-                    count += sum(1 for m in inner if m.is_dir(follow_symlinks=False))
-    return count
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if total <= PROGRESS_THRESHOLD or not sys.stderr.isatty():
+                return
+            self.bar = click.progressbar(
+                length=total, label=f"reconciling {total} configs", file=sys.stderr
+            )
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 @cli.command("reconcile")
@@ -381,11 +381,11 @@ def reconcile_command(app: App, full: bool, dry_run: bool) -> None:
     Prints what changed (or, with --dry-run, would change), then the unreadable configs
     and conflicts that need a human.
     """
-    store = app.store()
-    with _progress(store) as bar:
-        report = store.reconcile(full=full, dry_run=dry_run)
-        if bar is not None:
-            bar.update(1)
+    progress = _Progress()
+    try:
+        report = app.store().reconcile(full=full, dry_run=dry_run, progress=progress)
+    finally:
+        progress.close()
     app.emit(
         cliformat.report_record(report, dry_run),
         lambda: cliformat.report_text(report, dry_run),

@@ -41,6 +41,7 @@ _BATCH: Final = 1000
 _ROW_LOOKUPS: Final = 500
 
 Clock = Callable[[], int]
+Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
 
 
 @dataclass
@@ -349,7 +350,13 @@ class Reconciler:
 
     # -- the apply ------------------------------------------------------------------------
 
-    def apply(self, conn: sqlite3.Connection, plan: Plan, dry_run: bool = False) -> ReconcileReport:
+    def apply(
+        self,
+        conn: sqlite3.Connection,
+        plan: Plan,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ReconcileReport:
         """Read and write the plan; the caller holds the write transaction (unless dry_run).
 
         Configs are read here, under the lock, so what is written is what disk holds now.
@@ -380,6 +387,8 @@ class Reconciler:
                     self._write(conn, obs, old, plan.recorded.get(obs.key))
             if fresh:
                 queries.insert_members(conn, fresh)
+            if progress is not None:
+                progress(min(start + _BATCH, len(plan.reads)), len(plan.reads))
         gone += [k for k in plan.removed if dry_run or not self._is_member_dir(k)]
         report.removed = [k[1] for k in gone]
         # Under the lock the table is read again: the plan's dead rows may have been released

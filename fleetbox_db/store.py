@@ -39,7 +39,13 @@ from fleetbox_db.paths import (
     validate_cluster,
     validate_name,
 )
-from fleetbox_db.reconcile import DEFAULT_GRANULARITY_NS, Clock, Reconciler, ReconcileReport
+from fleetbox_db.reconcile import (
+    DEFAULT_GRANULARITY_NS,
+    Clock,
+    Progress,
+    Reconciler,
+    ReconcileReport,
+)
 from fleetbox_db.vmcache import VMCache
 
 log = logging.getLogger("fleetbox_db")
@@ -384,18 +390,25 @@ class Store(Layout):
 
         return self._indexed(lookup)
 
-    def reconcile(self, full: bool = False, dry_run: bool = False) -> ReconcileReport:
+    def reconcile(
+        self,
+        full: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ReconcileReport:
         """Bring the index in line with disk (full: re-read every config); the report also
         lists every unreadable member and conflict. dry_run changes nothing.
+
+        *progress(done, total)* is called after each batch of configs read.
         """
 
         def operation(conn: sqlite3.Connection) -> ReconcileReport:
             scan = disk.scan(self.clusters_dir)
             plan = self._reconciler.plan(conn, scan, full=full)
             if dry_run:
-                return self._reconciler.apply(conn, plan, dry_run=True)
+                return self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
             with self._index.write() as wconn:
-                report = self._reconciler.apply(wconn, plan)
+                report = self._reconciler.apply(wconn, plan, progress=progress)
             report.unreadable = queries.names_in_state(conn, "unreadable")
             report.conflicts = queries.conflicts(conn)
             return report

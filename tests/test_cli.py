@@ -518,26 +518,28 @@ def test_reconcile_reports_changes_and_conflicts(store: Store, run: Run) -> None
 
 
 def test_reconcile_progress_bar_only_on_a_terminal_for_large_stores(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    store.ensure_dir("web-1")
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    with cli_module._progress(store) as bar:
-        assert bar is None  # 1 member: below the threshold
+    small = cli_module._Progress()
+    small(1, 1)  # 1 config: below the threshold
+    assert small.bar is None
     monkeypatch.setattr(cli_module, "PROGRESS_THRESHOLD", 0)
-    with cli_module._progress(store) as bar:
-        assert bar is not None
-        assert bar.label == "reconciling 1 members"
-        bar.update(1)
-    assert "reconciling 1 members" in terminal.getvalue()
+    large = cli_module._Progress()
+    large(1, 2)
+    large(2, 2)
+    large.close()
+    assert large.bar is not None
+    assert "reconciling 2 configs" in terminal.getvalue()
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
-    with cli_module._progress(store) as bar:
-        assert bar is None
+    quiet = cli_module._Progress()
+    quiet(1, 2)
+    assert quiet.bar is None
 
 
 def test_check_clean_store_exits_0(store: Store, run: Run) -> None:

@@ -1004,3 +1004,15 @@ def run_unlistable_cluster_case(root: Path) -> None:
     unlisted = ["unreadable", ["db-1"], "clusters/db"]  # the child runs in the root
     assert json.loads(out.stdout) == [True, ["web-1"], [], [unlisted]]
     assert states(root) == {"db/db-1": "ok", "web/web-1": "ok"}
+
+
+def test_reconcile_reports_progress_per_batch(root: Path) -> None:
+    for i in range(3):
+        put(root, f"web-{i}", f"10.0.0.{i + 2}")
+    calls: list[tuple[int, int]] = []
+    with Store.open(root) as store:
+        store.reconcile(full=True, progress=lambda done, total: calls.append((done, total)))
+        assert calls == [(3, 3)]
+        calls.clear()
+        store.reconcile(progress=lambda done, total: calls.append((done, total)))
+        assert calls == []  # nothing to read, nothing to report
