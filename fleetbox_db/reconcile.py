@@ -282,7 +282,8 @@ class Reconciler:
         observed: dict[Key, Observation] = {}
         for member in racy:
             obs = self.observe(member)
-            if not self._noop(old[obs.key], recorded[obs.key], obs):
+            row = old.get(obs.key)  # None: another process dropped it since the snapshot
+            if row is None or not self._noop(row, recorded[obs.key], obs):
                 reads.append(member)
                 observed[obs.key] = obs
         dead = [r for r in snap.reservations if not owners.is_alive(_owner(r))]

@@ -1016,3 +1016,29 @@ def test_reconcile_reports_progress_per_batch(root: Path) -> None:
         calls.clear()
         store.reconcile(progress=lambda done, total: calls.append((done, total)))
         assert calls == []  # nothing to read, nothing to report
+
+
+class DroppingReconciler(Reconciler):
+    """The real Reconciler, with another process deleting web-1's row at the worst moment:
+    after the snapshot was taken, before plan() looks up the rows it touches."""
+
+    def _stored(self, conn: sqlite3.Connection, *args: Any) -> Any:
+        path = Path(self.clusters_dir).parent / "index.db"
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("DELETE FROM members WHERE name = 'web-1'")
+        return super()._stored(conn, *args)
+
+
+def test_regression_racy_row_deleted_by_another_process_during_plan(root: Path) -> None:
+    """Regression (found by the SIGKILL allocation loop): plan() raised a raw KeyError when a
+    racy row of its snapshot was gone by the time it looked the row up."""
+    path = put(root, "web-1", "10.0.0.2", age_ns=None)
+    clock = Clock(os.stat(path).st_mtime_ns + 1)  # web-1 stays racy
+    with Store.open(root, clock=clock, granularity_ns=SECOND) as store:
+        store.list()
+        current = store._reconciler
+        store._reconciler = DroppingReconciler(
+            Path(current.clusters_dir), current.clock, current.granularity_ns
+        )
+        assert store.list() == ["web-1"]
+        assert store.who_has("10.0.0.2") == "web-1"  # re-read and written back
