@@ -53,7 +53,9 @@ class StoredRow:
     state: str
     digest: str | None
     verified_ns: int | None
-    mtime_ns: int | None
+    # The file's last change as the filesystem stamped it: mtime can be set back (touch -r,
+    # cp -p, rsync -t), ctime cannot, so the later of the two is what racy checks use.
+    changed_ns: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +139,15 @@ def racy_keys(conn: sqlite3.Connection, granularity_ns: int) -> set[Key]:
     """Rows read so soon after their last change that a same-tick rewrite could hide."""
     rows = conn.execute(
         "SELECT cluster, name FROM members WHERE mtime_ns IS NOT NULL"
-        " AND mtime_ns + ? > verified_ns",
+        " AND max(mtime_ns, ctime_ns) + ? > verified_ns",
         (granularity_ns,),
     )
     return {(r[0], r[1]) for r in rows}
 
 
-_STORED: Final = "id, state, digest, verified_ns, mtime_ns, ino, size, mtime_ns, ctime_ns"
+_STORED: Final = (
+    "id, state, digest, verified_ns, max(mtime_ns, ctime_ns), ino, size, mtime_ns, ctime_ns"
+)
 
 
 def stored_rows(conn: sqlite3.Connection) -> dict[Key, tuple[StoredRow, tuple[Any, ...]]]:

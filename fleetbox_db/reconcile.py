@@ -3,8 +3,9 @@
 The diff compares each config.json's stat signature (inode, size, mtime, ctime) with the
 one recorded when the index last read it, and reads only what changed. A rewrite inside
 one timestamp tick keeps the same signature, so a row read less than one granularity after
-its file's mtime stays "racy" and is re-read (and its digest compared) until a later read
-proves it settled - git's racy-index rule.
+its file's last change (the later of mtime and ctime: mtime can be set back) stays "racy"
+and is re-read (and its digest compared) until a later read proves it settled - git's
+racy-index rule.
 
 Whatever a scan can show must compare equal to the index once applied (a chmod's new ctime,
 a config.json that is a directory, a name SQLite cannot store), or every list() would look
@@ -311,14 +312,16 @@ class Reconciler:
         return {k: v[0] for k, v in found.items()}, {k: v[1] for k, v in found.items()}
 
     def _racy(self, row: StoredRow) -> bool:
-        if row.mtime_ns is None or row.verified_ns is None:
+        if row.changed_ns is None or row.verified_ns is None:
             return False
-        return row.mtime_ns + self.granularity_ns > row.verified_ns
+        return row.changed_ns + self.granularity_ns > row.verified_ns
 
     def _settled(self, obs: Observation) -> bool:
         """The read happened more than one timestamp tick after the file last changed."""
         sig = obs.signature
-        return sig is not None and sig.mtime_ns + self.granularity_ns <= obs.verified_ns
+        if sig is None:
+            return False
+        return max(sig.mtime_ns, sig.ctime_ns) + self.granularity_ns <= obs.verified_ns
 
     def _noop(self, row: StoredRow, recorded: tuple[int | None, ...], obs: Observation) -> bool:
         if row.digest != obs.digest or row.state != obs.state:

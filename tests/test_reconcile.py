@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ CONFIG_COLUMNS_FROM = MEMBER_COLUMNS.split(", ").index("config_name")
 def head_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty index at head: copying it saves every test the Alembic upgrade (~2 s)."""
     root = tmp_path_factory.mktemp("template")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
     return root / "index.db"
 
@@ -84,6 +85,13 @@ def config_path(root: Path, name: str, cluster: str | None = None) -> Path:
         / name
         / ("config.json")
     )
+
+
+def later() -> int:
+    """The clock of a process reading an hour after put() wrote: put() backdates mtime, but
+    ctime cannot be set back and the racy guard looks at both, so this is how a test makes
+    its files old."""
+    return time.time_ns() + HOUR
 
 
 def put(
@@ -210,7 +218,7 @@ def fell_back(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_in_place_rewrite_like_go_is_seen(root: Path) -> None:
     path = put(root, "web-1", "10.0.0.2")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert [vm.ip for vm in store.vms()] == ["10.0.0.2"]
         ino = os.stat(path).st_ino
         go_write(path, config("web-1", "10.0.0.12", cpus=16))
@@ -240,7 +248,7 @@ def test_same_size_rewrite_with_mtime_restored_is_seen_through_ctime(root: Path)
 def test_rm_rf_of_a_member_frees_its_address(root: Path) -> None:
     put(root, "web-1", "10.0.0.2")
     put(root, "web-2", "10.0.0.3")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert store.list() == ["web-1", "web-2"]
         assert store.free_ips("10.0.0.0/24", limit=1) == ["10.0.0.4"]
         shutil.rmtree(root / "clusters/web/web-1")
@@ -256,7 +264,7 @@ def test_rm_rf_of_a_whole_cluster(root: Path) -> None:
     put(root, "web-1", "10.0.0.2")
     put(root, "web-2", "10.0.0.3")
     put(root, "db-1", "10.0.0.4")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert store.list() == ["db-1", "web-1", "web-2"]
         shutil.rmtree(root / "clusters/web")
         report = store.reconcile()
@@ -269,7 +277,7 @@ def test_rm_rf_of_a_whole_cluster(root: Path) -> None:
 def test_copied_member_dir_is_a_recorded_conflict(root: Path) -> None:
     mac = "02:00:00:00:00:01"
     put(root, "web-1", "10.0.0.2", mac)
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
         shutil.copytree(root / "clusters/web/web-1", root / "clusters/web/web-2")
         assert store.list() == ["web-1", "web-2"]
@@ -293,7 +301,7 @@ def test_copied_member_dir_is_a_recorded_conflict(root: Path) -> None:
 def test_torn_write_keeps_the_last_good_row_holding_its_address(root: Path) -> None:
     path = put(root, "web-1", "10.0.0.2")
     put(root, "web-2", "10.0.0.3")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert [vm.name for vm in store.vms()] == ["web-1", "web-2"]
         good = path.read_bytes()
         go_write(path, good[: len(good) // 2])  # Go died halfway through its write
@@ -312,7 +320,7 @@ def test_torn_write_keeps_the_last_good_row_holding_its_address(root: Path) -> N
 
 def test_torn_write_of_a_config_never_read_holds_nothing(root: Path) -> None:
     path = put(root, "web-1", data=b'{"name": "web-1", "ip": "10.0')
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert store.list() == ["web-1"]
         assert store.vms() == []
         assert states(root) == {"web/web-1": "unreadable"}
@@ -324,7 +332,7 @@ def test_torn_write_of_a_config_never_read_holds_nothing(root: Path) -> None:
 def test_stray_dir_is_listed_marked_and_reported(root: Path) -> None:
     put(root, "bar", "10.0.0.9", cluster="foo")
     put(root, "web-1", "10.0.0.2")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert store.list() == ["bar", "web-1"]  # cluster foo sorts before web
         assert store.members("foo") == ["bar"]
         assert [vm.name for vm in store.vms()] == ["web-1"]  # bar is not where Go looks
@@ -338,7 +346,7 @@ def test_stray_dir_is_listed_marked_and_reported(root: Path) -> None:
 def test_configless_dirs_are_members_without_records(root: Path) -> None:
     (root / "clusters/web/web-1").mkdir(parents=True)
     (root / "clusters/web/web-2").mkdir(parents=True)
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert store.list() == ["web-1", "web-2"]
         assert store.members("web") == ["web-1", "web-2"]
         assert store.vms() == []
@@ -360,7 +368,7 @@ def test_member_replaced_by_a_symlink_is_removed_and_then_quiet(
 ) -> None:
     put(root, "web-1", "10.0.0.2")
     put(root, "web-9", cluster="elsewhere")
-    with Store.open(root, busy_timeout=0.2) as store:
+    with Store.open(root, busy_timeout=0.2, clock=later) as store:
         assert store.list() == ["web-9", "web-1"]
         shutil.rmtree(root / "clusters/web/web-1")
         (root / "clusters/web/web-1").symlink_to(root / "clusters/elsewhere/web-9")
@@ -381,11 +389,11 @@ def test_unchanged_store_takes_no_write_lock_and_writes_nothing(
         put(root, f"web-{i}", f"10.0.0.{i + 1}")
     (root / "clusters/db/db-1").mkdir(parents=True)  # configless
     put(root, "bar", cluster="foo")  # stray
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
     before = file_state(root)
     # A fresh process-like store: its snapshot comes from the index file, not from memory.
-    with Store.open(root, busy_timeout=0.2) as store:
+    with Store.open(root, busy_timeout=0.2, clock=later) as store:
         counter = counting(store)
         with write_locked(root):
             for _ in range(10):
@@ -416,7 +424,7 @@ def test_a_disturbance_costs_one_reconcile_then_none(
     """Whatever the scan shows must be remembered, or every list() would look changed."""
     path = put(root, "web-1", "10.0.0.2")
     put(root, "web-2", "10.0.0.3")
-    with Store.open(root, busy_timeout=0.2) as store:
+    with Store.open(root, busy_timeout=0.2, clock=later) as store:
         counter = counting(store)
         store.list()
         disturb(path)
@@ -434,7 +442,7 @@ def test_a_disturbance_costs_one_reconcile_then_none(
 def test_list_parses_nothing_when_nothing_changed(root: Path) -> None:
     for i in range(1, 4):
         put(root, f"web-{i}", f"10.0.0.{i + 1}")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         counter = counting(store)
         store.list()
         assert sorted(counter.reads) == ["web-1", "web-2", "web-3"]
@@ -467,7 +475,12 @@ def forge_coarse_ctime(root: Path, name: str) -> None:
     """
     st = os.stat(config_path(root, name))
     with contextlib.closing(sqlite3.connect(root / "index.db", isolation_level=None)) as conn:
-        conn.execute("UPDATE members SET ctime_ns = ? WHERE name = ?", (st.st_ctime_ns, name))
+        # The first read then happened inside that same tick, after its timestamp.
+        conn.execute(
+            "UPDATE members SET ctime_ns = ?1, verified_ns = max(verified_ns, ?1 + 1)"
+            " WHERE name = ?2",
+            (st.st_ctime_ns, name),
+        )
 
 
 @pytest.mark.parametrize(
@@ -494,20 +507,20 @@ def test_rewrite_within_one_tick_is_seen_only_thanks_to_the_racy_guard(
         row, now = row_of(root, "web-1"), os.stat(path)
         recorded = (row["ino"], row["size"], row["mtime_ns"], row["ctime_ns"])
         assert recorded == (now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns)
-        clock.now += 1000
+        clock.now = now.st_ctime_ns + 1000  # just after the rewrite: inside its tick
         assert [vm.ip for vm in store.vms()] == [seen]
         assert store.who_has(seen) == "web-1"
 
 
 def test_racy_row_is_reread_until_settled_then_left_alone(root: Path) -> None:
     path = put(root, "web-1", "10.0.0.2", age_ns=None)
-    put(root, "web-2", "10.0.0.3")  # an old file: never racy
-    mtime = os.stat(path).st_mtime_ns
+    st = os.stat(path)
+    mtime = max(st.st_mtime_ns, st.st_ctime_ns)  # the racy guard counts from the later one
     clock = Clock(mtime + 1)
     with Store.open(root, clock=clock, granularity_ns=SECOND) as store:
         counter = counting(store)
         store.list()
-        assert sorted(counter.reads) == ["web-1", "web-2"]
+        assert counter.reads == ["web-1"]
         assert row_of(root, "web-1")["verified_ns"] == mtime + 1
         before = file_state(root)
         # Inside the window: web-1 (and only web-1) is re-read each time, nothing written.
@@ -664,7 +677,7 @@ def test_full_reconcile_gives_the_same_index_as_incremental(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shutil.copyfile(head_index, root / "index.db")
-        with Store.open(root) as store:
+        with Store.open(root, clock=later) as store:
             for edit in sequence:
                 apply_edit(root, store, edit)
             store.list()
@@ -676,7 +689,7 @@ def test_full_reconcile_gives_the_same_index_as_incremental(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{root / 'index.db'}{suffix}")
         shutil.copyfile(head_index, root / "index.db")
-        with Store.open(root) as store:
+        with Store.open(root, clock=later) as store:
             store.reconcile(full=True)
             rebuilt = index_rows(root)
         assert without_last_good(rebuilt) == without_last_good(incremental)
@@ -689,7 +702,7 @@ def test_report_names_what_changed(root: Path) -> None:
     put(root, "web-1", "10.0.0.2")
     put(root, "web-2", "10.0.0.3")
     put(root, "db-1", "10.0.0.4")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         first = store.reconcile()
         assert sorted(first.added) == ["db-1", "web-1", "web-2"]
         assert (first.updated, first.removed, first.unreadable, first.conflicts) == ([],) * 4
@@ -715,7 +728,7 @@ def test_report_names_what_changed(root: Path) -> None:
 def test_full_reconcile_rereads_everything_and_reports_no_change(root: Path) -> None:
     for name in NAMES:
         put(root, name)
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
         counter = counting(store)
         report = store.reconcile(full=True)
@@ -732,7 +745,7 @@ def test_reservation_of_a_dead_process_is_released(root: Path) -> None:
         [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "10.0.0.2"
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert index_rows(root)["reservations"] == [("web-7", "10.0.0.0/24", 0x0A000002)]
         dry = store.reconcile(dry_run=True)
         assert dry.released == ["web-7"]
@@ -753,7 +766,7 @@ def dry_run_case(root: Path, store: Store) -> None:
 
 
 def test_dry_run_changes_nothing_and_reports_what_a_real_run_does(root: Path) -> None:
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         dry_run_case(root, store)
         before, files = index_rows(root), file_state(root)
         dry = store.reconcile(dry_run=True)
@@ -766,7 +779,7 @@ def test_dry_run_changes_nothing_and_reports_what_a_real_run_does(root: Path) ->
 
 
 def test_dry_run_reports_new_unreadable_and_conflicts(root: Path) -> None:
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         dry_run_case(root, store)
         go_write(config_path(root, "web-2"), b"{")
         put(root, "web-4", "10.0.0.5")  # same address as web-3
@@ -781,7 +794,7 @@ def test_dry_run_reports_new_unreadable_and_conflicts(root: Path) -> None:
 
 def test_apply_dry_run_itself_previews_unreadable_and_conflicts(root: Path) -> None:
     """The reconciler computes the preview; the store-level bug above only discards it."""
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         dry_run_case(root, store)
         go_write(config_path(root, "web-2"), b"{")
         put(root, "web-4", "10.0.0.5")
@@ -841,7 +854,7 @@ def test_concurrent_reconcilers_never_raise_and_converge(root: Path, tmp_path: P
         put(root, f"web-{i}", f"10.0.0.{i + 2}")
     for i in range(4):
         put(root, f"db-{i}", f"10.0.1.{i + 2}")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
     go, stop = tmp_path / "go", tmp_path / "stop"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -862,7 +875,7 @@ def test_concurrent_reconcilers_never_raise_and_converge(root: Path, tmp_path: P
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert err == ""
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.reconcile()
         incremental = index_rows(root)
         full = store.reconcile(full=True)
@@ -883,7 +896,7 @@ def test_concurrent_reconcilers_never_raise_and_converge(root: Path, tmp_path: P
 
 def test_config_that_is_a_directory_then_gone(root: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = put(root, "web-1", "10.0.0.2")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
         path.unlink()
         path.mkdir()  # config.json exists but is no file: unreadable, keeps its address
@@ -898,7 +911,7 @@ def test_config_that_is_a_directory_then_gone(root: Path, caplog: pytest.LogCapt
         assert store.list() == ["web-1"]
         assert states(root) == {"web/web-1": "unreadable"}
     # A new process (no memory of the scan's error text) sees the store as unchanged.
-    with Store.open(root, busy_timeout=0.2) as store, write_locked(root):
+    with Store.open(root, busy_timeout=0.2, clock=later) as store, write_locked(root):
         counter = counting(store)
         assert store.list() == ["web-1"]
         assert counter.reads == []
@@ -907,7 +920,7 @@ def test_config_that_is_a_directory_then_gone(root: Path, caplog: pytest.LogCapt
 
 def test_stray_config_that_cannot_be_read_holds_nothing(root: Path) -> None:
     path = put(root, "web-1", "10.0.0.2", cluster="zz")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         assert store.who_has("10.0.0.2") == "web-1"
         path.unlink()
         path.mkdir()
@@ -923,7 +936,7 @@ def test_stray_config_that_cannot_be_read_holds_nothing(root: Path) -> None:
 def test_member_removed_between_plan_and_apply_leaves_no_row(root: Path) -> None:
     path = put(root, "web-1", "10.0.0.2")
     put(root, "web-2", "10.0.0.3")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
         go_write(path, config("web-1", "10.0.0.9"))
         (root / "clusters/web/web-3").mkdir()
@@ -941,7 +954,7 @@ def test_member_removed_between_plan_and_apply_leaves_no_row(root: Path) -> None
 
 def test_member_recreated_between_plan_and_apply_is_kept(root: Path) -> None:
     path = put(root, "web-1", "10.0.0.2")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
         saved = path.read_bytes()
         shutil.rmtree(path.parent)
@@ -985,7 +998,7 @@ def test_unlistable_cluster_keeps_its_rows_and_costs_nothing(head_index: Path) -
 def run_unlistable_cluster_case(root: Path) -> None:
     put(root, "web-1", "10.0.0.2")
     put(root, "db-1", "10.0.0.3")
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.list()
     for path in [root.parent, *root.parent.rglob("*")]:
         if path.name != "config.json":  # chown would change its ctime, so its signature
@@ -1010,7 +1023,7 @@ def test_reconcile_reports_progress_per_batch(root: Path) -> None:
     for i in range(3):
         put(root, f"web-{i}", f"10.0.0.{i + 2}")
     calls: list[tuple[int, int]] = []
-    with Store.open(root) as store:
+    with Store.open(root, clock=later) as store:
         store.reconcile(full=True, progress=lambda done, total: calls.append((done, total)))
         assert calls == [(3, 3)]
         calls.clear()
