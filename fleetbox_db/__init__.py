@@ -11,6 +11,7 @@ from fleetbox_db.config import VM, Fixture
 from fleetbox_db.disk import Lock
 from fleetbox_db.errors import (
     ConfigError,
+    DiskError,
     FleetboxError,
     IndexBusyError,
     IndexSchemaError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "Conflict",
+    "DiskError",
     "Entry",
     "Fixture",
     "FleetboxError",

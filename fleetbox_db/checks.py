@@ -6,6 +6,7 @@ to run beside a crashed or busy writer.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Literal
@@ -16,7 +17,7 @@ from fleetbox_db.disk import Scan
 from fleetbox_db.paths import cluster_name
 from fleetbox_db.reconcile import Observation, Reconciler, conflicts_among, encodable
 
-ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index"]
+ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index", "name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,18 @@ def find_problems(
         reconciler.observe(m) for m in scan.members if encodable(m.cluster) and encodable(m.name)
     ]
     problems = _disk_problems(reconciler.clusters_dir, observations)
+    for m in scan.members:
+        if not (encodable(m.cluster) and encodable(m.name)):
+            raw = repr(os.fsencode(f"{reconciler.clusters_dir}/{m.cluster}/{m.name}"))
+            problems.append(
+                Problem(
+                    "name",
+                    (m.name,),
+                    raw,
+                    f"directory {raw} has a name that is not valid UTF-8: it is listed but "
+                    "not indexed, so its IP and MAC are not protected; rename it",
+                )
+            )
     for cluster in scan.unreadable_clusters:
         where = f"{reconciler.clusters_dir}/{cluster}"
         known = tuple(queries.member_names(conn, cluster)) if conn is not None else ()

@@ -33,6 +33,7 @@ __all__ = [
     "remove_member",
     "remove_member_dir",
     "remove_quietly",
+    "symlink_on_the_way",
     "scan",
     "try_lock",
 ]
@@ -263,14 +264,17 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(directory)  # make the rename itself survive a power loss
 
 
-def _ignore_vanished(exc: BaseException) -> None:
+def _ignore_vanished(exc: BaseException, path: str) -> None:
     # A concurrent delete (or the Go holder cleaning up) may remove entries under us.
-    if not isinstance(exc, FileNotFoundError):
-        raise exc
+    if isinstance(exc, FileNotFoundError):
+        return
+    if isinstance(exc, OSError):
+        exc.filename = path  # the path walked so far, not just the last name
+    raise exc
 
 
 def _onerror(func: Any, path: str, exc_info: Any) -> None:
-    _ignore_vanished(exc_info[1])
+    _ignore_vanished(exc_info[1], path)
 
 
 def remove_member_dir(member_dir: Path) -> None:
@@ -305,6 +309,11 @@ def remove_member(clusters_dir: Path, cluster: str, name: str) -> bool:
             _remove_entry(cluster_fd, name)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            # rmtree names what failed relative to the cluster fd; callers need a real path.
+            if isinstance(exc.filename, str) and not exc.filename.startswith("/"):
+                exc.filename = f"{clusters_dir}/{cluster}/{exc.filename}"
+            raise
         finally:
             os.close(cluster_fd)
         # Best effort and never recursive, as Go's Delete: a sibling keeps the cluster.
@@ -323,9 +332,25 @@ def _remove_entry(parent_fd: int, name: str) -> None:
     # rmtree walks by fd (rmtree.avoids_symlink_attacks): a symlink inside, even one
     # swapped in mid-walk, is unlinked, never descended into.
     if sys.version_info >= (3, 12):
-        shutil.rmtree(name, dir_fd=parent_fd, onexc=lambda f, p, e: _ignore_vanished(e))
+        shutil.rmtree(name, dir_fd=parent_fd, onexc=lambda f, p, e: _ignore_vanished(e, p))
     else:
         shutil.rmtree(name, dir_fd=parent_fd, onerror=_onerror)
+
+
+def symlink_on_the_way(clusters_dir: Path, cluster: str, name: str) -> str | None:
+    """The first of clusters/<cluster> and clusters/<cluster>/<name> that is a symlink.
+
+    The store never writes through one: scan does not list such members, and writing there
+    would put files outside the tree. None when neither is (absent counts as fine).
+    """
+    for path in (f"{clusters_dir}/{cluster}", f"{clusters_dir}/{cluster}/{name}"):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return path
+    return None
 
 
 def remove_quietly(path: Path) -> None:

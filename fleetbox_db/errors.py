@@ -4,6 +4,7 @@
     ├── InvalidNameError            a VM name could escape or clobber the tree (ValueError)
     ├── InvalidValueError           an IP, CIDR, MAC, fixture or field is malformed (ValueError)
     ├── StorageRootError            the storage root cannot be resolved or created
+    ├── DiskError                   a member's files cannot be written or removed (OSError)
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
     ├── VMExistsError               create() found a config.json already there
     ├── ConfigError                 a config.json is not valid JSON or mistyped (ValueError)
@@ -26,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "DiskError",
     "FleetboxError",
     "IPConflictError",
     "IndexBusyError",
@@ -77,6 +79,11 @@ class InvalidValueError(FleetboxError, ValueError):
 
 class StorageRootError(FleetboxError):
     """Raised when the storage root cannot be resolved ($HOME unset) or created."""
+
+
+class DiskError(FleetboxError, OSError):
+    """Raised when the OS refuses a write or removal in a member directory, or when that
+    directory (or its cluster) is a symlink, which the store never follows."""
 
 
 class VMNotFoundError(FleetboxError, LookupError):

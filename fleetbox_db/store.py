@@ -23,6 +23,7 @@ from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
 from fleetbox_db.config import VM, decode_config, encode_config
 from fleetbox_db.errors import (
     ConfigError,
+    DiskError,
     IndexBusyError,
     IndexSchemaError,
     IndexUnavailableError,
@@ -164,10 +165,21 @@ class Store(Layout):
     # -- disk records ---------------------------------------------------------------------
 
     def ensure_dir(self, name: str) -> Path:
-        """mkdir -p the member directory; idempotent."""
+        """mkdir -p the member directory; idempotent. Raises DiskError for a symlink."""
         path = self.vm_dir(name)
+        self._refuse_symlinks(name)
         disk.make_dirs(path)
         return path
+
+    def _refuse_symlinks(self, name: str) -> None:
+        link = disk.symlink_on_the_way(self.clusters_dir, cluster_name(name), name)
+        if link is not None:
+            raise DiskError(
+                f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "
+                "not list it either): replace it with a real directory",
+                name=name,
+                path=link,
+            )
 
     def exists(self, name: str) -> bool:
         """True when config.json exists (any stat error counts as absent, as in Go)."""
@@ -252,7 +264,16 @@ class Store(Layout):
     def _write_config(self, conn: sqlite3.Connection, vm: VM) -> None:
         """Write config.json atomically and record it; the caller holds the transaction."""
         path = self.config_path(vm.name)
-        disk.atomic_write(path, encode_config(vm))
+        self._refuse_symlinks(vm.name)
+        try:
+            disk.atomic_write(path, encode_config(vm))
+        except OSError as exc:
+            raise DiskError(
+                f"cannot write the config of vm {vm.name!r} at {path}: {exc.strerror or exc}; "
+                "check who owns the tree (a sudo run may have created it)",
+                name=vm.name,
+                path=path,
+            ) from exc
         member = disk.MemberDir(cluster_name(vm.name), vm.name, None, None)
         obs = self._reconciler.observe(member)
         signature = tuple(obs.signature) if obs.signature is not None else None
@@ -278,7 +299,17 @@ class Store(Layout):
             )
 
         def remove() -> None:
-            if not disk.remove_member(self.clusters_dir, cluster_name(name), name):
+            try:
+                removed = disk.remove_member(self.clusters_dir, cluster_name(name), name)
+            except OSError as exc:
+                raise DiskError(
+                    f"cannot remove vm {name!r} at {member_dir}: {exc.strerror or exc}"
+                    f"{f' ({exc.filename})' if exc.filename else ''}; check permissions, or "
+                    "retry if another process was writing into it",
+                    name=name,
+                    path=member_dir,
+                ) from exc
+            if not removed:
                 raise VMNotFoundError(
                     f"vm {name!r} does not exist (no directory at {member_dir}, or its "
                     "cluster directory is a symlink, which delete never follows)",
@@ -437,6 +468,7 @@ class Store(Layout):
     def try_lock(self, name: str) -> disk.Lock:
         """Non-blocking exclusive flock on <m>/.lock. Raises LockedError, VMNotFoundError."""
         path = self.lock_path(name)
+        self._refuse_symlinks(name)
         try:
             return disk.try_lock(path, name)
         except FileNotFoundError:

@@ -39,7 +39,8 @@ SPEC_NAMES = {
     "IndexSchemaError",
 }
 # Present beyond SPEC §5: the version, the records reconcile()/check()/entries() return,
-# and three more errors (bad values, an unresolvable root, an unwritable index).
+# and four more errors (bad values, an unresolvable root, an unwritable index, a refused
+# write or removal in a member directory).
 EXTRA_NAMES = {
     "__version__",
     "Conflict",
@@ -49,6 +50,7 @@ EXTRA_NAMES = {
     "InvalidValueError",
     "StorageRootError",
     "IndexUnavailableError",
+    "DiskError",
 }
 
 ERROR_CLASSES: list[type[FleetboxError]] = [

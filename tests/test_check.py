@@ -229,3 +229,12 @@ def test_check_without_an_index_creates_none(tmp_path: Path) -> None:
     with Store.open(root) as store:
         assert store.check() == []
     assert not (root / "index.db").exists()
+
+
+def test_check_reports_a_member_dir_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    root = tmp_path / "fleetbox"
+    with Store.open(root) as store:
+        os.makedirs(os.fsencode(store.clusters_dir) + b"/web/web\xff-1")
+        problems = store.check()
+        assert [p.kind for p in problems] == ["name"]
+        assert "not valid UTF-8" in problems[0].message
