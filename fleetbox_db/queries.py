@@ -20,6 +20,7 @@ from fleetbox_db.config import (
     encode_json_value,
     restore_created_at,
 )
+from fleetbox_db.gotime import parse_go_time
 from fleetbox_db.ipam import format_ipv4, parse_ipv4
 
 Key = tuple[str, str]
@@ -280,16 +281,39 @@ def delete_members(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
 # -- answers --------------------------------------------------------------------------
 
 
-def vms_by_row(
+#: A config as vmcache keeps it: immutable, so it is shared safely and turned into a fresh
+#: VM per call. (name, mac, cpus, memory_mb, disk_mb, image, created_at, created_at text,
+#: fixtures as (host, guest, label, extra JSON), ip, extra JSON)
+Record = tuple[
+    str, str, int, int, int, str, datetime, str,
+    tuple[tuple[str, str, str, str | None], ...], str, str | None,
+]  # fmt: skip
+
+
+def records(
     conn: sqlite3.Connection, ids: Sequence[int] | None = None
-) -> dict[tuple[int, str | None], VM]:
-    """VM records of 'ok' rows (all, or those with *ids*), keyed by (row id, digest)."""
+) -> dict[tuple[int, str | None], Record]:
+    """Records of 'ok' rows (all, or those with *ids*), keyed by (row id, digest)."""
     where = "state = 'ok'"
     if ids is not None:
         where += f" AND id IN ({', '.join(str(int(i)) for i in ids)})"
-    fixtures = _fixtures_by_member(conn, where)
-    rows = conn.execute(f"SELECT id, digest, {_CONFIG_COLUMNS} FROM members WHERE {where}")
-    return {(row[0], row[1]): _vm_from_row(row[2:], fixtures.get(row[0], [])) for row in rows}
+    fixtures: dict[int, list[tuple[str, str, str, str | None]]] = {}
+    for mid, *fixture in conn.execute(
+        "SELECT member_id, host_path, guest_path, label, extra FROM fixtures"
+        f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
+        " ORDER BY member_id, position"
+    ):
+        fixtures.setdefault(mid, []).append(tuple(fixture))
+    found: dict[tuple[int, str | None], Record] = {}
+    for mid, digest, name, mac, _, cpus, mem, disk, image, created, ip, _, extra in conn.execute(
+        f"SELECT id, digest, {_CONFIG_COLUMNS} FROM members WHERE {where}"
+    ):
+        when = parse_go_time(created)
+        found[(mid, digest)] = (
+            name, mac, cpus, mem, disk, image, when, created, tuple(fixtures.get(mid, ())), ip,
+            extra,
+        )  # fmt: skip
+    return found
 
 
 def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None]]:

@@ -1,19 +1,21 @@
-"""VM records built from index rows, kept by row id and the digest of their config.
+"""Configs read from index rows, kept by row id and the digest of their config.json.
 
-A record depends only on its config's bytes, so one built for a (row, digest) stays right
-until the row's digest changes; building 10,000 of them from rows cost more than the walk
-that every vms() already pays. Callers get copies: they may mutate what they get.
+A config depends only on its file's bytes, so what was read for a (row, digest) stays right
+until the row's digest changes. It is kept as an immutable record and turned into fresh VM
+objects on every call: callers may mutate what they get, and building a VM from a record
+costs a fraction of fetching and parsing its row again.
 """
 
 from __future__ import annotations
 
-import copy
 import gc
 import sqlite3
 from typing import Final
 
 from fleetbox_db import queries
 from fleetbox_db.config import VM, Fixture
+from fleetbox_db.gojson import decode_json_value
+from fleetbox_db.queries import Record
 
 #: Above this many missing records, one read of every 'ok' row beats an IN (...) list.
 _BY_ID_LIMIT: Final = 500
@@ -23,7 +25,7 @@ class VMCache:
     """Per-Store cache; not shared between threads."""
 
     def __init__(self) -> None:
-        self._by_row: dict[tuple[int, str | None], VM] = {}
+        self._records: dict[tuple[int, str | None], Record] = {}
         self._rows: list[tuple[int, str | None]] = []
         self._version: object = None
 
@@ -40,39 +42,51 @@ class VMCache:
                 ).fetchall()
                 self._version = version
             rows = self._rows
-            cache = self._by_row
+            cache = self._records
             missing = [mid for mid, digest in rows if (mid, digest) not in cache]
             if missing:
                 ids = missing if len(missing) <= _BY_ID_LIMIT else None
-                cache.update(queries.vms_by_row(conn, ids))
+                cache.update(queries.records(conn, ids))
         if len(cache) > len(rows):  # forget rows that changed or went away
             live = set(rows)
-            self._by_row = cache = {k: vm for k, vm in cache.items() if k in live}
-        # Copies make no reference cycles, but 20,000 new objects would start collections
+            self._records = cache = {k: r for k, r in cache.items() if k in live}
+        # Building makes no reference cycles, but 20,000 new objects would start collections
         # that traverse the whole cache (measured: a third of the time at 10,000 members).
         paused = gc.isenabled()
         gc.disable()
         try:
-            return [_copy(cache[key]) for key in rows]
+            return [_vm(cache[key]) for key in rows]
         finally:
             if paused:
                 gc.enable()
 
 
-def _copy(vm: VM) -> VM:
-    """A copy that shares nothing mutable; several times faster than copy.deepcopy."""
-    fields = vm.__dict__.copy()
-    fixtures = fields["fixtures"]
-    fields["fixtures"] = [_copy_fixture(f) for f in fixtures] if fixtures else []
-    fields["extra"] = copy.deepcopy(fields["extra"]) if fields["extra"] else {}
-    new = object.__new__(VM)
-    new.__dict__ = fields
-    return new
+def _vm(record: Record) -> VM:
+    """A new VM from a record, without the dataclass __init__ (it would re-default fields)."""
+    name, mac, cpus, memory_mb, disk_mb, image, created, text, fixtures, ip, extra = record
+    vm = object.__new__(VM)
+    vm.__dict__ = {
+        "name": name,
+        "mac": mac,
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "disk_mb": disk_mb,
+        "image": image,
+        "created_at": created,
+        "fixtures": [_fixture(*f) for f in fixtures] if fixtures else [],
+        "ip": ip,
+        "extra": decode_json_value(extra) if extra else {},
+        "_created_at_raw": (text, created),
+    }
+    return vm
 
 
-def _copy_fixture(fixture: Fixture) -> Fixture:
-    fields = fixture.__dict__.copy()
-    fields["extra"] = copy.deepcopy(fields["extra"]) if fields["extra"] else {}
-    new = object.__new__(Fixture)
-    new.__dict__ = fields
-    return new
+def _fixture(host_path: str, guest_path: str, label: str, extra: str | None) -> Fixture:
+    fixture = object.__new__(Fixture)
+    fixture.__dict__ = {
+        "host_path": host_path,
+        "guest_path": guest_path,
+        "label": label,
+        "extra": decode_json_value(extra) if extra else {},
+    }
+    return fixture

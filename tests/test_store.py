@@ -8,6 +8,7 @@ names, symlinks on delete, locks across processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import stat
@@ -891,3 +892,16 @@ def test_save_of_a_loaded_go_config_is_byte_identical(store: Store) -> None:
     store.config_path("web-1").write_bytes(data)
     store.save(store.load("web-1"))
     assert store.config_path("web-1").read_bytes() == data
+
+
+def test_vms_records_are_complete_and_independent(store: Store) -> None:
+    """vms() builds VMs from cached records without __init__: every field must be there,
+    and a caller mutating one must not change what the next call returns."""
+    store.create(VM("web-1", fixtures=[Fixture("/h", "/g", "FBFIX0")], extra={"k": [1]}))
+    first = store.vms()[0]
+    assert first == store.load("web-1")
+    assert set(vars(first)) == {f.name for f in dataclasses.fields(VM)}
+    first.fixtures[0].label = "changed"
+    first.extra["k"].append(2)
+    first.cpus = 99
+    assert store.vms()[0] == store.load("web-1")
