@@ -35,6 +35,18 @@ class VMCache:
         *version* names the index state the caller knows is current (the reconciler's
         snapshot); while it is unchanged the row list is not read again.
         """
+        # Building makes no reference cycles, but tens of thousands of new objects would start
+        # collections that traverse the whole cache (measured: a third of the time at 10,000
+        # members), so the collector waits until the records are built.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build(conn, version)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _build(self, conn: sqlite3.Connection, version: object) -> list[VM]:
         with queries.snapshot(conn):
             if version is None or version is not self._version:
                 self._rows = conn.execute(
@@ -50,15 +62,7 @@ class VMCache:
         if len(cache) > len(rows):  # forget rows that changed or went away
             live = set(rows)
             self._records = cache = {k: r for k, r in cache.items() if k in live}
-        # Building makes no reference cycles, but 20,000 new objects would start collections
-        # that traverse the whole cache (measured: a third of the time at 10,000 members).
-        paused = gc.isenabled()
-        gc.disable()
-        try:
-            return [_vm(cache[key]) for key in rows]
-        finally:
-            if paused:
-                gc.enable()
+        return [_vm(cache[key]) for key in rows]
 
 
 def _vm(record: Record) -> VM:
