@@ -374,6 +374,8 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
             if attempt == 0:
                 continue
             err: OSError = exc
+        except ValueError as exc:  # an embedded NUL: no such path can exist
+            raise StorageRootError(f"cannot create directory {path!r}: {exc}", path=None) from exc
         except OSError as exc:
             err = exc
         raise StorageRootError(

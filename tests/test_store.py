@@ -905,3 +905,9 @@ def test_vms_records_are_complete_and_independent(store: Store) -> None:
     first.extra["k"].append(2)
     first.cpus = 99
     assert store.vms()[0] == store.load("web-1")
+
+
+def test_open_refuses_a_root_with_nul_as_a_typed_error(tmp_path: Path) -> None:
+    """Regression (hostile input): Store.open("a\\x00b") raised a builtin ValueError."""
+    with pytest.raises(StorageRootError, match="null byte"):
+        Store.open(f"{tmp_path}/a\x00b")
