@@ -188,26 +188,18 @@ def put_member(
     """
     sig = tuple(signature) if signature is not None else (None, None, None, None)
     head = (*key, state, *sig, verified_ns, digest)
-    if vm is None:
-        conn.execute(
-            "INSERT INTO members (cluster, name, state, ino, size, mtime_ns, ctime_ns,"
-            " verified_ns, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (cluster, name) DO UPDATE SET state = excluded.state,"
-            " ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,"
-            " ctime_ns = excluded.ctime_ns, verified_ns = excluded.verified_ns,"
-            " digest = excluded.digest",
-            head,
-        )
-        return
+    fields = _SIGNATURE_FIELDS if vm is None else (*_SIGNATURE_FIELDS, *_CONFIG_FIELDS)
+    values = head if vm is None else (*head, *config_values(vm))
     row = conn.execute(
-        "INSERT INTO members (cluster, name, state, ino, size, mtime_ns, ctime_ns, verified_ns,"
-        f" digest, {_CONFIG_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+        f"INSERT INTO members (cluster, name, {', '.join(fields)})"
+        f" VALUES ({', '.join('?' * len(values))})"
         " ON CONFLICT (cluster, name) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c in (*_SIGNATURE_FIELDS, *_CONFIG_FIELDS))
+        + ", ".join(f"{c} = excluded.{c}" for c in fields)
         + " RETURNING id",
-        (*head, *config_values(vm)),
+        values,
     ).fetchone()
-    put_fixtures(conn, int(row[0]), vm.fixtures)
+    if vm is not None:
+        put_fixtures(conn, int(row[0]), vm.fixtures)
 
 
 def clear_config(conn: sqlite3.Connection, key: Key) -> None:
