@@ -6,14 +6,11 @@ import contextlib
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from index_lock import write_locked
 
 from fleetbox_db import VM, Problem, Store, cluster_name
 from fleetbox_db.config import encode_config
@@ -70,35 +67,6 @@ def index_bytes(root: Path) -> dict[str, bytes | None]:
 
 def summary(problems: list[Problem]) -> set[tuple[str, tuple[str, ...], str]]:
     return {(p.kind, p.members, p.value) for p in problems}
-
-
-@contextlib.contextmanager
-def write_locked(root: Path) -> Iterator[None]:
-    """Another process holds the index's write lock until the block ends."""
-    code = textwrap.dedent(
-        """
-        import sqlite3, sys
-        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        print("locked", flush=True)
-        sys.stdin.read()
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(root / "index.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield
-    finally:
-        proc.stdin.close()
-        proc.stdout.close()
-        proc.wait(timeout=30)
 
 
 def test_clean_store_has_no_problems(root: Path) -> None:

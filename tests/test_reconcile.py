@@ -18,7 +18,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from index_lock import write_locked
 
 import fleetbox_db
 from fleetbox_db import VM, Conflict, Store, cluster_name
@@ -176,37 +176,6 @@ def counting(store: Store) -> CountingReconciler:
     counter.reads = []
     store._reconciler = counter
     return counter
-
-
-@contextlib.contextmanager
-def write_locked(root: Path) -> Iterator[None]:
-    """Another process holds the index's write lock (BEGIN IMMEDIATE) until the block ends."""
-    code = textwrap.dedent(
-        """
-        import sqlite3, sys
-        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        print("locked", flush=True)
-        sys.stdin.read()
-        conn.execute("ROLLBACK")
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(root / "index.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield
-    finally:
-        proc.stdin.close()
-        proc.stdout.close()
-        if proc.wait(timeout=30) != 0:  # pragma: no cover - the holder itself failed
-            pytest.fail("lock holder failed")
 
 
 def fell_back(caplog: pytest.LogCaptureFixture) -> list[str]:
