@@ -88,13 +88,10 @@ def allocate(conn: sqlite3.Connection, name: str, net: Subnet) -> int:
         if all(holder == key for holder in queries.holders_of_ip(conn, reserved)):
             return reserved
         # A config written behind our back (Go, a hand edit) took the address: let go.
-        conn.execute("DELETE FROM reservations WHERE name = ? AND subnet = ?", (name, net.text))
-    own = conn.execute(
-        "SELECT ip_int FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
-        (*key, net.first_host, net.last_host),
-    ).fetchone()
+        queries.release_name(conn, name, subnet=net.text)
+    own = queries.ip_in_range(conn, key, net.first_host, net.last_host)
     if own is not None:
-        return int(own[0])
+        return own
     gaps = queries.free_ranges(conn, net.first_host, net.last_host, 1)
     if not gaps:
         raise SubnetExhaustedError(

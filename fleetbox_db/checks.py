@@ -6,7 +6,6 @@ to run beside a crashed or busy writer.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Literal
@@ -15,9 +14,9 @@ from fleetbox_db import queries
 from fleetbox_db.config import VM
 from fleetbox_db.disk import Scan
 from fleetbox_db.paths import cluster_name
-from fleetbox_db.reconcile import Observation, Reconciler, conflicts_among, encodable
+from fleetbox_db.reconcile import Observation, Reconciler, conflicts_among
 
-ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index", "name"]
+ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,22 +58,8 @@ def find_problems(
     scan: Scan,
     index_error: str | None = None,
 ) -> list[Problem]:
-    observations = [
-        reconciler.observe(m) for m in scan.members if encodable(m.cluster) and encodable(m.name)
-    ]
+    observations = [reconciler.observe(m) for m in scan.members]
     problems = _disk_problems(reconciler.clusters_dir, observations)
-    for m in scan.members:
-        if not (encodable(m.cluster) and encodable(m.name)):
-            raw = repr(os.fsencode(f"{reconciler.clusters_dir}/{m.cluster}/{m.name}"))
-            problems.append(
-                Problem(
-                    "name",
-                    (m.name,),
-                    raw,
-                    f"directory {raw} has a name that is not valid UTF-8: it is listed but "
-                    "not indexed, so its IP and MAC are not protected; rename it",
-                )
-            )
     for cluster in scan.unreadable_clusters:
         where = f"{reconciler.clusters_dir}/{cluster}"
         known = tuple(queries.member_names(conn, cluster)) if conn is not None else ()

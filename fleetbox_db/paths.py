@@ -127,12 +127,10 @@ def _segment_problem(name: str) -> str | None:
         return "it contains '/'"
     if "\x00" in name:
         return "it contains NUL"
-    if not name.isascii():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            return "it is not valid UTF-8"
-    size = len(name_bytes(name))
+    try:
+        size = len(name.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return "it holds a surrogate that no file name can hold"
     if size > MAX_NAME_BYTES:
         return f"it is {size} bytes long"
     return None

@@ -22,8 +22,11 @@ from fleetbox_db.config import (
 )
 from fleetbox_db.gotime import parse_go_time
 from fleetbox_db.ipam import format_ipv4, parse_ipv4
+from fleetbox_db.paths import name_bytes
 
 Key = tuple[str, str]
+#: A directory name as a column holds it: TEXT, or BLOB for a name that is not UTF-8.
+Stored = str | bytes
 
 _SIGNATURE_FIELDS: Final = ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
 _CONFIG_FIELDS: Final = (
@@ -71,6 +74,56 @@ class Reservation:
 
 
 # -- conversions ------------------------------------------------------------------------
+
+
+def stored(name: str) -> Stored:
+    """A directory name as the index keeps it: TEXT, or its raw bytes when not valid UTF-8.
+
+    Go's mkdir (or a user's) can make names that are not UTF-8; the scan returns them with
+    surrogate escapes, which sqlite3 cannot bind as TEXT. As a BLOB they stay unique, and
+    their IP and MAC are protected like any other member's.
+    """
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name_bytes(name)
+    return name
+
+
+def stored_key(key: Key) -> tuple[Stored, Stored]:
+    return stored(key[0]), stored(key[1])
+
+
+def name_of(value: Stored) -> str:
+    """Inverse of stored()."""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+def key_of(cluster: Stored, name: Stored) -> Key:
+    return name_of(cluster), name_of(name)
+
+
+#: ORDER BY terms for Go's List() order (bytes) whatever the column types: a BLOB would sort
+#: after every TEXT value. For queries returning few rows; see go_order() for whole tables.
+BYTE_ORDER: Final = "CAST(cluster AS BLOB), CAST(name AS BLOB)"
+
+
+def has_raw_names(conn: sqlite3.Connection) -> bool:
+    """True when some row holds a name that is not UTF-8 (a BLOB); one covering-index scan."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM members"
+        " WHERE typeof(cluster) = 'blob' OR typeof(name) = 'blob')"
+    ).fetchone()
+    return bool(row[0])
+
+
+def go_order(conn: sqlite3.Connection) -> str:
+    """ORDER BY terms for Go's List() order over the whole table: the unique index's order
+    (TEXT in BINARY collation is UTF-8 byte order) unless raw names need comparing as bytes.
+    """
+    return BYTE_ORDER if has_raw_names(conn) else "cluster, name"
 
 
 def ip_key(ip: str) -> int | None:
@@ -131,9 +184,13 @@ def signatures(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
     BINARY collation compares UTF-8 bytes, which is exactly Go's order.
     """
-    return conn.execute(
-        "SELECT cluster, name, ino, size, mtime_ns, ctime_ns FROM members ORDER BY cluster, name"
+    order = go_order(conn)
+    rows = conn.execute(
+        f"SELECT cluster, name, ino, size, mtime_ns, ctime_ns FROM members ORDER BY {order}"
     ).fetchall()
+    if order is BYTE_ORDER:
+        rows = [(*key_of(c, n), *rest) for c, n, *rest in rows]
+    return rows
 
 
 def racy_keys(conn: sqlite3.Connection, granularity_ns: int) -> set[Key]:
@@ -143,7 +200,7 @@ def racy_keys(conn: sqlite3.Connection, granularity_ns: int) -> set[Key]:
         " AND max(mtime_ns, ctime_ns) + ? > verified_ns",
         (granularity_ns,),
     )
-    return {(r[0], r[1]) for r in rows}
+    return {key_of(r[0], r[1]) for r in rows}
 
 
 _STORED: Final = (
@@ -154,19 +211,30 @@ _STORED: Final = (
 def stored_rows(conn: sqlite3.Connection) -> dict[Key, tuple[StoredRow, tuple[Any, ...]]]:
     """Every row's StoredRow and recorded signature (ino, size, mtime_ns, ctime_ns)."""
     rows = conn.execute(f"SELECT cluster, name, {_STORED} FROM members")
-    return {(r[0], r[1]): (StoredRow(*r[2:7]), r[7:]) for r in rows}
+    return {key_of(r[0], r[1]): (StoredRow(*r[2:7]), r[7:]) for r in rows}
 
 
 def stored_row(conn: sqlite3.Connection, key: Key) -> tuple[StoredRow, tuple[Any, ...]] | None:
     """One row's StoredRow and recorded signature, or None."""
     r = conn.execute(
-        f"SELECT {_STORED} FROM members WHERE cluster = ? AND name = ?", key
+        f"SELECT {_STORED} FROM members WHERE cluster = ? AND name = ?", stored_key(key)
     ).fetchone()
     return None if r is None else (StoredRow(*r[:5]), r[5:])
 
 
+def ip_in_range(conn: sqlite3.Connection, key: Key, first: int, last: int) -> int | None:
+    """The address the member's config holds if it lies in first..last, else None."""
+    row = conn.execute(
+        "SELECT ip_int FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
+        (*stored_key(key), first, last),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def member_id(conn: sqlite3.Connection, key: Key) -> int | None:
-    row = conn.execute("SELECT id FROM members WHERE cluster = ? AND name = ?", key).fetchone()
+    row = conn.execute(
+        "SELECT id FROM members WHERE cluster = ? AND name = ?", stored_key(key)
+    ).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -187,7 +255,7 @@ def put_member(
     Callers whose config file is gone follow with clear_config().
     """
     sig = tuple(signature) if signature is not None else (None, None, None, None)
-    head = (*key, state, *sig, verified_ns, digest)
+    head = (*stored_key(key), state, *sig, verified_ns, digest)
     fields = _SIGNATURE_FIELDS if vm is None else (*_SIGNATURE_FIELDS, *_CONFIG_FIELDS)
     values = head if vm is None else (*head, *config_values(vm))
     row = conn.execute(
@@ -208,12 +276,12 @@ def clear_config(conn: sqlite3.Connection, key: Key) -> None:
         "UPDATE members SET "
         + ", ".join(f"{c} = NULL" for c in _CONFIG_FIELDS)
         + " WHERE cluster = ? AND name = ?",
-        key,
+        stored_key(key),
     )
     conn.execute(
         "DELETE FROM fixtures WHERE member_id IN"
         " (SELECT id FROM members WHERE cluster = ? AND name = ?)",
-        key,
+        stored_key(key),
     )
 
 
@@ -240,7 +308,9 @@ def insert_members(
     members: list[tuple[Any, ...]] = []
     fixtures: list[tuple[Any, ...]] = []
     for mid, (key, state, sig, verified_ns, digest, vm) in enumerate(rows, start):
-        members.append((mid, *key, state, *sig, verified_ns, digest, *config_values(vm)))
+        members.append(
+            (mid, *stored_key(key), state, *sig, verified_ns, digest, *config_values(vm))
+        )
         fixtures.extend(_fixture_rows(mid, vm.fixtures))
     conn.executemany(
         f"INSERT INTO members (id, cluster, name, {', '.join(_SIGNATURE_FIELDS)},"
@@ -262,12 +332,15 @@ def _fixture_rows(mid: int, fixtures: Iterable[Fixture]) -> Iterator[tuple[Any, 
 
 def set_verified(conn: sqlite3.Connection, key: Key, verified_ns: int) -> None:
     conn.execute(
-        "UPDATE members SET verified_ns = ? WHERE cluster = ? AND name = ?", (verified_ns, *key)
+        "UPDATE members SET verified_ns = ? WHERE cluster = ? AND name = ?",
+        (verified_ns, *stored_key(key)),
     )
 
 
 def delete_members(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
-    conn.executemany("DELETE FROM members WHERE cluster = ? AND name = ?", keys)
+    conn.executemany(
+        "DELETE FROM members WHERE cluster = ? AND name = ?", (stored_key(k) for k in keys)
+    )
 
 
 # -- answers --------------------------------------------------------------------------
@@ -312,10 +385,14 @@ def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None
     """(cluster, name, state, last good config or None) of every row, in Go List() order."""
     fixtures = _fixtures_by_member(conn, "1")
     rows = conn.execute(
-        f"SELECT id, cluster, name, state, {_CONFIG_COLUMNS} FROM members ORDER BY cluster, name"
+        f"SELECT id, cluster, name, state, {_CONFIG_COLUMNS} FROM members ORDER BY {BYTE_ORDER}"
     )
     return [
-        (r[1], r[2], r[3], None if r[4] is None else _vm_from_row(r[4:], fixtures.get(r[0], [])))
+        (
+            *key_of(r[1], r[2]),
+            r[3],
+            None if r[4] is None else _vm_from_row(r[4:], fixtures.get(r[0], [])),
+        )
         for r in rows
     ]
 
@@ -334,17 +411,21 @@ def _fixtures_by_member(conn: sqlite3.Connection, where: str) -> dict[int, list[
 
 
 def member_names(conn: sqlite3.Connection, cluster: str) -> list[str]:
-    rows = conn.execute("SELECT name FROM members WHERE cluster = ? ORDER BY name", (cluster,))
-    return [r[0] for r in rows]
+    rows = conn.execute(
+        "SELECT name FROM members WHERE cluster = ? ORDER BY CAST(name AS BLOB)",
+        (stored(cluster),),
+    )
+    return [name_of(r[0]) for r in rows]
 
 
 def member_states(conn: sqlite3.Connection) -> dict[Key, str]:
-    return {(r[0], r[1]): r[2] for r in conn.execute("SELECT cluster, name, state FROM members")}
+    rows = conn.execute("SELECT cluster, name, state FROM members")
+    return {key_of(r[0], r[1]): r[2] for r in rows}
 
 
 def names_in_state(conn: sqlite3.Connection, state: str) -> list[str]:
-    rows = conn.execute("SELECT name FROM members WHERE state = ? ORDER BY cluster, name", (state,))
-    return [r[0] for r in rows]
+    rows = conn.execute(f"SELECT name FROM members WHERE state = ? ORDER BY {BYTE_ORDER}", (state,))
+    return [name_of(r[0]) for r in rows]
 
 
 def conflicts(conn: sqlite3.Connection) -> list[Conflict]:
@@ -354,7 +435,7 @@ def conflicts(conn: sqlite3.Connection) -> list[Conflict]:
         rows = conn.execute(
             f"SELECT {column}, name FROM members WHERE {column} IN (SELECT {column} FROM members"
             f" WHERE {column} IS NOT NULL GROUP BY {column} HAVING count(*) > 1)"
-            f" ORDER BY {column}, cluster, name"
+            f" ORDER BY {column}, {BYTE_ORDER}"
         ).fetchall()
         for value, group in _grouped(rows):
             found.append(Conflict(kind, show(value), tuple(group)))  # type: ignore[arg-type]
@@ -369,23 +450,23 @@ def _grouped(rows: list[Any]) -> Iterator[tuple[Any, list[str]]]:
             if names:
                 yield current, names
             current, names = value, []
-        names.append(name)
+        names.append(name_of(name))
     if names:
         yield current, names
 
 
 def holders_of_ip(conn: sqlite3.Connection, ip_int: int) -> list[Key]:
     rows = conn.execute(
-        "SELECT cluster, name FROM members WHERE ip_int = ? ORDER BY cluster, name", (ip_int,)
+        f"SELECT cluster, name FROM members WHERE ip_int = ? ORDER BY {BYTE_ORDER}", (ip_int,)
     )
-    return [(r[0], r[1]) for r in rows]
+    return [key_of(r[0], r[1]) for r in rows]
 
 
 def holders_of_mac(conn: sqlite3.Connection, key: str) -> list[Key]:
     rows = conn.execute(
-        "SELECT cluster, name FROM members WHERE mac_key = ? ORDER BY cluster, name", (key,)
+        f"SELECT cluster, name FROM members WHERE mac_key = ? ORDER BY {BYTE_ORDER}", (key,)
     )
-    return [(r[0], r[1]) for r in rows]
+    return [key_of(r[0], r[1]) for r in rows]
 
 
 def free_ranges(
@@ -436,19 +517,19 @@ def reservations(conn: sqlite3.Connection) -> list[Reservation]:
         "SELECT id, name, subnet, ip_int, owner_pid, owner_boot, owner_start FROM reservations"
         " ORDER BY id"
     )
-    return [Reservation(*r) for r in rows]
+    return [Reservation(r[0], name_of(r[1]), *r[2:]) for r in rows]
 
 
 def reservation_for(conn: sqlite3.Connection, name: str, subnet: str) -> int | None:
     row = conn.execute(
-        "SELECT ip_int FROM reservations WHERE name = ? AND subnet = ?", (name, subnet)
+        "SELECT ip_int FROM reservations WHERE name = ? AND subnet = ?", (stored(name), subnet)
     ).fetchone()
     return None if row is None else int(row[0])
 
 
 def reserved_by(conn: sqlite3.Connection, ip_int: int) -> str | None:
     row = conn.execute("SELECT name FROM reservations WHERE ip_int = ?", (ip_int,)).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else name_of(row[0])
 
 
 def add_reservation(
@@ -462,7 +543,7 @@ def add_reservation(
     conn.execute(
         "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot, owner_start,"
         " created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (name, subnet, ip_int, *owner, now_ns),
+        (stored(name), subnet, ip_int, *owner, now_ns),
     )
 
 
@@ -470,9 +551,16 @@ def delete_reservations(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
     conn.executemany("DELETE FROM reservations WHERE id = ?", ((i,) for i in ids))
 
 
-def release_name(conn: sqlite3.Connection, name: str) -> None:
-    """Drop every reservation of *name*: its config now holds (or no longer needs) them."""
-    conn.execute("DELETE FROM reservations WHERE name = ?", (name,))
+def release_name(
+    conn: sqlite3.Connection, name: str, *, subnet: str | None = None, ip_int: int | None = None
+) -> None:
+    """Drop the reservations of *name* (all, or in *subnet*, or of *ip_int*): its config now
+    holds (or no longer needs) them."""
+    conn.execute(
+        "DELETE FROM reservations WHERE name = :name"
+        " AND (:subnet IS NULL OR subnet = :subnet) AND (:ip IS NULL OR ip_int = :ip)",
+        {"name": stored(name), "subnet": subnet, "ip": ip_int},
+    )
 
 
 class snapshot:

@@ -8,7 +8,7 @@ and is re-read (and its digest compared) until a later read proves it settled - 
 racy-index rule.
 
 Whatever a scan can show must compare equal to the index once applied (a chmod's new ctime,
-a config.json that is a directory, a name SQLite cannot store), or every list() would look
+a config.json that is a directory, a name that is not UTF-8), or every list() would look
 changed and take the write lock; the tests in test_reconcile.py pin each such case.
 """
 
@@ -30,7 +30,7 @@ from fleetbox_db.config import VM, decode_config
 from fleetbox_db.disk import MemberDir, Scan, Signature, read_config_bytes
 from fleetbox_db.errors import ConfigError
 from fleetbox_db.ipam import format_ipv4
-from fleetbox_db.paths import cluster_name
+from fleetbox_db.paths import cluster_name, name_bytes
 from fleetbox_db.queries import Conflict, Key, Reservation, StoredRow
 
 #: Timestamp granularity we do not trust to tell two writes apart: FAT/HFS+ and some network
@@ -119,21 +119,6 @@ class _Snapshot:
         return self._by_key
 
 
-def encodable(text: str) -> bool:
-    """False for names holding undecodable bytes, which SQLite TEXT cannot store."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _scan_order(member: MemberDir) -> tuple[bytes, bytes]:
-    return os.fsencode(member.cluster), os.fsencode(member.name)
-
-
 class _AnyError(str):
     """Equal to any stat error text (and, with none_too, to None): the index keeps no error
     text, only the fact that a row with no signature was unreadable or stray.
@@ -196,9 +181,6 @@ class Reconciler:
         self.clock = clock
         self.granularity_ns = granularity_ns
         self._snapshot: _Snapshot | None = None
-        # Members whose names SQLite cannot store, as the last plan saw them: the snapshot
-        # shows them too, or they would make every list() look changed.
-        self._skipped: list[MemberDir] = []
 
     @property
     def snapshot(self) -> object:
@@ -245,8 +227,6 @@ class Reconciler:
             else member(c, n, None, _no_file(c, n, configless))
             for c, n, i, s, m, t in rows
         ]
-        if self._skipped:
-            entries = sorted(entries + self._skipped, key=_scan_order)
         self._snapshot = _Snapshot(conn, version, entries, racy, reservations)
         return self._snapshot
 
@@ -260,25 +240,15 @@ class Reconciler:
         remaining = dict(snap.by_key)
         reads: list[MemberDir] = []
         racy: list[MemberDir] = []
-        skipped: list[MemberDir] = []
         for member in scan.members:
             key = (member[0], member[1])
             entry = remaining.pop(key, None)
-            if not (key[0].isascii() and key[1].isascii()) and not (
-                encodable(key[0]) and encodable(key[1])
-            ):
-                skipped.append(member)
-            elif entry is None or full or entry != member:
+            if entry is None or full or entry != member:
                 reads.append(member)
             elif key in snap.racy:
                 racy.append(member)
-        if skipped != self._skipped:
-            self._skipped = skipped
-            self.invalidate()
         unlisted = set(scan.unreadable_clusters)
-        removed = [
-            k for k in remaining if k[0] not in unlisted and encodable(k[0]) and encodable(k[1])
-        ]
+        removed = [k for k in remaining if k[0] not in unlisted]
         old, recorded = self._stored(conn, full, [*reads, *racy], removed)
         observed: dict[Key, Observation] = {}
         for member in racy:
@@ -473,7 +443,7 @@ class Reconciler:
             keeps = obs.present and not (obs.signature is None and obs.state == "stray")
             vm = obs.vm if obs.vm is not None else (last if keeps else None)
             rows[obs.key] = (obs.state, vm)
-        ordered = sorted(rows.items())  # (cluster, name): code-point order is byte order
+        ordered = sorted(rows.items(), key=lambda item: _byte_order(item[0]))
         report.unreadable = [key[1] for key, (state, _) in ordered if state == "unreadable"]
         report.conflicts = conflicts_among((key[1], vm) for key, (_, vm) in ordered if vm)
 
@@ -494,6 +464,11 @@ def conflicts_among(configs: Iterable[tuple[str, VM]]) -> list[Conflict]:
     found = [Conflict("ip", format_ipv4(v), tuple(n)) for v, n in sorted(by_ip.items())]
     found += [Conflict("mac", v, tuple(n)) for v, n in sorted(by_mac.items())]
     return [c for c in found if len(c.members) > 1]
+
+
+def _byte_order(key: Key) -> tuple[bytes, bytes]:
+    """Go's List() order, which code-point order matches only for names that are UTF-8."""
+    return name_bytes(key[0]), name_bytes(key[1])
 
 
 _NO_SIGNATURE: Final = (None, None, None, None)

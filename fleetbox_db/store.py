@@ -279,10 +279,7 @@ class Store(Layout):
         signature = tuple(obs.signature) if obs.signature is not None else None
         queries.put_member(conn, obs.key, obs.state, signature, obs.verified_ns, obs.digest, obs.vm)
         if vm.ip:
-            conn.execute(
-                "DELETE FROM reservations WHERE name = ? AND ip_int = ?",
-                (vm.name, parse_ipv4(vm.ip)),
-            )
+            queries.release_name(conn, vm.name, ip_int=parse_ipv4(vm.ip))
 
     def delete(self, name: str) -> None:
         """Remove the member directory (never following symlinks out of it), its sockets,

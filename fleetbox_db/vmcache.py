@@ -50,7 +50,8 @@ class VMCache:
         with queries.snapshot(conn):
             if version is None or version is not self._version:
                 self._rows = conn.execute(
-                    "SELECT id, digest FROM members WHERE state = 'ok' ORDER BY cluster, name"
+                    "SELECT id, digest FROM members WHERE state = 'ok'"
+                    f" ORDER BY {queries.go_order(conn)}"
                 ).fetchall()
                 self._version = version
             rows = self._rows

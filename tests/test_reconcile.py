@@ -375,6 +375,46 @@ def test_unchanged_store_takes_no_write_lock_and_writes_nothing(
     assert file_state(root) == before
 
 
+RAW = os.fsdecode  # a name as the scan returns it: undecodable bytes as surrogate escapes
+
+
+def test_names_that_are_not_utf8_are_indexed_in_go_order(root: Path) -> None:
+    """Go's mkdir makes names that are not UTF-8; they hold addresses like any member."""
+    put(root, "web-1", "10.0.0.2", "02:00:00:00:00:01")
+    put(root, RAW(b"web\xff-1"), "10.0.0.3", "02:00:00:00:00:02")
+    put(root, RAW(b"caf\xe9-1"), "10.0.0.4")  # Latin-1, not UTF-8
+    put(root, "caf\u00e9-1", "10.0.0.4")  # the UTF-8 spelling: another member, same IP
+    put(root, RAW(b"x\x80"), "10.0.0.5", cluster="web")  # stray
+    go_order = sorted(
+        [RAW(b"web\xff-1"), "web-1", RAW(b"caf\xe9-1"), "caf\u00e9-1", RAW(b"x\x80")],
+        key=lambda n: os.fsencode(f"{cluster_name(n)}/{n}" if n[0] != "x" else f"web/{n}"),
+    )
+    with Store.open(root, clock=later) as store:
+        assert store.list() == go_order
+        ok = [n for n in go_order if n[0] != "x"]
+        assert [vm.ip for vm in store.vms()] == [
+            {"web-1": "10.0.0.2", RAW(b"web\xff-1"): "10.0.0.3"}.get(n, "10.0.0.4") for n in ok
+        ]
+        assert store.who_has("10.0.0.3") == RAW(b"web\xff-1")
+        assert store.who_has("02:00:00:00:00:02") == RAW(b"web\xff-1")
+        assert store.members(RAW(b"web\xff")) == [RAW(b"web\xff-1")]
+        assert store.free_ips("10.0.0.0/29") == ["10.0.0.6"]
+        conflicts = store.reconcile().conflicts
+        # Clusters compare as bytes: caf\xc3\xa9 (UTF-8) sorts before caf\xe9.
+        assert conflicts == [Conflict("ip", "10.0.0.4", ("caf\u00e9-1", RAW(b"caf\xe9-1")))]
+        incremental = index_rows(root)
+        assert store.reconcile(full=True).changed is False
+        assert index_rows(root) == incremental
+    with Store.open(root, busy_timeout=0.2, clock=later) as store:
+        counter = counting(store)
+        with write_locked(root):
+            assert store.list() == go_order  # the index alone answers: no read, no write
+        assert counter.reads == []
+        shutil.rmtree(os.fsencode(root / "clusters") + b"/web\xff")
+        assert store.free_ips("10.0.0.0/29") == ["10.0.0.3", "10.0.0.6"]
+        assert RAW(b"web\xff-1") not in store.list()
+
+
 @pytest.mark.parametrize(
     "disturb",
     [
