@@ -9,12 +9,14 @@ drift on the machine hits all cases alike. Prints medians and their ratios to ``
 floor every reconciling call pays) as one table; ``--json`` writes the same figures.
 
 Each round starts from a settled store: no config changed within the index's racy-timestamp
-window, and the warm Store has already listed it. The two cases that change the store run
-last in the round: ``incremental`` rewrites a fresh 1% of configs in place (as Go's
-os.WriteFile does) and times one list(); ``cold_rebuild`` deletes index.db (and -wal/-shm)
-and times Store.open() plus one list(). Each sample records wall time (what the targets
-judge) and CPU time of the process and its children (steadier on a shared machine), with
-the garbage collector left on (a collection runs before each sample) and a warm page cache.
+window, and the warm Store has already listed it and answered vms() once (``vms`` measures
+that Store; ``vms_first`` a Store just opened and listed, untimed, so its first vms()).
+The two cases that change the store run last in the round: ``incremental`` rewrites a
+fresh 1% of configs in place (as Go's os.WriteFile does) and times one list();
+``cold_rebuild`` deletes index.db (and -wal/-shm) and times Store.open() plus one list().
+Each sample records wall time (what the targets judge) and CPU time of the process and its
+children (steadier on a shared machine), with the garbage collector left on (a collection
+runs before each sample) and a warm page cache.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Bench:
     store: Store = field(init=False)
     rewrites: int = 0
     last_write_ns: int = 0
+    fresh: Store | None = None
 
     def __post_init__(self) -> None:
         self.clusters = str(self.root / "clusters")
@@ -92,6 +95,7 @@ class Bench:
             Case("list_warm", lambda: s.store.list()),
             Case("list_fresh", self.list_fresh),
             Case("vms", lambda: s.store.vms()),
+            Case("vms_first", lambda: s.fresh_store().vms(), self.open_and_list),
             Case("members", lambda: s.store.members(s.probe_cluster)),
             Case("who_has", lambda: s.store.who_has(s.probe_ip)),
             Case("free_ips", lambda: s.store.free_ips(s.subnet, limit=synth.PROBE_LIMIT)),
@@ -104,12 +108,24 @@ class Bench:
         ]
 
     def settle(self) -> None:
-        """Wait out the racy window of the last rewrite, then list twice (untimed)."""
+        """Wait out the racy window of the last rewrite, then list twice and ask vms() (untimed)."""
         wait_ns = self.last_write_ns + RACY_NS + 100_000_000 - time.time_ns()
         if wait_ns > 0:
             time.sleep(wait_ns / 1e9)
         self.store.list()
         self.store.list()
+        self.store.vms()  # the vms case measures a Store that has answered vms() before
+
+    def open_and_list(self) -> None:
+        """A Store as a new process has it once list() answered: no vms() asked yet."""
+        if self.fresh is not None:
+            self.fresh.close()
+        self.fresh = Store.open(self.root)
+        self.fresh.list()
+
+    def fresh_store(self) -> Store:
+        assert self.fresh is not None
+        return self.fresh
 
     def list_fresh(self) -> list[str]:
         with Store.open(self.root) as store:
@@ -125,6 +141,9 @@ class Bench:
 
     def drop_index(self) -> None:
         self.store.close()
+        if self.fresh is not None:
+            self.fresh.close()
+            self.fresh = None
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.root}/index.db{suffix}").unlink(missing_ok=True)
 
@@ -155,6 +174,8 @@ class Bench:
 
     def close(self) -> None:
         self.store.close()
+        if self.fresh is not None:
+            self.fresh.close()
 
 
 class CliBench:

@@ -19,6 +19,7 @@ STORE_CASES = {
     "list_warm",
     "list_fresh",
     "vms",
+    "vms_first",
     "members",
     "who_has",
     "free_ips",
