@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fleetbox_db import owners, queries
+from fleetbox_db import owners, queries, reservations
 from fleetbox_db.config import VM, encode_config
 from fleetbox_db.errors import (
     InvalidValueError,
@@ -55,7 +55,7 @@ def check_unique(conn: sqlite3.Connection, vm: VM, path: Path) -> None:
     if vm.ip:
         ip = parse_ipv4(vm.ip)
         holders = [k for k in queries.holders_of_ip(conn, ip) if k != key]
-        reserver = queries.reserved_by(conn, ip)
+        reserver = reservations.holder(conn, ip)
         if holders or reserver not in (None, vm.name):
             who = holders[0][1] if holders else f"a reservation for {reserver!r}"
             raise IPConflictError(
@@ -83,12 +83,12 @@ def allocate(conn: sqlite3.Connection, name: str, net: Subnet) -> int:
     The caller holds the write transaction. Raises SubnetExhaustedError.
     """
     key = (cluster_name(name), name)
-    reserved = queries.reservation_for(conn, name, net.text)
+    reserved = reservations.for_name(conn, name, net.text)
     if reserved is not None:
         if all(holder == key for holder in queries.holders_of_ip(conn, reserved)):
             return reserved
         # A config written behind our back (Go, a hand edit) took the address: let go.
-        queries.release_name(conn, name, subnet=net.text)
+        reservations.release(conn, name, subnet=net.text)
     own = queries.ip_in_range(conn, key, net.first_host, net.last_host)
     if own is not None:
         return own
@@ -101,7 +101,7 @@ def allocate(conn: sqlite3.Connection, name: str, net: Subnet) -> int:
             value=net.text,
         )
     ip = gaps[0][0]
-    queries.add_reservation(conn, name, net.text, ip, owners.current_owner(), time.time_ns())
+    reservations.add(conn, name, net.text, ip, owners.current_owner(), time.time_ns())
     return ip
 
 

@@ -9,32 +9,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal
 
-from fleetbox_db.config import (
-    VM,
-    Fixture,
-    created_at_text,
-    decode_json_value,
-    encode_json_value,
-    restore_created_at,
-)
+from fleetbox_db.config import VM, Fixture, decode_json_value
+from fleetbox_db.dbnames import BYTE_ORDER, Key, key_of, name_of, stored, stored_key
 from fleetbox_db.gotime import parse_go_time
-from fleetbox_db.ipam import format_ipv4, parse_ipv4
-from fleetbox_db.paths import name_bytes
-
-Key = tuple[str, str]
-#: A directory name as a column holds it: TEXT, or BLOB for a name that is not UTF-8.
-Stored = str | bytes
-
-_SIGNATURE_FIELDS: Final = ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
-_CONFIG_FIELDS: Final = (
-    "config_name", "mac", "mac_key", "cpus", "memory_mb", "disk_mb", "image", "created_at", "ip",
-    "ip_int", "extra",
-)  # fmt: skip
-_CONFIG_COLUMNS: Final = ", ".join(_CONFIG_FIELDS)
-_PLACEHOLDER_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
+from fleetbox_db.ipam import format_ipv4
+from fleetbox_db.rows import (
+    CONFIG_COLUMNS,
+    CONFIG_FIELDS,
+    SIGNATURE_FIELDS,
+    config_values,
+    fixture_rows,
+    vm_from_row,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,52 +51,7 @@ class StoredRow:
     changed_ns: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    id: int
-    name: str
-    subnet: str
-    ip_int: int
-    owner_pid: int
-    owner_boot: str
-    owner_start: int
-
-
-# -- conversions ------------------------------------------------------------------------
-
-
-def stored(name: str) -> Stored:
-    """A directory name as the index keeps it: TEXT, or its raw bytes when not valid UTF-8.
-
-    Go's mkdir (or a user's) can make names that are not UTF-8; the scan returns them with
-    surrogate escapes, which sqlite3 cannot bind as TEXT. As a BLOB they stay unique, and
-    their IP and MAC are protected like any other member's.
-    """
-    if name.isascii():
-        return name
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return name_bytes(name)
-    return name
-
-
-def stored_key(key: Key) -> tuple[Stored, Stored]:
-    return stored(key[0]), stored(key[1])
-
-
-def name_of(value: Stored) -> str:
-    """Inverse of stored()."""
-    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
-
-
-def key_of(cluster: Stored, name: Stored) -> Key:
-    return name_of(cluster), name_of(name)
-
-
-#: ORDER BY terms for Go's List() order (bytes) whatever the column types: a BLOB would sort
-#: after every TEXT value. For queries returning few rows; see go_order() for whole tables.
-BYTE_ORDER: Final = "CAST(cluster AS BLOB), CAST(name AS BLOB)"
+# -- names in Go order -----------------------------------------------------------------
 
 
 def has_raw_names(conn: sqlite3.Connection) -> bool:
@@ -124,56 +68,6 @@ def go_order(conn: sqlite3.Connection) -> str:
     (TEXT in BINARY collation is UTF-8 byte order) unless raw names need comparing as bytes.
     """
     return BYTE_ORDER if has_raw_names(conn) else "cluster, name"
-
-
-def ip_key(ip: str) -> int | None:
-    """The address as an integer, or None when the config holds no valid IPv4 address."""
-    if not ip:
-        return None
-    try:
-        return parse_ipv4(ip)
-    except ValueError:
-        return None
-
-
-def mac_key(mac: str) -> str | None:
-    return mac.lower() if mac else None
-
-
-def config_values(vm: VM) -> tuple[Any, ...]:
-    """The config columns of a member row, in _CONFIG_COLUMNS order."""
-    extra = encode_json_value(vm.extra) if vm.extra else None
-    return (
-        vm.name,
-        vm.mac,
-        mac_key(vm.mac),
-        vm.cpus,
-        vm.memory_mb,
-        vm.disk_mb,
-        vm.image,
-        created_at_text(vm),
-        vm.ip,
-        ip_key(vm.ip),
-        extra,
-    )
-
-
-def _vm_from_row(row: Sequence[Any], fixtures: list[Fixture]) -> VM:
-    name, mac, _, cpus, memory_mb, disk_mb, image, created_at, ip, _, extra = row
-    vm = VM(
-        name=name,
-        mac=mac,
-        cpus=cpus,
-        memory_mb=memory_mb,
-        disk_mb=disk_mb,
-        image=image,
-        created_at=_PLACEHOLDER_TIME,
-        fixtures=fixtures,
-        ip=ip,
-        extra=decode_json_value(extra) if extra else {},
-    )
-    restore_created_at(vm, created_at)
-    return vm
 
 
 # -- the reconcile diff -----------------------------------------------------------------
@@ -231,13 +125,6 @@ def ip_in_range(conn: sqlite3.Connection, key: Key, first: int, last: int) -> in
     return None if row is None else int(row[0])
 
 
-def member_id(conn: sqlite3.Connection, key: Key) -> int | None:
-    row = conn.execute(
-        "SELECT id FROM members WHERE cluster = ? AND name = ?", stored_key(key)
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
 # -- member rows ------------------------------------------------------------------------
 
 
@@ -256,7 +143,7 @@ def put_member(
     """
     sig = tuple(signature) if signature is not None else (None, None, None, None)
     head = (*stored_key(key), state, *sig, verified_ns, digest)
-    fields = _SIGNATURE_FIELDS if vm is None else (*_SIGNATURE_FIELDS, *_CONFIG_FIELDS)
+    fields = SIGNATURE_FIELDS if vm is None else (*SIGNATURE_FIELDS, *CONFIG_FIELDS)
     values = head if vm is None else (*head, *config_values(vm))
     row = conn.execute(
         f"INSERT INTO members (cluster, name, {', '.join(fields)})"
@@ -274,7 +161,7 @@ def clear_config(conn: sqlite3.Connection, key: Key) -> None:
     """Forget a member's config: its file is gone, so it holds no IP or MAC any more."""
     conn.execute(
         "UPDATE members SET "
-        + ", ".join(f"{c} = NULL" for c in _CONFIG_FIELDS)
+        + ", ".join(f"{c} = NULL" for c in CONFIG_FIELDS)
         + " WHERE cluster = ? AND name = ?",
         stored_key(key),
     )
@@ -290,7 +177,7 @@ def put_fixtures(conn: sqlite3.Connection, mid: int, fixtures: Iterable[Fixture]
     conn.executemany(
         "INSERT INTO fixtures (member_id, position, host_path, guest_path, label, extra)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        _fixture_rows(mid, fixtures),
+        fixture_rows(mid, fixtures),
     )
 
 
@@ -311,10 +198,10 @@ def insert_members(
         members.append(
             (mid, *stored_key(key), state, *sig, verified_ns, digest, *config_values(vm))
         )
-        fixtures.extend(_fixture_rows(mid, vm.fixtures))
+        fixtures.extend(fixture_rows(mid, vm.fixtures))
     conn.executemany(
-        f"INSERT INTO members (id, cluster, name, {', '.join(_SIGNATURE_FIELDS)},"
-        f" {_CONFIG_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+        f"INSERT INTO members (id, cluster, name, {', '.join(SIGNATURE_FIELDS)},"
+        f" {CONFIG_COLUMNS}) VALUES ({', '.join('?' * 21)})",
         members,
     )
     conn.executemany(
@@ -322,12 +209,6 @@ def insert_members(
         " VALUES (?, ?, ?, ?, ?, ?)",
         fixtures,
     )
-
-
-def _fixture_rows(mid: int, fixtures: Iterable[Fixture]) -> Iterator[tuple[Any, ...]]:
-    for i, f in enumerate(fixtures):
-        extra = encode_json_value(f.extra) if f.extra else None
-        yield (mid, i, f.host_path, f.guest_path, f.label, extra)
 
 
 def set_verified(conn: sqlite3.Connection, key: Key, verified_ns: int) -> None:
@@ -375,7 +256,7 @@ def records(
         fixtures.setdefault(mid, []).append(tuple(fixture))
     found: dict[tuple[int, str | None], Record] = {}
     for mid, digest, name, mac, _, cpus, mem, disk, image, created, ip, _, extra in conn.execute(
-        f"SELECT id, digest, {_CONFIG_COLUMNS} FROM members WHERE {where}"
+        f"SELECT id, digest, {CONFIG_COLUMNS} FROM members WHERE {where}"
     ):
         when = parse_go_time(created)
         found[(mid, digest)] = (
@@ -389,13 +270,13 @@ def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None
     """(cluster, name, state, last good config or None) of every row, in Go List() order."""
     fixtures = _fixtures_by_member(conn, "1")
     rows = conn.execute(
-        f"SELECT id, cluster, name, state, {_CONFIG_COLUMNS} FROM members ORDER BY {BYTE_ORDER}"
+        f"SELECT id, cluster, name, state, {CONFIG_COLUMNS} FROM members ORDER BY {BYTE_ORDER}"
     )
     return [
         (
             *key_of(r[1], r[2]),
             r[3],
-            None if r[4] is None else _vm_from_row(r[4:], fixtures.get(r[0], [])),
+            None if r[4] is None else vm_from_row(r[4:], fixtures.get(r[0], [])),
         )
         for r in rows
     ]
@@ -420,11 +301,6 @@ def member_names(conn: sqlite3.Connection, cluster: str) -> list[str]:
         (stored(cluster),),
     )
     return [name_of(r[0]) for r in rows]
-
-
-def member_states(conn: sqlite3.Connection) -> dict[Key, str]:
-    rows = conn.execute("SELECT cluster, name, state FROM members")
-    return {key_of(r[0], r[1]): r[2] for r in rows}
 
 
 def names_in_state(conn: sqlite3.Connection, state: str) -> list[str]:
@@ -511,60 +387,6 @@ def free_ranges(
     if start <= last and len(gaps) < limit:
         gaps.append((start, last))
     return gaps
-
-
-# -- reservations -----------------------------------------------------------------------
-
-
-def reservations(conn: sqlite3.Connection) -> list[Reservation]:
-    rows = conn.execute(
-        "SELECT id, name, subnet, ip_int, owner_pid, owner_boot, owner_start FROM reservations"
-        " ORDER BY id"
-    )
-    return [Reservation(r[0], name_of(r[1]), *r[2:]) for r in rows]
-
-
-def reservation_for(conn: sqlite3.Connection, name: str, subnet: str) -> int | None:
-    row = conn.execute(
-        "SELECT ip_int FROM reservations WHERE name = ? AND subnet = ?", (stored(name), subnet)
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def reserved_by(conn: sqlite3.Connection, ip_int: int) -> str | None:
-    row = conn.execute("SELECT name FROM reservations WHERE ip_int = ?", (ip_int,)).fetchone()
-    return None if row is None else name_of(row[0])
-
-
-def add_reservation(
-    conn: sqlite3.Connection,
-    name: str,
-    subnet: str,
-    ip_int: int,
-    owner: tuple[int, str, int],
-    now_ns: int,
-) -> None:
-    conn.execute(
-        "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot, owner_start,"
-        " created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (stored(name), subnet, ip_int, *owner, now_ns),
-    )
-
-
-def delete_reservations(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
-    conn.executemany("DELETE FROM reservations WHERE id = ?", ((i,) for i in ids))
-
-
-def release_name(
-    conn: sqlite3.Connection, name: str, *, subnet: str | None = None, ip_int: int | None = None
-) -> None:
-    """Drop the reservations of *name* (all, or in *subnet*, or of *ip_int*): its config now
-    holds (or no longer needs) them."""
-    conn.execute(
-        "DELETE FROM reservations WHERE name = :name"
-        " AND (:subnet IS NULL OR subnet = :subnet) AND (:ip IS NULL OR ip_int = :ip)",
-        {"name": stored(name), "subnet": subnet, "ip": ip_int},
-    )
 
 
 class snapshot:

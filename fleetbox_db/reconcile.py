@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from fleetbox_db import owners, queries
+from fleetbox_db import owners, queries, reservations
 from fleetbox_db.config import VM, decode_config
+from fleetbox_db.dbnames import Key
 from fleetbox_db.disk import MemberDir, Scan, Signature, read_config_bytes
 from fleetbox_db.errors import ConfigError
 from fleetbox_db.ipam import format_ipv4
 from fleetbox_db.paths import cluster_name, name_bytes
-from fleetbox_db.queries import Conflict, Key, Reservation, StoredRow
+from fleetbox_db.queries import Conflict, StoredRow
+from fleetbox_db.reservations import Reservation
+from fleetbox_db.rows import ip_key, mac_key
 
 #: Timestamp granularity we do not trust to tell two writes apart: FAT/HFS+ and some network
 #: filesystems keep 1-2 s, and Linux stamps files from a clock that ticks in milliseconds.
@@ -214,7 +217,7 @@ class Reconciler:
         with queries.snapshot(conn):
             rows = queries.signatures(conn)
             racy = queries.racy_keys(conn, self.granularity_ns)
-            reservations = queries.reservations(conn)
+            held = reservations.every(conn)
             # Rows without a signature need their state (configless or not); usually few.
             unsigned = any(r[2] is None for r in rows)
             configless = set(queries.names_in_state(conn, "configless")) if unsigned else set()
@@ -227,7 +230,7 @@ class Reconciler:
             else member(c, n, None, _no_file(c, n, configless))
             for c, n, i, s, m, t in rows
         ]
-        self._snapshot = _Snapshot(conn, version, entries, racy, reservations)
+        self._snapshot = _Snapshot(conn, version, entries, racy, held)
         return self._snapshot
 
     # -- the diff -------------------------------------------------------------------------
@@ -367,14 +370,14 @@ class Reconciler:
         report.removed = [k[1] for k in gone]
         # Under the lock the table is read again: the plan's dead rows may have been released
         # by another process since, and their ids reused by live reservations.
-        candidates = plan.dead if dry_run else queries.reservations(conn)
+        candidates = plan.dead if dry_run else reservations.every(conn)
         dead = [r for r in candidates if dry_run or not owners.is_alive(_owner(r))]
         report.released = [r.name for r in dead]
         if dry_run:
             self._preview(conn, plan, kept, report)
         else:
             queries.delete_members(conn, gone)
-            queries.delete_reservations(conn, (r.id for r in dead))
+            reservations.delete(conn, (r.id for r in dead))
             self.invalidate()
         return report
 
@@ -456,7 +459,7 @@ def conflicts_among(configs: Iterable[tuple[str, VM]]) -> list[Conflict]:
     by_ip: dict[int, list[str]] = defaultdict(list)
     by_mac: dict[str, list[str]] = defaultdict(list)
     for name, vm in configs:
-        ip, mac = queries.ip_key(vm.ip), queries.mac_key(vm.mac)
+        ip, mac = ip_key(vm.ip), mac_key(vm.mac)
         if ip is not None:
             by_ip[ip].append(name)
         if mac is not None:

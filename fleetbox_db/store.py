@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from fleetbox_db import allocation, disk, diskview, queries, schema
+from fleetbox_db import allocation, disk, diskview, queries, reservations, schema
 from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
 from fleetbox_db.config import VM, decode_config, encode_config
 from fleetbox_db.errors import (
@@ -279,7 +279,7 @@ class Store(Layout):
         signature = tuple(obs.signature) if obs.signature is not None else None
         queries.put_member(conn, obs.key, obs.state, signature, obs.verified_ns, obs.digest, obs.vm)
         if vm.ip:
-            queries.release_name(conn, vm.name, ip_int=parse_ipv4(vm.ip))
+            reservations.release(conn, vm.name, ip_int=parse_ipv4(vm.ip))
 
     def delete(self, name: str) -> None:
         """Remove the member directory (never following symlinks out of it), its sockets,
@@ -323,7 +323,7 @@ class Store(Layout):
             with self._index.write() as conn:
                 remove()
                 queries.delete_members(conn, [(cluster_name(name), name)])
-                queries.release_name(conn, name)
+                reservations.release(conn, name)
                 self._reconciler.invalidate()
 
         try:
@@ -411,7 +411,7 @@ class Store(Layout):
         def lookup(conn: sqlite3.Connection) -> str | None:
             if ip is not None:
                 holders = queries.holders_of_ip(conn, ip)
-                return holders[0][1] if holders else queries.reserved_by(conn, ip)
+                return holders[0][1] if holders else reservations.holder(conn, ip)
             assert mac is not None
             holders = queries.holders_of_mac(conn, mac)
             return holders[0][1] if holders else None
