@@ -13,8 +13,9 @@ from typing import Literal
 from fleetbox_db import queries
 from fleetbox_db.config import VM
 from fleetbox_db.disk import Scan
+from fleetbox_db.dryrun import conflicts_among
 from fleetbox_db.paths import cluster_name
-from fleetbox_db.reconcile import Observation, Reconciler, conflicts_among
+from fleetbox_db.reconcile import Observation, Reconciler
 
 ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index"]
 

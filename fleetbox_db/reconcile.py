@@ -19,22 +19,20 @@ import os
 import sqlite3
 import stat
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from fleetbox_db import owners, queries, reservations
+from fleetbox_db import dryrun, owners, queries, reservations
 from fleetbox_db.config import VM, decode_config
 from fleetbox_db.dbnames import Key
 from fleetbox_db.disk import MemberDir, Scan, Signature, read_config_bytes
 from fleetbox_db.errors import ConfigError
-from fleetbox_db.ipam import format_ipv4
-from fleetbox_db.paths import cluster_name, name_bytes
+from fleetbox_db.paths import cluster_name
 from fleetbox_db.queries import Conflict, StoredRow
 from fleetbox_db.reservations import Reservation
-from fleetbox_db.rows import ip_key, mac_key
+from fleetbox_db.snapshot import Snapshot, data_version
 
 #: Timestamp granularity we do not trust to tell two writes apart: FAT/HFS+ and some network
 #: filesystems keep 1-2 s, and Linux stamps files from a clock that ticks in milliseconds.
@@ -105,72 +103,6 @@ class Plan:
         return not (self.reads or self.removed or self.dead)
 
 
-@dataclass
-class _Snapshot:
-    conn: sqlite3.Connection
-    data_version: int
-    entries: list[MemberDir]
-    racy: set[Key]
-    reservations: list[Reservation]
-    _by_key: dict[Key, MemberDir] | None = None
-
-    @property
-    def by_key(self) -> dict[Key, MemberDir]:
-        """The entries by (cluster, name), built on the first diff that needs it."""
-        if self._by_key is None:
-            self._by_key = {(e[0], e[1]): e for e in self.entries}
-        return self._by_key
-
-
-class _AnyError(str):
-    """Equal to any stat error text (and, with none_too, to None): the index keeps no error
-    text, only the fact that a row with no signature was unreadable or stray.
-
-    A str subclass, so == against the scan's str tries this __eq__ first; the no-change
-    comparison stays one list == list.
-    """
-
-    __slots__ = ()
-    none_too = False
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, str) or (self.none_too and other is None)
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class _AnyErrorOrNone(_AnyError):
-    __slots__ = ()
-    none_too = True
-
-
-#: What the scan shows for a row without a signature: "unreadable" means config.json exists
-#: but stat or open failed; a stray row looks the same whether its config is missing or not
-#: (_write keeps no config for either, so both give the same row).
-_NO_FILE: Final[dict[str, str | None]] = {
-    "configless": None,
-    "unreadable": _AnyError("unreadable"),
-    "stray": _AnyErrorOrNone("stray"),
-}
-
-
-def _no_file(cluster: str, name: str, configless: set[str]) -> str | None:
-    """What the scan shows as error for a row recorded without a signature."""
-    if cluster_name(name) != cluster:
-        return _NO_FILE["stray"]
-    return None if name in configless else _NO_FILE["unreadable"]
-
-
-def _expected(cluster: str, name: str, sig: tuple[Any, ...], state: str) -> MemberDir:
-    """The MemberDir a scan shows for a row whose config.json has signature *sig*."""
-    if sig[0] is None:
-        return MemberDir(cluster, name, None, _NO_FILE.get(state))
-    return MemberDir(cluster, name, Signature(*sig), None)
-
-
 class Reconciler:
     """Diffs a Scan against the index; keeps the last snapshot while the index is unchanged."""
 
@@ -183,7 +115,7 @@ class Reconciler:
         self.clusters_dir = str(clusters_dir)
         self.clock = clock
         self.granularity_ns = granularity_ns
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: Snapshot | None = None
 
     @property
     def snapshot(self) -> object:
@@ -209,29 +141,11 @@ class Reconciler:
             return scan.members == [e for e in snap.entries if e.cluster not in skipped]
         return scan.members == snap.entries
 
-    def _load_snapshot(self, conn: sqlite3.Connection) -> _Snapshot:
-        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+    def _load_snapshot(self, conn: sqlite3.Connection) -> Snapshot:
         snap = self._snapshot
-        if snap is not None and snap.conn is conn and snap.data_version == version:
-            return snap
-        with queries.snapshot(conn):
-            rows = queries.signatures(conn)
-            racy = queries.racy_keys(conn, self.granularity_ns)
-            held = reservations.every(conn)
-            # Rows without a signature need their state (configless or not); usually few.
-            unsigned = any(r[2] is None for r in rows)
-            configless = set(queries.names_in_state(conn, "configless")) if unsigned else set()
-        # tuple.__new__ skips the NamedTuple constructors: this runs for every row whenever
-        # another process wrote, and the constructors were half its cost.
-        new, member, signature = tuple.__new__, MemberDir, Signature
-        entries = [
-            new(member, (c, n, new(signature, (i, s, m, t)), None))
-            if i is not None
-            else member(c, n, None, _no_file(c, n, configless))
-            for c, n, i, s, m, t in rows
-        ]
-        self._snapshot = _Snapshot(conn, version, entries, racy, held)
-        return self._snapshot
+        if snap is None or not snap.is_current(conn):
+            snap = self._snapshot = Snapshot.load(conn, self.granularity_ns)
+        return snap
 
     # -- the diff -------------------------------------------------------------------------
 
@@ -340,7 +254,7 @@ class Reconciler:
         A dry run writes nothing and reports what a real run would, unreadable and
         conflicts included.
         """
-        if not dry_run and _data_version(conn) != plan.data_version:
+        if not dry_run and data_version(conn) != plan.data_version:
             plan = self.plan(conn, plan.scan, plan.full)  # another process wrote meanwhile
         report = ReconcileReport()
         kept: list[Observation] = []
@@ -374,7 +288,21 @@ class Reconciler:
         dead = [r for r in candidates if dry_run or not owners.is_alive(_owner(r))]
         report.released = [r.name for r in dead]
         if dry_run:
-            self._preview(conn, plan, kept, report)
+            report.unreadable, report.conflicts = dryrun.outcome(
+                queries.all_members(conn),
+                plan.removed,
+                # As _write does: an unreadable file keeps its last good config, a missing
+                # one (or a stray one without a signature) none.
+                [
+                    (
+                        o.key,
+                        o.state,
+                        o.vm,
+                        o.present and not (o.signature is None and o.state == "stray"),
+                    )
+                    for o in kept
+                ],
+            )
         else:
             queries.delete_members(conn, gone)
             reservations.delete(conn, (r.id for r in dead))
@@ -424,54 +352,9 @@ class Reconciler:
             conn, obs.key, obs.state, obs.signature, obs.verified_ns, obs.digest, obs.vm
         )
         # A stray config that cannot even be stat-ed holds nothing, as a missing one: both
-        # leave rows the scan cannot tell apart (_NO_FILE).
+        # leave rows the scan cannot tell apart (snapshot.py).
         if not obs.present or (obs.signature is None and obs.state == "stray"):
             queries.clear_config(conn, obs.key)
-
-    def _preview(
-        self,
-        conn: sqlite3.Connection,
-        plan: Plan,
-        observations: list[Observation],
-        report: ReconcileReport,
-    ) -> None:
-        """Fill report.unreadable and .conflicts as the index would hold them after *plan*."""
-        rows = {(c, n): (state, vm) for c, n, state, vm in queries.all_members(conn)}
-        for key in plan.removed:
-            rows.pop(key, None)
-        for obs in observations:
-            last = rows.get(obs.key, ("", None))[1]
-            # As _write does: an unreadable file keeps its last good config, a missing one
-            # (or a stray one without a signature) none.
-            keeps = obs.present and not (obs.signature is None and obs.state == "stray")
-            vm = obs.vm if obs.vm is not None else (last if keeps else None)
-            rows[obs.key] = (obs.state, vm)
-        ordered = sorted(rows.items(), key=lambda item: _byte_order(item[0]))
-        report.unreadable = [key[1] for key, (state, _) in ordered if state == "unreadable"]
-        report.conflicts = conflicts_among((key[1], vm) for key, (_, vm) in ordered if vm)
-
-
-def conflicts_among(configs: Iterable[tuple[str, VM]]) -> list[Conflict]:
-    """Every IP, then every MAC, that more than one (member name, config) claims, by value.
-
-    Grouped as the index groups them: IPs as addresses, MACs case-insensitively.
-    """
-    by_ip: dict[int, list[str]] = defaultdict(list)
-    by_mac: dict[str, list[str]] = defaultdict(list)
-    for name, vm in configs:
-        ip, mac = ip_key(vm.ip), mac_key(vm.mac)
-        if ip is not None:
-            by_ip[ip].append(name)
-        if mac is not None:
-            by_mac[mac].append(name)
-    found = [Conflict("ip", format_ipv4(v), tuple(n)) for v, n in sorted(by_ip.items())]
-    found += [Conflict("mac", v, tuple(n)) for v, n in sorted(by_mac.items())]
-    return [c for c in found if len(c.members) > 1]
-
-
-def _byte_order(key: Key) -> tuple[bytes, bytes]:
-    """Go's List() order, which code-point order matches only for names that are UTF-8."""
-    return name_bytes(key[0]), name_bytes(key[1])
 
 
 _NO_SIGNATURE: Final = (None, None, None, None)
@@ -480,10 +363,6 @@ _NO_SIGNATURE: Final = (None, None, None, None)
 def _sig_tuple(sig: Signature | None) -> tuple[int | None, ...]:
     """A signature as the index stores it: four NULLs when there is no regular file."""
     return _NO_SIGNATURE if sig is None else tuple(sig)
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _owner(r: Reservation) -> owners.Owner:
