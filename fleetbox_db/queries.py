@@ -236,13 +236,22 @@ Record = tuple[
 ]  # fmt: skip
 
 
+def record_keys(conn: sqlite3.Connection) -> list[tuple[int, str | None]]:
+    """(row id, digest) of every 'ok' row, in Go List() order: what records() are keyed by."""
+    return conn.execute(
+        f"SELECT id, digest FROM members WHERE state = 'ok' ORDER BY {go_order(conn)}"
+    ).fetchall()
+
+
 def records(
     conn: sqlite3.Connection, ids: Sequence[int] | None = None
 ) -> dict[tuple[int, str | None], Record]:
-    """Records of 'ok' rows (all, or those with *ids*), keyed by (row id, digest)."""
+    """Records of 'ok' rows, keyed by (row id, digest): those with *ids*, or all of them in
+    Go List() order."""
     where = "state = 'ok'"
     if ids is not None:
         where += f" AND id IN ({', '.join(str(int(i)) for i in ids)})"
+    order = "" if ids is not None else f" ORDER BY {go_order(conn)}"
     # All rows: every fixture, without the subquery (a third cheaper); those of rows in
     # other states are never looked up.
     of_members = (
@@ -256,7 +265,7 @@ def records(
         fixtures.setdefault(mid, []).append(tuple(fixture))
     found: dict[tuple[int, str | None], Record] = {}
     for mid, digest, name, mac, _, cpus, mem, disk, image, created, ip, _, extra in conn.execute(
-        f"SELECT id, digest, {CONFIG_COLUMNS} FROM members WHERE {where}"
+        f"SELECT id, digest, {CONFIG_COLUMNS} FROM members WHERE {where}{order}"
     ):
         when = parse_go_time(created)
         found[(mid, digest)] = (

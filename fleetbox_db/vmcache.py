@@ -48,11 +48,13 @@ class VMCache:
 
     def _build(self, conn: sqlite3.Connection, version: object) -> list[VM]:
         with queries.snapshot(conn):
-            if version is None or version is not self._version:
-                self._rows = conn.execute(
-                    "SELECT id, digest FROM members WHERE state = 'ok'"
-                    f" ORDER BY {queries.go_order(conn)}"
-                ).fetchall()
+            if not self._records:
+                # The first build: one read of every row gives both the order and the records.
+                self._records = queries.records(conn)
+                self._rows = list(self._records)
+                self._version = version
+            elif version is None or version is not self._version:
+                self._rows = queries.record_keys(conn)
                 self._version = version
             rows = self._rows
             cache = self._records
