@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
+from fleetbox_db.deepjson import copy_record as _copy_record
+from fleetbox_db.deepjson import equal as _equal
 from fleetbox_db.errors import ConfigError, InvalidValueError
 from fleetbox_db.gojson import EXACT as _EXACT
 from fleetbox_db.gojson import FAST as _FAST
@@ -30,6 +33,7 @@ from fleetbox_db.gojson import (
 )
 from fleetbox_db.gojson import canonical as _canonical
 from fleetbox_db.gojson import clean as _clean
+from fleetbox_db.gojson import loads as _loads
 from fleetbox_db.gojson import members_json as _members_json
 from fleetbox_db.gojson import quote as _quote
 from fleetbox_db.gojson import to_python as _to_python
@@ -72,6 +76,13 @@ class Fixture:
     label: str
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fixture) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return _fixture_key(self) == _fixture_key(other) and _equal(self.extra, other.extra)
+
+    __deepcopy__ = _copy_record
+
 
 @dataclass
 class VM:
@@ -94,6 +105,21 @@ class VM:
     _created_at_raw: tuple[str, datetime] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VM) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return _vm_key(self) == _vm_key(other) and _equal(self.extra, other.extra)
+
+    __deepcopy__ = _copy_record
+
+
+# VM and Fixture write their own == and deepcopy (the dataclass ones would compare and copy
+# the same fields) because Python's recurse through ``extra``, which reads as deep as Go does.
+_fixture_key: Final = attrgetter("host_path", "guest_path", "label")
+_vm_key: Final = attrgetter(
+    "name", "mac", "cpus", "memory_mb", "disk_mb", "image", "created_at", "fixtures", "ip"
+)
 
 
 class _Slow(Exception):
@@ -202,8 +228,6 @@ def encode_config(vm: VM) -> bytes:
         return _vm_json(vm).encode("utf-8")
     except _Bad as exc:
         raise _invalid(vm, exc) from None
-    except RecursionError:
-        raise _invalid(vm, _Bad("extra is nested too deeply")) from None
 
 
 def _short(value: Any) -> str:
@@ -357,16 +381,16 @@ def _decode(data: bytes) -> VM:
             return _fast_vm(_FAST.decode(text), "\\u" not in text)
         except json.JSONDecodeError:
             raise
-        except (_Slow, ValueError):  # ValueError: an integer too long for int(), a bad date
+        # ValueError: an integer too long for int(), a bad date. RecursionError: nested deeper
+        # than the C decoder goes, which the exact path reads as deep as Go does.
+        except (_Slow, ValueError, RecursionError):
             pass
-        return _exact_vm(_EXACT.decode(text))
+        return _exact_vm(_loads(_EXACT, text))
     except json.JSONDecodeError as exc:
         where, reason = f"line {exc.lineno} column {exc.colno}", exc.msg
         if text.startswith("\ufeff"):
             reason = "a UTF-8 byte order mark, which Go rejects"
         raise _Invalid(f"is not valid JSON ({where}: {reason})") from None
-    except RecursionError:
-        raise _Invalid("is nested too deeply to read") from None
 
 
 def decode_config(data: bytes, path: Path | str | None = None) -> VM:
@@ -380,8 +404,9 @@ def decode_config(data: bytes, path: Path | str | None = None) -> VM:
     (a repeated ``fixtures`` replaces the earlier list whole; Go merges them element-wise).
 
     Raises ``ConfigError`` naming ``path`` for anything else, and never another exception: not
-    JSON (also NaN, a BOM, nesting too deep), not an object, a wrong type for a known key, an
-    integer outside int64, or a ``created_at`` Go would reject (also ``""``).
+    JSON (also NaN, a BOM, nested more than 10000 levels deep, Go's limit), not an object, a
+    wrong type for a known key, an integer outside int64, or a ``created_at`` Go would reject
+    (also ``""``). Text nested deeper than Python's recursion limit reads as Go reads it.
     """
     try:
         return _decode(data)

@@ -12,9 +12,12 @@ import codecs
 import json
 import math
 import re
+from collections.abc import Iterator
 from json.encoder import encode_basestring
 from typing import Any, Final
 
+from fleetbox_db import deepjson
+from fleetbox_db.deepjson import MAX_DEPTH, TOO_DEEP
 from fleetbox_db.errors import InvalidValueError
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "clean",
     "decode_json_value",
     "encode_json_value",
+    "loads",
     "members_json",
     "quote",
     "to_python",
@@ -129,6 +133,19 @@ EXACT: Final = json.JSONDecoder(
 )
 
 
+def loads(decoder: json.JSONDecoder, text: str) -> Any:
+    """``decoder.decode(text)``, also for text nested past Python's recursion limit (to Go's).
+
+    Raises ``json.JSONDecodeError`` for text that is not JSON or is nested more than Go's
+    10000 levels, and whatever the decoder's hooks raise.
+    """
+    try:
+        return decoder.decode(text)
+    except RecursionError:
+        # The C scanner recurses per level; only text this deep pays for the slower parser.
+        return deepjson.decode(decoder, text)
+
+
 def clean(text: str) -> str:
     """Replace lone surrogates (from ``\\ud800`` escapes or Python strs) with U+FFFD, as Go does."""
     return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
@@ -144,8 +161,8 @@ def quote(text: str) -> str:
     return quoted
 
 
-def _value_json(value: Any, indent: str) -> str:
-    """Go-style indented JSON for one value whose first line starts after ``indent``."""
+def _scalar_json(value: Any) -> str | None:
+    """Go's JSON for a value that is not an array or object; None for a list or dict."""
     if value is None:
         return "null"
     if value is True or value is False:
@@ -163,17 +180,69 @@ def _value_json(value: Any, indent: str) -> str:
         if not math.isfinite(value):
             raise Bad(f"{value!r} is not a JSON number")
         return float.__repr__(value)
-    inner = indent + "  "
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        items = [inner + _value_json(item, inner) for item in value]
-        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return "{\n" + ",\n".join(members_json(value, inner, None)) + "\n" + indent + "}"
+    if isinstance(value, list | dict):
+        return None
     raise Bad(f"{type(value).__name__} ({value!r}) is not a JSON value")
+
+
+def _key_json(key: Any) -> str:
+    if not isinstance(key, str):
+        raise Bad(f"key {key!r} is not a str")
+    return quote(key)
+
+
+def _value_json(value: Any, indent: str, compact: bool = False) -> str:
+    """Go-style indented JSON for one value whose first line starts after ``indent``.
+
+    ``indent`` also says how deep the value sits (two spaces a level, as MarshalIndent writes):
+    a value nested past Go's limit in all (deepjson.MAX_DEPTH) raises ``Bad``, as Go could not
+    read it back. ``compact``: one line, no blanks. Iterative, so a value nested deeper than
+    Python's recursion limit is written too.
+    """
+    text = _scalar_json(value)
+    if text is not None:
+        return text
+    depth = len(indent) // 2  # arrays and objects open around value
+    colon, step = (":", "") if compact else (": ", "  ")
+    out: list[str] = []
+    # The lists and dicts being written: their items not yet written, whether a dict, and what
+    # starts their lines (a line break and their indent).
+    stack: list[tuple[Iterator[Any], bool, str]] = []
+    child: Any = value  # a list or dict to open, once the loop comes round
+    brk, sep = ("" if compact else "\n" + indent), ""
+    while True:
+        if child is not None:
+            if depth + len(stack) >= MAX_DEPTH:  # an empty [] or {} is a level too
+                raise Bad(f"value {TOO_DEEP}")
+            is_dict = isinstance(child, dict)
+            if not child:
+                out.append("{}" if is_dict else "[]")
+            else:
+                out.append("{" if is_dict else "[")
+                stack.append((iter(child.items()) if is_dict else iter(child), is_dict, brk))
+                sep = ""
+            child = None
+        if not stack:
+            return "".join(out)
+        items, is_dict, outer = stack[-1]
+        inner = outer + step
+        for entry in items:
+            if is_dict:
+                key, item = entry
+                out.append(sep + inner + _key_json(key) + colon)
+            else:
+                item = entry
+                out.append(sep + inner)
+            sep = ","
+            text = _scalar_json(item)
+            if text is None:
+                child, brk = item, inner
+                break
+            out.append(text)
+        else:
+            stack.pop()
+            out.append(outer + ("}" if is_dict else "]"))
+            sep = ","
 
 
 def members_json(extra: Any, indent: str, known: frozenset[str] | None) -> list[str]:
@@ -191,42 +260,73 @@ def members_json(extra: Any, indent: str, known: frozenset[str] | None) -> list[
     return lines
 
 
-def encode_json_value(value: Any) -> str:
+def encode_json_value(value: Any, *, compact: bool = False) -> str:
     """Go-style indented JSON for one value, numbers read by decode_json_value written as read.
 
-    Raises ``InvalidValueError`` for a value that is not JSON (NaN, a tuple, a non-str key...).
+    ``compact`` writes it on one line without blanks, for storage rather than for people: the
+    indented text of a value nested N levels deep grows as N squared (200 MB at Go's limit of
+    10000 levels), the compact text as N.
+    Raises ``InvalidValueError`` for a value that is not JSON (NaN, a tuple, a non-str key...) or
+    that Go could not read back, nested more than 10000 levels deep.
     """
     try:
-        return _value_json(value, "")
+        return _value_json(value, "", compact)
     except Bad as exc:
         raise InvalidValueError(f"cannot encode {exc}") from None
-    except RecursionError:
-        raise InvalidValueError("cannot encode a value nested this deeply") from None
 
 
 def to_python(value: Any) -> Any:
-    """Turn the pairs decoders' output into plain dicts and lists, surrogates replaced."""
+    """Turn the pairs decoders' output into plain dicts and lists, surrogates replaced.
+
+    Iterative: a value is as deep as Go reads (10000 levels), past Python's recursion limit.
+    """
     kind = type(value)
     if kind is str:
         return clean(value)
-    if kind is tuple:
-        return {clean(key): to_python(item) for key, item in value}
-    if kind is list:
-        return [to_python(item) for item in value]
-    return value
+    if kind is not tuple and kind is not list:
+        return value
+    top: dict[str, Any] | list[Any] = {} if kind is tuple else []
+    child: dict[str, Any] | list[Any]
+    # The containers being filled: the items of the source not yet converted, the container,
+    # and whether it is a dict.
+    stack: list[tuple[Iterator[Any], Any, bool]] = [(iter(value), top, kind is tuple)]
+    while stack:
+        items, into, is_dict = stack[-1]
+        if is_dict:
+            for key, item in items:
+                kind = type(item)
+                if kind is tuple or kind is list:
+                    # Placed now, filled next: a later duplicate key still replaces it in place.
+                    into[clean(key)] = child = {} if kind is tuple else []
+                    stack.append((iter(item), child, kind is tuple))
+                    break
+                into[clean(key)] = clean(item) if kind is str else item
+            else:
+                stack.pop()
+        else:
+            append = into.append
+            for item in items:
+                kind = type(item)
+                if kind is tuple or kind is list:
+                    append(child := {} if kind is tuple else [])
+                    stack.append((iter(item), child, kind is tuple))
+                    break
+                append(clean(item) if kind is str else item)
+            else:
+                stack.pop()
+    return top
 
 
 def decode_json_value(text: str) -> Any:
     """Inverse of encode_json_value: numbers that Python would rewrite come back as RawFloat/RawInt.
 
-    Raises ``ValueError`` for text that is not JSON.
+    Raises ``ValueError`` for text that is not JSON or that Go would not read, nested more than
+    10000 levels deep.
     """
     try:
-        return to_python(EXACT.decode(text))
+        return to_python(loads(EXACT, text))
     except Invalid as exc:
         raise ValueError(f"text {exc}") from None
-    except RecursionError:
-        raise ValueError("JSON text is nested too deeply") from None
 
 
 def canonical(key: str, known: frozenset[str]) -> str | None:

@@ -45,7 +45,7 @@ def mac_key(mac: str) -> str | None:
 
 def config_values(vm: VM) -> tuple[Any, ...]:
     """The config columns of a member row, in CONFIG_COLUMNS order."""
-    extra = encode_json_value(vm.extra) if vm.extra else None
+    extra = encode_json_value(vm.extra, compact=True) if vm.extra else None
     return (
         vm.name,
         vm.mac,
@@ -81,5 +81,5 @@ def vm_from_row(row: Sequence[Any], fixtures: list[Fixture]) -> VM:
 
 def fixture_rows(mid: int, fixtures: Iterable[Fixture]) -> Iterator[tuple[Any, ...]]:
     for i, f in enumerate(fixtures):
-        extra = encode_json_value(f.extra) if f.extra else None
+        extra = encode_json_value(f.extra, compact=True) if f.extra else None
         yield (mid, i, f.host_path, f.guest_path, f.label, extra)

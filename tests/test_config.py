@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import pickle
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetbox_db import config
+from fleetbox_db import IPConflictError, MACConflictError, Store, config, deepjson, gojson
 from fleetbox_db.config import (
     VM,
     ZERO_TIME,
@@ -743,3 +744,246 @@ def test_fast_path_agrees_with_exact_reader(text: str) -> None:
     if fast is not None and exact is not None:
         assert created_at_text(fast) == created_at_text(exact)
         assert encode_config(fast) == encode_config(exact)
+
+
+# --- nesting as deep as Go reads -----------------------------------------------------------
+# Go's encoding/json scanner reads text nested up to maxNestingDepth = 10000 arrays and
+# objects, the outermost (the config's own object) counting as level 1, and fails at the
+# bracket that opens level 10001 ("exceeded max depth"). Python's C decoder gives up near its
+# recursion limit (about 1000): a config Go reads must not be "unreadable" here, or its IP and
+# MAC would be handed out again.
+
+GO_MAX_DEPTH = 10_000
+DEEP_HEAD = '{"name": "web-1", "ip": "10.0.0.2", "notes": '
+
+
+def nested(kind: str, levels: int) -> str:
+    """Compact JSON for ``levels`` arrays or objects, each holding the next; the innermost empty."""
+    if kind == "array":
+        return "[" * levels + "]" * levels
+    return '{"x":' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def deep_config(depth: int, kind: str = "array") -> bytes:
+    """A config ``depth`` levels deep in all, its own object counted; "mac" after the deep value."""
+    return f'{DEEP_HEAD}{nested(kind, depth - 1)}, "mac": "02:00:00:00:00:01"}}'.encode()
+
+
+def depth_of(value: Any) -> int:
+    """How many lists and dicts deep ``value`` is, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def go_array_chain(levels: int, indent: str) -> str:
+    """MarshalIndent's text for ``levels`` nested arrays, the first starting after ``indent``."""
+    opens = "".join("[\n" + indent + "  " * (i + 1) for i in range(levels - 1))
+    closes = "".join("\n" + indent + "  " * i + "]" for i in reversed(range(levels - 1)))
+    return opens + "[]" + closes
+
+
+@pytest.mark.parametrize(
+    ("depth", "kind"),
+    [
+        pytest.param(600, "array", id="600-arrays"),
+        pytest.param(GO_MAX_DEPTH, "array", id="go-max-arrays"),
+        pytest.param(GO_MAX_DEPTH, "object", id="go-max-objects"),
+    ],
+)
+def test_config_nested_to_go_max_depth_reads(depth: int, kind: str) -> None:
+    vm = decode_config(deep_config(depth, kind))
+    assert (vm.name, vm.ip, vm.mac) == ("web-1", "10.0.0.2", "02:00:00:00:00:01")
+    assert list(vm.extra) == ["notes"]
+    assert depth_of(vm.extra) == depth  # extra stands for the config's own object
+    assert encode_json_value(vm.extra["notes"], compact=True) == nested(kind, depth - 1)
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+def test_config_nested_past_go_max_depth_is_config_error(kind: str) -> None:
+    data = deep_config(GO_MAX_DEPTH + 1, kind)
+    with pytest.raises(ConfigError, match="nested too deeply, past Go's limit of 10000") as info:
+        decode_config(data, PATH)
+    # At the bracket that opens level 10001, counting the config's own object as level 1.
+    opener = len(DEEP_HEAD) + (GO_MAX_DEPTH - 1) * (1 if kind == "array" else len('{"x":'))
+    assert f"line 1 column {opener + 1}:" in str(info.value)
+    assert data[opener : opener + 1] in (b"[", b"{")
+
+
+def test_config_past_go_max_depth_fails_there_even_unterminated() -> None:
+    # Go's scanner stops at the bracket that opens level 10001, before it sees the text cut short.
+    head = b'{"x": '
+    with pytest.raises(ConfigError, match=f"column {len(head) + GO_MAX_DEPTH}: nested too deeply"):
+        decode_config(head + b"[" * GO_MAX_DEPTH)
+    with pytest.raises(ConfigError, match=f"column {len(head) + GO_MAX_DEPTH}: Expecting value"):
+        decode_config(head + b"[" * (GO_MAX_DEPTH - 1))
+
+
+@pytest.mark.parametrize(
+    ("depth", "readable"),
+    [
+        pytest.param(GO_MAX_DEPTH, True, id="go-max"),
+        pytest.param(GO_MAX_DEPTH + 1, False, id="past"),
+    ],
+)
+def test_fixture_extra_nested_to_go_max_depth(depth: int, readable: bool) -> None:
+    # Levels: the config, fixtures, the fixture, then its unknown key's value.
+    deep = nested("array", depth - 3)
+    fixture = f'{{"host_path": "/h", "guest_path": "/g", "label": "FBFIX0", "deep": {deep}}}'
+    data = f'{{"name": "web-1", "fixtures": [{fixture}], "ip": "10.0.0.2"}}'.encode()
+    if not readable:
+        with pytest.raises(ConfigError, match="nested too deeply"):
+            decode_config(data)
+        return
+    vm = decode_config(data)
+    assert vm.ip == "10.0.0.2"
+    assert [(f.host_path, f.guest_path, f.label) for f in vm.fixtures] == [("/h", "/g", "FBFIX0")]
+    assert depth_of(vm.fixtures[0].extra) == depth - 2
+    assert encode_json_value(vm.fixtures[0].extra["deep"], compact=True) == deep
+
+
+# Well past Python's recursion limit, but not at Go's limit: MarshalIndent's text grows with the
+# square of the depth (2 spaces a level on each of 2 lines a level), 200 MB at 10000 levels.
+@pytest.mark.parametrize("depth", [600, 2_500])
+def test_deep_config_round_trips_byte_for_byte(depth: int) -> None:
+    vm = decode_config(deep_config(depth))
+    data = encode_config(vm)
+    plain = copy.copy(vm)
+    plain.extra = {}
+    expected = encode_config(plain)[:-2] + b',\n  "notes": '
+    expected += go_array_chain(depth - 1, "  ").encode() + b"\n}"
+    assert data == expected
+    assert encode_config(decode_config(data)) == data
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+def test_json_value_nested_to_go_max_depth(kind: str) -> None:
+    text = nested(kind, GO_MAX_DEPTH)
+    value = decode_json_value(text)
+    assert depth_of(value) == GO_MAX_DEPTH
+    assert encode_json_value(value, compact=True) == text
+    indented = encode_json_value(decode_json_value(nested(kind, 1_500)))
+    assert encode_json_value(decode_json_value(indented)) == indented
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode_json_value(nested(kind, GO_MAX_DEPTH + 1))
+    with pytest.raises(InvalidValueError, match="nested too deeply"):
+        encode_json_value([value], compact=True)
+
+
+def test_encode_rejects_extra_go_could_not_read_back() -> None:
+    # A config is one level, so its extra values may hold 9999 more; a fixture's hold 9997.
+    deepest: list[Any] = []
+    for _ in range(GO_MAX_DEPTH - 2):
+        deepest = [deepest]
+    assert depth_of(deepest) == GO_MAX_DEPTH - 1
+    fixture = Fixture("/h", "/g", "FBFIX0", {"deep": deepest})
+    with pytest.raises(InvalidValueError, match="VM 'web-1': value nested too deeply"):
+        encode_config(VM("web-1", fixtures=[fixture]))
+    with pytest.raises(InvalidValueError, match="VM 'web-1': value nested too deeply"):
+        encode_config(VM("web-1", extra={"x": [deepest]}))
+
+
+TOKENS = ["[", "]", "{", "}", ",", ":", " ", '"', "\\", "-", "1.50", "-0", "1e400", "NaN", "nul"]
+
+
+@st.composite
+def json_texts(draw: st.DrawFn) -> str:
+    """JSON text, valid or broken by a few token edits."""
+    text = json.dumps(draw(json_values), indent=draw(st.sampled_from([None, 2])))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        cut = draw(st.integers(0, 1))
+        text = text[:at] + draw(st.sampled_from(TOKENS)) + text[at + cut :]
+    return text
+
+
+def read_with(read: Any, text: str) -> tuple[Any, ...]:
+    try:
+        value = gojson.to_python(read(text))
+    except json.JSONDecodeError as exc:
+        return ("not JSON", exc.msg, exc.pos)
+    except gojson.Invalid as exc:
+        return ("invalid", str(exc))
+    return ("read", value, encode_json_value(value, compact=True))
+
+
+@fuzz
+@given(json_texts())
+def test_iterative_reader_reads_as_the_c_decoder_does(text: str) -> None:
+    # Past Python's recursion limit only deepjson can read; below it, both must agree exactly.
+    for decoder in (gojson.EXACT, gojson.FAST):
+        expected = read_with(decoder.decode, text)
+        assert read_with(lambda t, d=decoder: deepjson.decode(d, t), text) == expected
+
+
+def test_deep_vms_compare_and_deepcopy() -> None:
+    data = deep_config(GO_MAX_DEPTH)
+    vm, same = decode_config(data), decode_config(data)
+    other = decode_config(data.replace(b"[]", b"[1]"))
+    assert vm == same
+    assert vm != other
+    clone = copy.deepcopy(vm)
+    assert clone == vm
+    assert clone.extra["notes"] is not vm.extra["notes"]
+    assert clone._created_at_raw == vm._created_at_raw
+    fixture = Fixture("/h", "/g", "FBFIX0", {"deep": clone.extra["notes"]})
+    assert copy.deepcopy(fixture) == fixture != Fixture("/h", "/g", "FBFIX0", {"deep": []})
+
+
+def test_deepcopy_keeps_shared_values_shared() -> None:
+    shared: list[Any] = [1]
+    vm = VM("web-1", extra={"a": shared, "b": shared, "c": [shared]})
+    restore_created_at(vm, "2026-06-20T08:11:12.5+02:00")
+    clone = copy.deepcopy(vm)
+    assert clone == vm
+    assert clone.extra["a"] is clone.extra["b"] is clone.extra["c"][0] is not shared
+    assert clone._created_at_raw is not None
+    assert clone._created_at_raw[1] is clone.created_at  # so the text read is written back
+    twins = copy.deepcopy([vm, VM("web-2", extra=vm.extra)])
+    assert twins[0].extra is twins[1].extra is not vm.extra
+    assert created_at_text(clone) == "2026-06-20T08:11:12.5+02:00"
+
+
+@fuzz
+@given(json_values)
+def test_encoder_lays_out_values_as_python_json_does(value: Any) -> None:
+    # MarshalIndent's layout is json.dumps(indent=2)'s; only Go's HTML-safe escapes differ.
+    go_escapes = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+    go_escapes |= str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
+    indented = json.dumps(value, indent=2, ensure_ascii=False).translate(go_escapes)
+    compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False).translate(go_escapes)
+    assert encode_json_value(value) == indented
+    assert encode_json_value(value, compact=True) == compact
+
+
+# --- a deep config in the store ------------------------------------------------------------
+
+
+# Past Python's recursion limit, up to Go's: the index keeps extra as compact text, so a
+# value 10000 levels deep stays ~20 KB (indented, it would be 200 MB).
+@pytest.mark.parametrize("depth", [2_500, 10_000])
+def test_store_indexes_a_deep_config(tmp_path: Path, depth: int) -> None:
+    root = tmp_path / "fleetbox"
+    member = root / "clusters" / "web" / "web-1"
+    member.mkdir(parents=True)
+    (member / "config.json").write_bytes(deep_config(depth))
+    with Store.open(root) as store:
+        assert store.list() == ["web-1"]
+    with sqlite3.connect(root / "index.db") as conn:
+        (stored,) = conn.execute("SELECT extra FROM members WHERE name = 'web-1'").fetchone()
+    assert depth_of(decode_json_value(stored)) == depth
+    with Store.open(root) as store:  # a new Store: its VMs come from the index rows
+        (vm,) = store.vms()
+        assert (vm.ip, vm.mac) == ("10.0.0.2", "02:00:00:00:00:01")
+        assert encode_json_value(vm.extra["notes"], compact=True) == nested("array", depth - 1)
+        assert store.free_ips("10.0.0.0/30") == []
+        assert store.who_has("10.0.0.2") == store.who_has("02:00:00:00:00:01") == "web-1"
+        with pytest.raises(IPConflictError):
+            store.create(VM("web-2", ip="10.0.0.2"))
+        with pytest.raises(MACConflictError):
+            store.create(VM("web-2", mac="02:00:00:00:00:01"), subnet="10.0.0.0/29")
