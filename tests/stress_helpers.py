@@ -200,14 +200,16 @@ def conflicts(claims: Iterable[tuple[Key, VM]]) -> set[tuple[str, str, tuple[str
     found = set()
     for (kind, value), keys in by.items():
         if len(keys) > 1:
-            names = tuple(k[1] for k in sorted(keys, key=lambda k: (k[0].encode(), k[1].encode())))
+            names = tuple(
+                k[1] for k in sorted(keys, key=lambda k: (os.fsencode(k[0]), os.fsencode(k[1])))
+            )
             found.add((kind, ip_text(value) if kind == "ip" else value, names))
     return found
 
 
 def who_has(view: Mapping[Key, VM | None], reserved: Mapping[int, str], value: str) -> str | None:
     """The Store's who_has by brute force: first holder in list() order, else the reserver."""
-    ordered = sorted(view.items(), key=lambda kv: (kv[0][0].encode(), kv[0][1].encode()))
+    ordered = sorted(view.items(), key=lambda kv: (os.fsencode(kv[0][0]), os.fsencode(kv[0][1])))
     ip = ip_int(value)
     for key, vm in ordered:
         if vm is None:
