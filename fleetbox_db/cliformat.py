@@ -32,7 +32,7 @@ CONFIG_KEYS: Final = (
     "ip",
 )
 NONE: Final = "-"
-_CHANGES: Final = ("added", "updated", "removed", "released")
+_CHANGES: Final = ("added", "updated", "removed", "released", "swept")
 
 
 def display(text: str) -> str:

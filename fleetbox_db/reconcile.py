@@ -56,10 +56,12 @@ class ReconcileReport:
     unreadable: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    # Paths of temp files a killed write left (full runs only; see sweep.py).
+    swept: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.removed or self.released)
+        return bool(self.added or self.updated or self.removed or self.released or self.swept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from fleetbox_db.reconcile import (
     Reconciler,
     ReconcileReport,
 )
+from fleetbox_db.sweep import sweep
 from fleetbox_db.vmcache import VMCache
 
 log = logging.getLogger("fleetbox_db")
@@ -424,8 +425,9 @@ class Store(Layout):
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> ReconcileReport:
-        """Bring the index in line with disk (full: re-read every config); the report also
-        lists every unreadable member and conflict. dry_run changes nothing.
+        """Bring the index in line with disk (full: re-read every config, and remove the temp
+        files that writes killed mid-way left, older than a minute); the report also lists
+        every unreadable member and conflict. dry_run changes nothing.
 
         *progress(done, total)* is called after each batch of configs read.
         """
@@ -433,10 +435,16 @@ class Store(Layout):
         def operation(conn: sqlite3.Connection) -> ReconcileReport:
             scan = disk.scan(self.clusters_dir)
             plan = self._reconciler.plan(conn, scan, full=full)
+            now = self._reconciler.clock
             if dry_run:
-                return self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
+                report = self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
+                if full:
+                    report.swept = sweep(self.clusters_dir, scan.members, now(), remove=False)
+                return report
             with self._index.write() as wconn:
                 report = self._reconciler.apply(wconn, plan, progress=progress)
+                if full:  # under the lock that every config write holds
+                    report.swept = sweep(self.clusters_dir, scan.members, now())
             report.unreadable = queries.names_in_state(conn, "unreadable")
             report.conflicts = queries.conflicts(conn)
             return report

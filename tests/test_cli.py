@@ -509,6 +509,7 @@ def test_reconcile_reports_changes_and_conflicts(store: Store, run: Run) -> None
         "updated": [],
         "removed": [],
         "released": [],
+        "swept": [],
         "unreadable": [],
         "conflicts": [
             {"kind": "ip", "value": "10.0.0.2", "members": ["web-1", "web-2"]},

@@ -376,3 +376,11 @@ def test_sigkill_loop(tmp_path: Path, op: str) -> None:
             expect.trim(store)
     print(figures.line(op, seed), file=sys.stderr)
     assert figures.acks > 0
+    # The operator's repair after the crashes: a full reconcile, a minute on, sweeps every
+    # temp file the kills left and changes nothing else.
+    left = no_temp_files(root)
+    before = disk_configs(root)
+    with Store.open(root, clock=lambda: time.time_ns() + 120 * 10**9) as store:
+        assert sorted(store.reconcile(full=True).swept) == left
+    assert no_temp_files(root) == []
+    assert disk_configs(root) == before
