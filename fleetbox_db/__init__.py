@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fleetbox_db.checks import Entry, Problem
 from fleetbox_db.config import VM, Fixture
-from fleetbox_db.disk import Lock
 from fleetbox_db.errors import (
     ConfigError,
     DiskError,
@@ -27,6 +26,7 @@ from fleetbox_db.errors import (
     VMNotFoundError,
 )
 from fleetbox_db.ipam import generate_mac
+from fleetbox_db.locks import Lock
 from fleetbox_db.paths import cluster_name
 from fleetbox_db.queries import Conflict
 from fleetbox_db.reconcile import ReconcileReport

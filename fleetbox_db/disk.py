@@ -1,4 +1,4 @@
-"""Canonical-store I/O: the scan of clusters/, config reads, atomic writes, removal, flock.
+"""Canonical-store I/O: the scan of clusters/, config reads, atomic writes, removal.
 
 This module knows paths and bytes only; JSON and the index live elsewhere. Everything here
 must stay correct while the Go tool writes the same tree without telling us.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -17,13 +16,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, NamedTuple
 
-from fleetbox_db.errors import LockedError, StorageRootError
+from fleetbox_db.errors import StorageRootError
 
 __all__ = [
-    "Lock",
     "MemberDir",
     "Scan",
     "Signature",
@@ -35,12 +32,10 @@ __all__ = [
     "remove_quietly",
     "symlink_on_the_way",
     "scan",
-    "try_lock",
 ]
 
 CONFIG_NAME: Final = "config.json"
 NEW_FILE_MODE: Final = 0o644
-LOCK_FILE_MODE: Final = 0o644
 NOT_REGULAR: Final = "not a regular file"
 
 _S_IFMT: Final = 0o170000
@@ -52,7 +47,6 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO named config.json would otherwise hang open() forever.
 _READ_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class Signature(NamedTuple):
@@ -383,72 +377,3 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
             "check the ownership and permissions of the storage root",
             path=path,
         ) from err
-
-
-class Lock:
-    """An exclusive flock held on an open descriptor until unlock().
-
-    Nothing releases it on garbage collection: a Lock dropped without unlock() stays
-    held until the process exits, rather than silently un-guarding the caller's work.
-    """
-
-    __slots__ = ("_fd", "name", "path")
-
-    def __init__(self, fd: int, path: Path, name: str) -> None:
-        self._fd = fd
-        self.path = path
-        self.name = name
-
-    @property
-    def locked(self) -> bool:
-        return self._fd >= 0
-
-    def unlock(self) -> None:
-        """Release the lock; calling it again does nothing."""
-        fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError:
-            pass  # close() below releases it anyway, as in Go's Unlock
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> Lock:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.unlock()
-
-    def __repr__(self) -> str:
-        state = "locked" if self.locked else "unlocked"
-        return f"<Lock {self.name!r} {state} {self.path}>"
-
-
-def try_lock(lock_path: Path, name: str) -> Lock:
-    """Take a non-blocking exclusive flock on lock_path, creating the file (not its dir).
-
-    Raises LockedError when any open file description holds it, this process included;
-    FileNotFoundError when the member directory is missing.
-    """
-    fd = os.open(lock_path, _LOCK_FLAGS, LOCK_FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LockedError(
-            f"vm {name!r} is locked by another process or by this one; "
-            f"retry once it is released (lock file {lock_path})",
-            name=name,
-            path=lock_path,
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return Lock(fd, Path(lock_path), name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from fleetbox_db import allocation, disk, diskview, queries, reservations, schema
+from fleetbox_db import allocation, disk, diskview, locks, queries, reservations, schema
 from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
 from fleetbox_db.config import VM, decode_config, encode_config
 from fleetbox_db.errors import (
@@ -470,12 +470,12 @@ class Store(Layout):
         assert revision is not None
         return revision
 
-    def try_lock(self, name: str) -> disk.Lock:
+    def try_lock(self, name: str) -> locks.Lock:
         """Non-blocking exclusive flock on <m>/.lock. Raises LockedError, VMNotFoundError."""
         path = self.lock_path(name)
         self._refuse_symlinks(name)
         try:
-            return disk.try_lock(path, name)
+            return locks.try_lock(path, name)
         except FileNotFoundError:
             raise VMNotFoundError(
                 f"vm {name!r} has no directory at {path.parent}; create it first",

@@ -31,9 +31,9 @@ from fleetbox_db.disk import (
     remove_member_dir,
     remove_quietly,
     scan,
-    try_lock,
 )
 from fleetbox_db.errors import LockedError, StorageRootError
+from fleetbox_db.locks import try_lock
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
@@ -45,7 +45,7 @@ TEMP_NAME = re.compile(r"\.config\.json\.[0-9a-f]{16}\.tmp")
 PRELUDE = """\
 import json, os, signal, sys, time
 from pathlib import Path
-from fleetbox_db import disk
+from fleetbox_db import disk, locks
 from fleetbox_db.errors import FleetboxError
 """
 DROP_PRIVILEGES = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
@@ -717,7 +717,7 @@ def test_try_lock_does_not_follow_a_symlinked_lock_file(clusters: Path, tmp_path
 
 
 HOLDER = """\
-lock = disk.try_lock(Path(sys.argv[1]), "dev")
+lock = locks.try_lock(Path(sys.argv[1]), "dev")
 print("locked", flush=True)
 if sys.stdin.readline() == "unlock\\n":
     lock.unlock()
@@ -765,7 +765,7 @@ def test_try_lock_held_here_is_locked_for_a_child(clusters: Path) -> None:
     lock_path = member(clusters, "dev", "dev") / ".lock"
     code = (
         "try:\n"
-        "    disk.try_lock(Path(sys.argv[1]), 'dev')\n"
+        "    locks.try_lock(Path(sys.argv[1]), 'dev')\n"
         "except FleetboxError as exc:\n"
         "    print(json.dumps(type(exc).__name__))\n"
         "else:\n"

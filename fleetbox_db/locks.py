@@ -1,0 +1,89 @@
+"""Per-member flock on ``<member>/.lock``, the lock the Go tool takes (TryLock).
+
+A lock is held on an open descriptor, so it is released when the holder exits, however it
+exits; the Go tool and fleetbox_db exclude each other through the same file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from fleetbox_db.errors import LockedError
+
+__all__ = ["LOCK_FILE_MODE", "Lock", "try_lock"]
+
+LOCK_FILE_MODE: Final = 0o644
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class Lock:
+    """An exclusive flock held on an open descriptor until unlock().
+
+    Nothing releases it on garbage collection: a Lock dropped without unlock() stays
+    held until the process exits, rather than silently un-guarding the caller's work.
+    """
+
+    __slots__ = ("_fd", "name", "path")
+
+    def __init__(self, fd: int, path: Path, name: str) -> None:
+        self._fd = fd
+        self.path = path
+        self.name = name
+
+    @property
+    def locked(self) -> bool:
+        return self._fd >= 0
+
+    def unlock(self) -> None:
+        """Release the lock; calling it again does nothing."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass  # close() below releases it anyway, as in Go's Unlock
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unlock()
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked else "unlocked"
+        return f"<Lock {self.name!r} {state} {self.path}>"
+
+
+def try_lock(lock_path: Path, name: str) -> Lock:
+    """Take a non-blocking exclusive flock on lock_path, creating the file (not its dir).
+
+    Raises LockedError when any open file description holds it, this process included;
+    FileNotFoundError when the member directory is missing.
+    """
+    fd = os.open(lock_path, _LOCK_FLAGS, LOCK_FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockedError(
+            f"vm {name!r} is locked by another process or by this one; "
+            f"retry once it is released (lock file {lock_path})",
+            name=name,
+            path=lock_path,
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return Lock(fd, Path(lock_path), name)
