@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 APPLICATION_ID: Final = 0x46425844  # "FBXD", set by the first revision
 REVISION_PREFIX: Final = "fleetbox_"
-KNOWN_REVISIONS: Final = ("fleetbox_0001", "fleetbox_0002")
+KNOWN_REVISIONS: Final = ("fleetbox_0001", "fleetbox_0002", "fleetbox_0003")
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
 HEAD_TABLES: Final = frozenset({"members", "fixtures", "reservations"})

@@ -220,13 +220,16 @@ def test_index_at_first_revision_with_rows_upgrades_when_a_store_opens_it(root: 
 
 # -- a failing revision -----------------------------------------------------------------
 
+#: A revision this code does not know: the one after head.
+NEXT = f"{schema.REVISION_PREFIX}{len(schema.KNOWN_REVISIONS) + 1:04d}"
+
 BROKEN_REVISION = '''\
 """a revision that fails half way"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "fleetbox_0003"
+revision = "{revision}"
 down_revision = "{down}"
 branch_labels = None
 depends_on = None
@@ -253,8 +256,8 @@ def _scripts_with(tmp_path: Path, failure: str) -> Path:
         shutil.copytree(schema.migrations_dir(), scripts, ignore=shutil.ignore_patterns("*.pyc"))
     # A stale bytecode cache could run the previous text of the revision.
     shutil.rmtree(scripts / "versions" / "__pycache__", ignore_errors=True)
-    text = BROKEN_REVISION.format(down=schema.HEAD, failure=failure)
-    (scripts / "versions" / "fleetbox_0003_broken.py").write_text(text)
+    text = BROKEN_REVISION.format(revision=NEXT, down=schema.HEAD, failure=failure)
+    (scripts / "versions" / f"{NEXT}_broken.py").write_text(text)
     return scripts
 
 
@@ -267,11 +270,12 @@ def test_failing_revision_leaves_previous_revision_intact_and_rerun_applies_once
     with conn:
         conn.execute("INSERT INTO members (cluster, name, state) VALUES ('web', 'web-1', 'ok')")
     conn.close()
-    scripts = _scripts_with(tmp_path, 'raise RuntimeError("revision 0003 fails")')
+    scripts = _scripts_with(tmp_path, 'raise RuntimeError("the next revision fails")')
 
-    with pytest.raises(RuntimeError, match="revision 0003 fails"):
+    with pytest.raises(RuntimeError, match="the next revision fails"):
         run_with_scripts(path, scripts, "upgrade", "head")
-    # 0002 committed on its own; 0003's table, column and row rolled back whole.
+    # Every known revision committed on its own; the next one's table, column and row
+    # rolled back whole.
     assert revision_of(path) == schema.HEAD
     assert "half_done" not in tables_of(path)
     columns = [r[1] for r in rows_of(path, "PRAGMA table_info(members)")]
@@ -282,7 +286,7 @@ def test_failing_revision_leaves_previous_revision_intact_and_rerun_applies_once
     # The failed revision stays pending; fixed, it applies exactly once.
     scripts = _scripts_with(tmp_path, "pass")
     run_with_scripts(path, scripts, "upgrade", "head")
-    assert revision_of(path) == "fleetbox_0003"
+    assert revision_of(path) == NEXT
     assert rows_of(path, "SELECT id FROM half_done") == [(1,)]
     run_with_scripts(path, scripts, "upgrade", "head")
     assert rows_of(path, "SELECT id FROM half_done") == [(1,)]
@@ -290,7 +294,7 @@ def test_failing_revision_leaves_previous_revision_intact_and_rerun_applies_once
 
 
 def test_unknown_fleetbox_revision_counts_as_newer(tmp_path: Path, root: Path) -> None:
-    """An index at 0003 (a revision this code does not know) counts as newer, not corrupt."""
+    """An index at a revision this code does not know counts as newer, not corrupt."""
     with Store.open(root) as store:
         store.create(VM("web-1"))
     scripts = _scripts_with(tmp_path, "pass")
@@ -299,7 +303,7 @@ def test_unknown_fleetbox_revision_counts_as_newer(tmp_path: Path, root: Path) -
         assert store.list() == ["web-1"]
         with pytest.raises(IndexSchemaError):
             store.create(VM("web-2"))
-    assert revision_of(root / "index.db") == "fleetbox_0003"
+    assert revision_of(root / "index.db") == NEXT
 
 
 # -- the command line from the checkout ------------------------------------------------
@@ -481,3 +485,31 @@ def test_wheel_ships_migrations_and_opens_a_store_outside_the_checkout(tmp_path:
     assert listing == "['web-1'] 10.1.0.2"
     assert revision == schema.HEAD
     assert revision_of(outside / "root" / "index.db") == schema.HEAD
+
+
+def test_downgrade_below_raw_names_drops_blob_rows_and_upgrade_brings_them_back(
+    tmp_path: Path,
+) -> None:
+    """fleetbox_0002's code cannot read BLOB names; its index must hold none."""
+    root = tmp_path / "fleetbox"
+    raw = os.fsdecode(b"w\xe9b-1")
+    with Store.open(root) as store:
+        store.ensure_dir(raw)
+        store.save(VM(raw, ip="10.0.0.2"))
+        store.create(VM("web-1", ip="10.0.0.3"))
+        store.allocate_ip(os.fsdecode(b"x\xff-1"), "10.0.0.0/29")
+    index = root / "index.db"
+    blobs = (
+        "SELECT (SELECT count(*) FROM members WHERE typeof(name) = 'blob'),"
+        " (SELECT count(*) FROM reservations WHERE typeof(name) = 'blob')"
+    )
+    assert rows_of(index, blobs) == [(1, 1)]
+    schema.run_alembic(index, "downgrade", "fleetbox_0002")
+    assert rows_of(index, blobs) == [(0, 0)]
+    assert rows_of(index, "SELECT name FROM members") == [("web-1",)]
+    assert rows_of(
+        index, "SELECT count(*) FROM fixtures WHERE member_id NOT IN (SELECT id FROM members)"
+    ) == [(0,)]
+    with Store.open(root) as store:  # upgrades to head, and the reconcile re-adds the row
+        assert store.who_has("10.0.0.2") == raw
+    assert revision_of(index) == schema.HEAD
