@@ -329,8 +329,11 @@ def free_ips_command(app: App, cidr: str, limit: int | None) -> None:
 
     Host addresses nobody holds or reserves, lowest first, one per line.
     """
-    ips = app.store().free_ips(cidr, limit=limit)
-    app.emit(ips, "\n".join(ips))
+    store = app.store()
+    ips = store.iter_free_ips(cidr) if limit is None else iter(store.free_ips(cidr, limit=limit))
+    # Streamed: a /8 without --limit prints as it goes instead of building a list first.
+    for chunk in cliformat.chunks(cliformat.json_array_lines(ips) if app.as_json else ips):
+        click.echo("\n".join(chunk))
 
 
 @cli.command("who-has")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any, Final
 
 from fleetbox_db.checks import Entry, Problem
@@ -186,6 +187,27 @@ def problem_record(problem: Problem) -> dict[str, Any]:
         "value": problem.value,
         "message": problem.message,
     }
+
+
+def json_array_lines(items: Iterator[str]) -> Iterator[str]:
+    """to_json(list(items)), line by line, without holding the list."""
+    first = next(items, None)
+    if first is None:
+        yield "[]"
+        return
+    previous = first
+    yield "["
+    for item in items:
+        yield f"  {to_json(previous)},"
+        previous = item
+    yield f"  {to_json(previous)}"
+    yield "]"
+
+
+def chunks(lines: Iterator[str], size: int = 4096) -> Iterator[list[str]]:
+    """*lines* in lists of *size*: one write per chunk instead of one per line."""
+    while chunk := list(islice(lines, size)):
+        yield chunk
 
 
 def to_json(data: object) -> str:

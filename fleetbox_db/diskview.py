@@ -15,7 +15,7 @@ from fleetbox_db.checks import Entry
 from fleetbox_db.config import VM, decode_config
 from fleetbox_db.disk import Scan, read_config_bytes
 from fleetbox_db.errors import ConfigError
-from fleetbox_db.ipam import Subnet, free_hosts, parse_ipv4
+from fleetbox_db.ipam import Subnet, free_ranges, parse_ipv4
 from fleetbox_db.paths import cluster_name
 
 
@@ -85,8 +85,9 @@ def taken_ips(clusters_dir: Path, scan: Scan) -> set[int]:
     return taken
 
 
-def free_ips(clusters_dir: Path, scan: Scan, subnet: Subnet, limit: int | None) -> list[int]:
-    return free_hosts(subnet, taken_ips(clusters_dir, scan), limit)
+def free_ips(clusters_dir: Path, scan: Scan, subnet: Subnet) -> list[tuple[int, int]]:
+    """The free runs of *subnet*'s hosts, inclusive, as ipam.free_ranges gives them."""
+    return free_ranges(subnet, taken_ips(clusters_dir, scan))
 
 
 def who_has(clusters_dir: Path, scan: Scan, ip: int | None, mac: str | None) -> str | None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Final
 
 from fleetbox_db.errors import InvalidValueError
@@ -18,8 +19,10 @@ from fleetbox_db.paths import name_bytes
 
 __all__ = [
     "Subnet",
+    "addresses",
     "format_ipv4",
     "free_hosts",
+    "free_ranges",
     "generate_mac",
     "normalize_mac",
     "parse_ipv4",
@@ -204,21 +207,27 @@ def free_hosts(subnet: Subnet, taken: Iterable[int], limit: int | None = None) -
         raise InvalidValueError(
             f"invalid limit {limit!r}: expected an int >= 0 or None", value=repr(limit)
         )
+    return list(addresses(free_ranges(subnet, taken), limit))
+
+
+def free_ranges(subnet: Subnet, taken: Iterable[int]) -> list[tuple[int, int]]:
+    """The runs (first, last, inclusive) of ``subnet``'s hosts not in ``taken``, ascending."""
     first, last = subnet.first_host, subnet.last_host
-    remaining = subnet.size_hosts if limit is None else min(limit, subnet.size_hosts)
-    result: list[int] = []
+    gaps: list[tuple[int, int]] = []
     cursor = first
     for ip in sorted({ip for ip in taken if first <= ip <= last}):
-        if remaining <= 0:
-            break
-        # Everything from the cursor up to this taken address is free.
-        gap = range(cursor, min(ip, cursor + remaining))
-        result.extend(gap)
-        remaining -= len(gap)
+        if ip > cursor:  # everything from the cursor up to this taken address is free
+            gaps.append((cursor, ip - 1))
         cursor = ip + 1
-    if remaining > 0:
-        result.extend(range(cursor, min(last + 1, cursor + remaining)))
-    return result
+    if cursor <= last:
+        gaps.append((cursor, last))
+    return gaps
+
+
+def addresses(ranges: Iterable[tuple[int, int]], limit: int | None = None) -> Iterator[int]:
+    """The addresses of inclusive *ranges*, in order, at most *limit*: produced one at a
+    time, so a /8's sixteen million are never held at once."""
+    return islice(chain.from_iterable(range(a, b + 1) for a, b in ranges), limit)
 
 
 def generate_mac(name: str) -> str:

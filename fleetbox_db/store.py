@@ -32,7 +32,7 @@ from fleetbox_db.errors import (
     VMNotFoundError,
 )
 from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT, Index, IndexCorrupt
-from fleetbox_db.ipam import format_ipv4, generate_mac, parse_ipv4
+from fleetbox_db.ipam import addresses, format_ipv4, generate_mac, parse_ipv4
 from fleetbox_db.paths import (
     Layout,
     cluster_name,
@@ -370,24 +370,28 @@ class Store(Layout):
 
     def free_ips(self, subnet: str, limit: int | None = None) -> builtins.list[str]:
         """Ascending free host addresses of *subnet*. Raises InvalidValueError."""
-        net = allocation.required_subnet(subnet)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidValueError(f"limit must be a non-negative integer, not {limit!r}")
+        return builtins.list(self._free_ips(subnet, limit))
+
+    def iter_free_ips(self, subnet: str) -> Iterator[str]:
+        """free_ips(subnet) one address at a time, for subnets too large to list: the index
+        is reconciled and the free ranges read by this call, the addresses made on demand.
+        Raises InvalidValueError."""
+        return self._free_ips(subnet, None)
+
+    def _free_ips(self, subnet: str, limit: int | None) -> Iterator[str]:
+        net = allocation.required_subnet(subnet)
         if net.size_hosts == 0 or limit == 0:
-            return []
+            return iter(())
         if self._sync() is None:
             scan = disk.scan(self.clusters_dir)
-            return [format_ipv4(i) for i in diskview.free_ips(self.clusters_dir, scan, net, limit)]
-        ranges = self._indexed(
-            lambda conn: queries.free_ranges(conn, net.first_host, net.last_host, limit)
-        )
-        found: builtins.list[str] = []
-        for start, stop in ranges:
-            for value in range(start, stop + 1):
-                if limit is not None and len(found) >= limit:
-                    return found
-                found.append(format_ipv4(value))
-        return found
+            ranges = diskview.free_ips(self.clusters_dir, scan, net)
+        else:
+            ranges = self._indexed(
+                lambda conn: queries.free_ranges(conn, net.first_host, net.last_host, limit)
+            )
+        return map(format_ipv4, addresses(ranges, limit))
 
     def allocate_ip(self, name: str, subnet: str) -> str:
         """Reserve the lowest free address of *subnet* for *name*; idempotent per both.

@@ -179,6 +179,23 @@ def test_free_ips_limit_counts_addresses_across_gaps(store: Store, root: Path) -
         assert store.free_ips(SUBNET, limit=limit) == oracle(SUBNET, taken, limit)
 
 
+def test_iter_free_ips_of_the_whole_space_makes_addresses_on_demand(store: Store) -> None:
+    store.create(VM("web-1", ip="0.0.0.3"))
+    free = store.iter_free_ips("0.0.0.0/0")  # 4 billion: a list would not fit
+    assert [next(free) for _ in range(3)] == ["0.0.0.2", "0.0.0.4", "0.0.0.5"]
+
+
+def test_iter_free_ips_checks_and_reconciles_when_called_not_when_iterated(
+    store: Store, root: Path
+) -> None:
+    with pytest.raises(InvalidValueError):
+        store.iter_free_ips("10.0.0.0/33")  # no next() needed
+    free = store.iter_free_ips(SUBNET)
+    put_config(root, "db-1", ip=ip(SUBNET, 2))  # after the call: not seen by this iterator
+    assert next(free) == ip(SUBNET, 2)
+    assert next(store.iter_free_ips(SUBNET)) == ip(SUBNET, 3)
+
+
 def test_free_ips_negative_limit_is_invalid(store: Store) -> None:
     with pytest.raises(InvalidValueError):
         store.free_ips(SUBNET, limit=-1)
@@ -873,6 +890,7 @@ def test_free_ips_matches_brute_force(
             taken.add(expected[0])
         assert store.free_ips(subnet, limit=limit) == oracle(subnet, taken, limit)
         assert store.free_ips(subnet) == oracle(subnet, taken)
+        assert list(store.iter_free_ips(subnet)) == oracle(subnet, taken)
 
 
 # -- a big subnet ------------------------------------------------------------------------------

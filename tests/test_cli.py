@@ -289,6 +289,37 @@ def test_free_ips_one_per_line(fleet: Path, run: Run) -> None:
     ]
 
 
+def test_free_ips_json_matches_the_list_to_json_would_print(
+    fleet: Path, store: Store, run: Run
+) -> None:
+    for cidr in ("10.0.0.0/29", "10.0.0.0/30", "10.0.0.0/31", "10.0.0.4/32", "10.0.0.0/26"):
+        expected = json.dumps(store.free_ips(cidr), indent=2) + "\n"
+        assert ok(run("--json", "free-ips", cidr)) == expected, cidr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_free_ips_of_a_slash_8_streams_in_bounded_memory(tmp_path: Path, as_json: bool) -> None:
+    """16 million addresses as a list of str need ~1 GB; the child may map 600 MB."""
+    root = tmp_path / "fleetbox"
+    with Store.open(root) as store:
+        store.create(VM("web-1", ip="10.0.0.1"))
+    code = (
+        "import resource, sys;"
+        " resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20));"
+        " from fleetbox_db.cli import main; main(sys.argv[1:])"
+    )
+    argv = [sys.executable, "-c", code, "--root", str(root), "free-ips", "10.0.0.0/8"]
+    argv += ["--json"] if as_json else []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        head = [proc.stdout.readline() for _ in range(3)]
+        proc.kill()
+    first = ["[\n", '  "10.0.0.2",\n', '  "10.0.0.3",\n'] if as_json else ["10.0.0.2\n"]
+    assert head[: len(first)] == first
+    if not as_json:
+        assert head == ["10.0.0.2\n", "10.0.0.3\n", "10.0.0.4\n"]
+
+
 @pytest.mark.parametrize("value", ["10.0.0.3", "52:c4:d8:6c:d9:e6", "52:C4:D8:6C:D9:E6"])
 def test_who_has_prints_the_member(value: str, fleet: Path, run: Run) -> None:
     assert ok(run("who-has", value)) == "web-2\n"
