@@ -11,12 +11,9 @@ import builtins
 import logging
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 from fleetbox_db import allocation, disk, diskview, locks, queries, reservations, schema
 from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
@@ -24,54 +21,29 @@ from fleetbox_db.config import VM, decode_config, encode_config
 from fleetbox_db.errors import (
     ConfigError,
     DiskError,
-    IndexBusyError,
-    IndexSchemaError,
-    IndexUnavailableError,
     InvalidValueError,
     VMExistsError,
     VMNotFoundError,
 )
-from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT, Index, IndexCorrupt
 from fleetbox_db.ipam import addresses, format_ipv4, generate_mac, parse_ipv4
 from fleetbox_db.paths import (
-    Layout,
     cluster_name,
     resolve_root,
     validate_cluster,
     validate_name,
 )
 from fleetbox_db.reconcile import (
-    DEFAULT_GRANULARITY_NS,
-    Clock,
     Progress,
-    Reconciler,
     ReconcileReport,
 )
 from fleetbox_db.sweep import sweep
-from fleetbox_db.vmcache import VMCache
+from fleetbox_db.synced import DEGRADED, SyncedRoot
 
 log = logging.getLogger("fleetbox_db")
 
-T = TypeVar("T")
-_DEGRADED = (IndexUnavailableError, IndexSchemaError, IndexBusyError)
 
-
-class Store(Layout):
+class Store(SyncedRoot):
     """One storage root. Use Store.open(); not shared between threads (one per thread)."""
-
-    def __init__(
-        self,
-        root: Path | str,
-        *,
-        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-        clock: Clock = time.time_ns,
-        granularity_ns: int = DEFAULT_GRANULARITY_NS,
-    ) -> None:
-        super().__init__(root)
-        self._index = Index(self.index_path, self.index_lock_path, busy_timeout)
-        self._reconciler = Reconciler(self.clusters_dir, clock, granularity_ns)
-        self._vms = VMCache()
-        self._warned: set[str] = set()
 
     @classmethod
     def open(cls, path: Path | str | None = None, **options: object) -> Store:
@@ -99,69 +71,6 @@ class Store(Layout):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # -- the index, guarded -------------------------------------------------------------
-
-    def _indexed(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run *operation* on the index; a corrupt file is moved aside and rebuilt once."""
-        for attempt in range(2):
-            try:
-                return operation(self._index.connection())
-            except sqlite3.Error as exc:
-                error = self._index.translate(exc)
-                if isinstance(error, IndexCorrupt) and attempt:
-                    raise IndexUnavailableError(str(error), path=self.index_path) from exc
-                if not isinstance(error, IndexCorrupt):
-                    raise error from exc
-                self._recover(str(error))
-            except IndexCorrupt as exc:
-                if attempt:
-                    raise IndexUnavailableError(str(exc), path=self.index_path) from exc
-                self._recover(str(exc))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _recover(self, reason: str) -> None:
-        self._reconciler.invalidate()
-        self._index.quarantine(reason)
-
-    @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """The write transaction with the index reconciled inside it."""
-        with self._index.write() as conn:
-            self._bring_current(conn, disk.scan(self.clusters_dir), locked=True)
-            try:
-                yield conn
-            finally:
-                self._reconciler.invalidate()
-
-    def _bring_current(
-        self, conn: sqlite3.Connection, scan: disk.Scan, locked: bool = False
-    ) -> ReconcileReport:
-        if self._reconciler.is_current(conn, scan):
-            return ReconcileReport()
-        plan = self._reconciler.plan(conn, scan)
-        if plan.empty:
-            return ReconcileReport()
-        if locked:
-            return self._reconciler.apply(conn, plan)
-        with self._index.write() as wconn:
-            return self._reconciler.apply(wconn, plan)
-
-    def _sync(self) -> disk.Scan | None:
-        """Scan disk and reconcile; None (with a warning) when the index cannot be used."""
-        scan = disk.scan(self.clusters_dir)
-        try:
-            self._indexed(lambda conn: self._bring_current(conn, scan))
-        except _DEGRADED as exc:
-            self._warn(exc)
-            return None
-        return scan
-
-    def _warn(self, exc: Exception) -> None:
-        kind = type(exc).__name__
-        if kind not in self._warned:
-            self._warned.add(kind)
-            log.warning("%s; answering from disk", exc)
 
     # -- disk records ---------------------------------------------------------------------
 
@@ -329,7 +238,7 @@ class Store(Layout):
 
         try:
             self._indexed(operation)
-        except _DEGRADED as exc:
+        except DEGRADED as exc:
             if os.path.lexists(member_dir):
                 self._warn(exc)
                 remove()
@@ -344,7 +253,7 @@ class Store(Layout):
         scan = disk.scan(self.clusters_dir)
         try:
             self._indexed(lambda conn: self._bring_current(conn, scan))
-        except _DEGRADED as exc:
+        except DEGRADED as exc:
             self._warn(exc)
         return [m.name for m in scan.members]
 
@@ -462,7 +371,7 @@ class Store(Layout):
             return find_problems(None, self._reconciler, scan)
         try:
             return self._indexed(lambda conn: find_problems(conn, self._reconciler, scan))
-        except _DEGRADED as exc:
+        except DEGRADED as exc:
             return find_problems(None, self._reconciler, scan, str(exc))
 
     def migrate(self) -> str:
