@@ -76,6 +76,13 @@ class Observation:
     vm: VM | None
     present: bool  # config.json exists (parsed or not)
 
+    @property
+    def keeps_last_config(self) -> bool:
+        """An unreadable file keeps the row's last good config; a missing one holds none,
+        nor does a stray one that cannot even be stat-ed (the scan shows both alike, see
+        snapshot.py)."""
+        return self.present and not (self.signature is None and self.state == "stray")
+
 
 @dataclass
 class Plan:
@@ -293,17 +300,7 @@ class Reconciler:
             report.unreadable, report.conflicts = dryrun.outcome(
                 queries.all_members(conn),
                 plan.removed,
-                # As _write does: an unreadable file keeps its last good config, a missing
-                # one (or a stray one without a signature) none.
-                [
-                    (
-                        o.key,
-                        o.state,
-                        o.vm,
-                        o.present and not (o.signature is None and o.state == "stray"),
-                    )
-                    for o in kept
-                ],
+                [(o.key, o.state, o.vm, o.keeps_last_config) for o in kept],
             )
         else:
             queries.delete_members(conn, gone)
@@ -353,9 +350,7 @@ class Reconciler:
         queries.put_member(
             conn, obs.key, obs.state, obs.signature, obs.verified_ns, obs.digest, obs.vm
         )
-        # A stray config that cannot even be stat-ed holds nothing, as a missing one: both
-        # leave rows the scan cannot tell apart (snapshot.py).
-        if not obs.present or (obs.signature is None and obs.state == "stray"):
+        if not obs.keeps_last_config:
             queries.clear_config(conn, obs.key)
 
 
