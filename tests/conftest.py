@@ -1,11 +1,22 @@
-"""Shared fixtures: real storage roots in tmp_path, real SQLite files, no mocks."""
+"""Shared fixtures: real storage roots, real SQLite files, no mocks.
+
+Each fixture name means one thing across the suite:
+
+- ``root``: a storage root in tmp_path that does not exist yet.
+- ``store``: a Store opened on ``root``.
+- ``head_index``: a template index.db at head with no members, made once per session.
+- ``seeded_root``: ``root`` created, holding a copy of ``head_index`` (no Alembic upgrade).
+- ``shared_root``: a storage root that does not exist yet, reachable by other users.
+"""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stress_helpers import shared_tmp
 
 from fleetbox_db import Store
 
@@ -20,3 +31,35 @@ def root(tmp_path: Path) -> Path:
 def store(root: Path) -> Iterator[Store]:
     with Store.open(root) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def head_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty index at head: copying it saves every test the Alembic upgrade (~2 s).
+
+    Only copy it: it is one file shared by every test of the session.
+    """
+    template = tmp_path_factory.mktemp("template")
+    with Store.open(template) as store:
+        store.list()
+    return template / "index.db"
+
+
+@pytest.fixture
+def seeded_root(root: Path, head_index: Path) -> Path:
+    """``root``, created, with an empty index at head already in it."""
+    root.mkdir()
+    shutil.copyfile(head_index, root / "index.db")
+    return root
+
+
+@pytest.fixture
+def shared_root() -> Iterator[Path]:
+    """A storage root (not created yet) that a child dropped to user nobody can reach.
+
+    pytest's tmp_path is private to its user, and SQLite opens files by absolute path, so
+    every parent directory must be searchable (a relative path from a cwd inside the tree is
+    not enough): the root sits under a 0711 directory outside pytest's tmp tree.
+    """
+    with shared_tmp("fleetbox-shared-") as top:
+        yield top / "fleetbox"

@@ -30,6 +30,8 @@ from fleetbox_db.config import decode_config
 STRESS: Final = os.environ.get("FLEETBOX_STRESS", "") not in ("", "0")
 IS_ROOT: Final = os.geteuid() == 0
 NOBODY: Final = 65534
+#: Code a child runs, after importing what it needs, to become user nobody.
+DROP_PRIVILEGES: Final = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
 #: The checkout, for children started with -c (the package is installed editable anyway).
 REPO: Final = Path(__file__).resolve().parent.parent
 
@@ -72,21 +74,6 @@ def shared_tmp(prefix: str = "fleetbox-stress-") -> Iterator[Path]:
         for directory, _, _ in os.walk(top):
             os.chmod(directory, 0o755)
         shutil.rmtree(top)
-
-
-# -- Go-style writes --------------------------------------------------------------------------
-
-
-def go_write(path: Path | str, data: bytes, create: bool = True) -> None:
-    """os.WriteFile: open with O_TRUNC and write in place - same inode, no rename, no fsync."""
-    flags = os.O_WRONLY | os.O_TRUNC | (os.O_CREAT if create else 0)
-    fd = os.open(path, flags, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
 
 
 # -- a fresh walk of disk ---------------------------------------------------------------------

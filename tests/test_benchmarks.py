@@ -31,7 +31,7 @@ PROCESS_CASES = {"python_startup", "import_sqlalchemy", "cli_ls_json"}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], str]:
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], str]:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "out.json"
     argv = [sys.executable, "-m", "benchmarks.store", "--n", "40", "--rounds", "1", "--rss"]
@@ -42,8 +42,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], st
     return json.loads(out.read_text()), done.stdout
 
 
-def test_json_has_every_case_with_a_median_and_ratio(run: tuple[dict[str, object], str]) -> None:
-    result, _ = run
+def test_json_has_every_case_with_a_median_and_ratio(
+    bench_run: tuple[dict[str, object], str],
+) -> None:
+    result, _ = bench_run
     assert result["n"] == 40
     assert result["rounds"] == 1
     cases = result["cases"]
@@ -61,8 +63,8 @@ def test_json_has_every_case_with_a_median_and_ratio(run: tuple[dict[str, object
     assert cases["list_warm"]["target"]["binding"] is False  # targets bind at 10,000 only
 
 
-def test_answers_were_checked_and_rss_measured(run: tuple[dict[str, object], str]) -> None:
-    result, _ = run
+def test_answers_were_checked_and_rss_measured(bench_run: tuple[dict[str, object], str]) -> None:
+    result, _ = bench_run
     checks = result["checks"]
     assert isinstance(checks, list)
     assert checks
@@ -74,8 +76,8 @@ def test_answers_were_checked_and_rss_measured(run: tuple[dict[str, object], str
     assert 0 < rss["import"] <= rss["list_and_queries"] <= rss["vms"]
 
 
-def test_table_has_one_row_per_case(run: tuple[dict[str, object], str]) -> None:
-    result, table = run
+def test_table_has_one_row_per_case(bench_run: tuple[dict[str, object], str]) -> None:
+    result, table = bench_run
     lines = table.splitlines()
     assert lines[0].startswith("fleetbox_db store benchmark: N=40 members (10 clusters)")
     assert lines[1].split()[:5] == ["case", "wall", "x", "walk", "cpu"]

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stress_helpers import DROP_PRIVILEGES, IS_ROOT, NOBODY
 
 import fleetbox_db
 from fleetbox_db.disk import (
@@ -36,8 +37,6 @@ from fleetbox_db.errors import LockedError, StorageRootError
 from fleetbox_db.locks import try_lock
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
-IS_ROOT = os.geteuid() == 0
-NOBODY = 65534
 TEMP_NAME = re.compile(r"\.config\.json\.[0-9a-f]{16}\.tmp")
 
 # Everything a child needs is imported before it may drop to nobody: /root (where the
@@ -48,7 +47,6 @@ from pathlib import Path
 from fleetbox_db import disk, locks
 from fleetbox_db.errors import FleetboxError
 """
-DROP_PRIVILEGES = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
 
 
 def child(code: str, *args: str | Path, unprivileged: bool = False) -> list[str]:
@@ -77,8 +75,9 @@ def run_child(code: str, *args: str | Path, cwd: Path, unprivileged: bool = Fals
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A storage root (mode 0755) that children dropped to user nobody can chdir into."""
+def existing_root(tmp_path: Path) -> Path:
+    """An empty storage root, created with mode 0755: children dropped to user nobody, started
+    with their cwd in it, can work in it by relative path."""
     path = tmp_path / "root"
     path.mkdir(mode=0o755)
     path.chmod(0o755)
@@ -86,8 +85,8 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def clusters(root: Path) -> Path:
-    path = root / "clusters"
+def clusters(existing_root: Path) -> Path:
+    path = existing_root / "clusters"
     path.mkdir()
     return path
 
@@ -144,16 +143,16 @@ def test_scan_skips_symlinked_cluster_and_member_dirs(clusters: Path, tmp_path: 
     assert pairs(scan(clusters)) == [("web", "web-1")]
 
 
-def test_scan_of_missing_clusters_dir_is_empty(root: Path) -> None:
-    assert scan(root / "clusters") == Scan([], [])
+def test_scan_of_missing_clusters_dir_is_empty(existing_root: Path) -> None:
+    assert scan(existing_root / "clusters") == Scan([], [])
 
 
-def test_scan_of_clusters_that_is_a_file_names_the_path(root: Path) -> None:
-    (root / "clusters").write_text("")
+def test_scan_of_clusters_that_is_a_file_names_the_path(existing_root: Path) -> None:
+    (existing_root / "clusters").write_text("")
     with pytest.raises(StorageRootError) as info:
-        scan(root / "clusters")
-    assert info.value.path == root / "clusters"
-    assert str(root / "clusters") in str(info.value)
+        scan(existing_root / "clusters")
+    assert info.value.path == existing_root / "clusters"
+    assert str(existing_root / "clusters") in str(info.value)
 
 
 def test_scan_signature_matches_stat_and_read(clusters: Path, tmp_path: Path) -> None:
@@ -197,7 +196,9 @@ def test_scan_orders_undecodable_names_by_bytes(clusters: Path) -> None:
     assert all(m.signature is None and m.error is None for m in result.members)
 
 
-def test_scan_reports_unreadable_cluster_and_member_as_nobody(clusters: Path, root: Path) -> None:
+def test_scan_reports_unreadable_cluster_and_member_as_nobody(
+    clusters: Path, existing_root: Path
+) -> None:
     member(clusters, "db", "db")
     member(clusters, "db", "db-locked")
     member(clusters, "web", "web-1")
@@ -209,7 +210,7 @@ def test_scan_reports_unreadable_cluster_and_member_as_nobody(clusters: Path, ro
             "s = disk.scan(Path('clusters'))\n"
             "print(json.dumps([[list(m[:2]) + [m.signature is not None, m.error]"
             " for m in s.members], s.unreadable_clusters]))",
-            cwd=root,
+            cwd=existing_root,
             unprivileged=True,
         )
     finally:
@@ -226,7 +227,7 @@ def test_scan_reports_unreadable_cluster_and_member_as_nobody(clusters: Path, ro
 
 
 def test_scan_of_unreadable_clusters_dir_raises_storage_root_error(
-    clusters: Path, root: Path
+    clusters: Path, existing_root: Path
 ) -> None:
     member(clusters, "db", "db")
     clusters.chmod(0o000)
@@ -236,7 +237,7 @@ def test_scan_of_unreadable_clusters_dir_raises_storage_root_error(
             "    disk.scan(Path('clusters'))\n"
             "except FleetboxError as exc:\n"
             "    print(json.dumps([type(exc).__name__, str(exc.path), str(exc)]))",
-            cwd=root,
+            cwd=existing_root,
             unprivileged=True,
         )
     finally:
@@ -369,8 +370,8 @@ def test_atomic_write_failing_mid_write_leaves_old_file(tmp_path: Path) -> None:
     assert entries(tmp_path) == ["config.json"]
 
 
-def test_atomic_write_in_read_only_dir_leaves_old_file(root: Path) -> None:
-    member_dir = root / "m"
+def test_atomic_write_in_read_only_dir_leaves_old_file(existing_root: Path) -> None:
+    member_dir = existing_root / "m"
     member_dir.mkdir()
     (member_dir / "config.json").write_bytes(b"old")
     member_dir.chmod(0o555)
@@ -380,7 +381,7 @@ def test_atomic_write_in_read_only_dir_leaves_old_file(root: Path) -> None:
             "    disk.atomic_write(Path('m/config.json'), b'new')\n"
             "except PermissionError as exc:\n"
             "    print(json.dumps(exc.errno))",
-            cwd=root,
+            cwd=existing_root,
             unprivileged=True,
         )
     finally:
@@ -635,8 +636,8 @@ def test_remove_member_never_enters_a_symlinked_cluster(clusters: Path, tmp_path
     assert (outside / "web-1" / "precious").read_bytes() == b"keep"
 
 
-def test_make_dirs_is_mkdir_p_with_mode_and_idempotent(root: Path) -> None:
-    path = root / "clusters" / "web" / "web-1"
+def test_make_dirs_is_mkdir_p_with_mode_and_idempotent(existing_root: Path) -> None:
+    path = existing_root / "clusters" / "web" / "web-1"
     old = os.umask(0o022)
     try:
         make_dirs(path)
@@ -647,27 +648,27 @@ def test_make_dirs_is_mkdir_p_with_mode_and_idempotent(root: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
 
 
-def test_make_dirs_over_a_file_names_the_path(root: Path) -> None:
-    (root / "clusters").write_text("")
+def test_make_dirs_over_a_file_names_the_path(existing_root: Path) -> None:
+    (existing_root / "clusters").write_text("")
     with pytest.raises(StorageRootError) as info:
-        make_dirs(root / "clusters" / "web")
-    assert info.value.path == root / "clusters" / "web"
-    assert str(root / "clusters" / "web") in str(info.value)
+        make_dirs(existing_root / "clusters" / "web")
+    assert info.value.path == existing_root / "clusters" / "web"
+    assert str(existing_root / "clusters" / "web") in str(info.value)
 
 
-def test_make_dirs_in_read_only_tree_raises_storage_root_error(root: Path) -> None:
-    root.chmod(0o555)
+def test_make_dirs_in_read_only_tree_raises_storage_root_error(existing_root: Path) -> None:
+    existing_root.chmod(0o555)
     try:
         got = run_child(
             "try:\n"
             "    disk.make_dirs(Path('clusters/web'))\n"
             "except FleetboxError as exc:\n"
             "    print(json.dumps([type(exc).__name__, str(exc.path), str(exc)]))",
-            cwd=root,
+            cwd=existing_root,
             unprivileged=True,
         )
     finally:
-        root.chmod(0o755)
+        existing_root.chmod(0o755)
     assert isinstance(got, list)
     assert got[:2] == ["StorageRootError", "clusters/web"]
     assert "Permission denied" in got[2]

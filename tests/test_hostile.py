@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import go_write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stress_helpers import (
     assert_matches_disk,
-    go_write,
     parse,
     scaled,
 )

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stress_helpers import DROP_PRIVILEGES, IS_ROOT, NOBODY
 
 from fleetbox_db import (
     VM,
@@ -32,8 +31,6 @@ from fleetbox_db import (
 from fleetbox_db.config import encode_config
 from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT
 
-IS_ROOT = os.geteuid() == 0
-NOBODY = 65534
 NAMES = ("db", "dev", "web-1", "web-2", "web-10")
 
 # Everything a child needs is imported before it may drop to nobody: the interpreter's
@@ -50,7 +47,6 @@ class _Keep(logging.Handler):
 _handler = _Keep(logging.WARNING)
 logging.getLogger("fleetbox_db").addHandler(_handler)
 """
-DROP_PRIVILEGES = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
 
 
 def child(
@@ -128,28 +124,13 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.fixture
-def root() -> Iterator[Path]:
-    """A storage root another user can reach: pytest's tmp_path is private to root, and
-    SQLite opens files by absolute path, so a child dropped to nobody needs every parent
-    directory searchable (a relative path from a cwd inside the tree is not enough)."""
-    top = Path(tempfile.mkdtemp(prefix="fleetbox-index-"))
-    top.chmod(0o711)
-    try:
-        yield top / "fleetbox"
-    finally:
-        for directory, _, _ in os.walk(top):
-            os.chmod(directory, 0o755)
-        shutil.rmtree(top)
-
-
-@pytest.fixture
-def populated(root: Path) -> Path:
+def populated(shared_root: Path) -> Path:
     """A root with five members and an index at head, closed (no -wal or -shm left)."""
-    with Store.open(root) as store:
+    with Store.open(shared_root) as store:
         populate(store)
         assert store.list() == ["db", "dev", "web-1", "web-10", "web-2"]
-    assert not Path(f"{root}/index.db-wal").exists()
-    return root
+    assert not Path(f"{shared_root}/index.db-wal").exists()
+    return shared_root
 
 
 # -- self-healing -------------------------------------------------------------------------
@@ -411,9 +392,11 @@ def test_read_only_index_answers_from_disk(populated: Path, mode: str) -> None:
 
 @pytest.mark.skipif(not IS_ROOT, reason="chown to another user needs root")
 @pytest.mark.parametrize("crash", [False, True], ids=["clean-exit", "killed"])
-def test_files_created_under_sudo_belong_to_the_invoking_user(root: Path, crash: bool) -> None:
-    Store.open(root).close()
-    _tree_to(root, NOBODY)  # the user's own tree, now used through sudo
+def test_files_created_under_sudo_belong_to_the_invoking_user(
+    shared_root: Path, crash: bool
+) -> None:
+    Store.open(shared_root).close()
+    _tree_to(shared_root, NOBODY)  # the user's own tree, now used through sudo
     env = {**os.environ, "SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), "SUDO_USER": "nobody"}
     code = textwrap.dedent(
         """\
@@ -425,13 +408,13 @@ def test_files_created_under_sudo_belong_to_the_invoking_user(root: Path, crash:
         print(json.dumps(owners), flush=True)
         """
     ) + ("os.kill(os.getpid(), signal.SIGKILL)\n" if crash else "store.close()\n")
-    result = child(code, cwd=root, env=env)
+    result = child(code, cwd=shared_root, env=env)
     assert result.returncode == (-signal.SIGKILL if crash else 0), result.stderr
     owners = json.loads(result.stdout.splitlines()[0])
     assert owners == dict.fromkeys(owners, NOBODY)
     assert {"index.db", "index.lock", "index.db-wal", "index.db-shm"} <= owners.keys()
     for name in ("index.db", "index.lock", "index.db-wal", "index.db-shm"):
-        path = root / name
+        path = shared_root / name
         if path.exists():
             assert (path.stat().st_uid, path.stat().st_gid) == (NOBODY, NOBODY), name
     # The user's next run (no sudo) can write the index sudo created.
@@ -439,7 +422,7 @@ def test_files_created_under_sudo_belong_to_the_invoking_user(root: Path, crash:
         "store = Store.open(Path('.'))\n"
         "store.create(VM('db'))\n"
         "print(json.dumps([store.list(), warnings]))",
-        cwd=root,
+        cwd=shared_root,
         unprivileged=True,
     )
     assert got == [["db", "web-1"], []]

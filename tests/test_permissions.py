@@ -19,12 +19,12 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stress_helpers import IS_ROOT, NOBODY, go_write, shared_tmp
+from helpers import go_write
+from stress_helpers import DROP_PRIVILEGES, IS_ROOT, NOBODY
 
 from fleetbox_db import VM, Fixture, Store
 
@@ -46,7 +46,6 @@ class _Keep(logging.Handler):
         warnings.append(record.getMessage())
 logging.getLogger("fleetbox_db").addHandler(_Keep(logging.WARNING))
 """
-DROP = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
 
 # Every read checked against the walk of disk as this user sees it; every write attempted.
 READER = textwrap.dedent(
@@ -99,7 +98,7 @@ READER = textwrap.dedent(
 
 
 def run_reader(root: Path, *, drop: bool) -> dict[str, Any]:
-    script = PRELUDE + (DROP if drop else "") + READER
+    script = PRELUDE + (DROP_PRIVILEGES if drop else "") + READER
     done = subprocess.run(
         [sys.executable, "-c", script, str(root)],
         capture_output=True,
@@ -153,11 +152,10 @@ def build(root: Path) -> None:
 
 
 @pytest.fixture
-def root() -> Iterator[Path]:
-    with shared_tmp("fleetbox-permissions-") as top:
-        path = top / "fleetbox"
-        build(path)
-        yield path
+def stale_shared_root(shared_root: Path) -> Path:
+    """A shared_root built by build(): populated, then its index made stale behind its back."""
+    build(shared_root)
+    return shared_root
 
 
 def chown_tree(root: Path, uid: int) -> None:
@@ -168,11 +166,13 @@ def chown_tree(root: Path, uid: int) -> None:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to own a tree another user reads")
-def test_root_owned_tree_is_read_by_nobody_from_disk(root: Path) -> None:
-    before = tree_state(root.parent)
-    got = run_reader(root, drop=True)
+def test_root_owned_tree_is_read_by_nobody_from_disk(stale_shared_root: Path) -> None:
+    before = tree_state(stale_shared_root.parent)
+    got = run_reader(stale_shared_root, drop=True)
     assert got["uid"] == NOBODY
-    assert tree_state(root.parent) == before, "a reader without write access changed the tree"
+    assert tree_state(stale_shared_root.parent) == before, (
+        "a reader without write access changed the tree"
+    )
     # The 0600 config is unreadable to nobody: a member, but no record and no address.
     assert got["states"] == {
         "secret-1": "unreadable",
@@ -192,25 +192,25 @@ def test_root_owned_tree_is_read_by_nobody_from_disk(root: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["index-0444", "root-dir-0555"])
-def test_read_only_index_still_lists(root: Path, mode: str) -> None:
+def test_read_only_index_still_lists(stale_shared_root: Path, mode: str) -> None:
     """The reader owns the tree (as root: nobody does) but cannot write the index."""
-    with Store.open(root) as store:
+    with Store.open(stale_shared_root) as store:
         store.list()  # a current index, then made stale again
-    go_write(root / "clusters" / "web" / "web-1" / "config.json", b'{"name": "web-1"}')
+    go_write(stale_shared_root / "clusters" / "web" / "web-1" / "config.json", b'{"name": "web-1"}')
     if IS_ROOT:
-        chown_tree(root, NOBODY)
-    index = root / "index.db"
+        chown_tree(stale_shared_root, NOBODY)
+    index = stale_shared_root / "index.db"
     for suffix in ("-wal", "-shm"):
         Path(f"{index}{suffix}").unlink(missing_ok=True)
     index.chmod(0o444)
     if mode == "root-dir-0555":
-        root.chmod(0o555)
-    before = tree_state(root.parent)
+        stale_shared_root.chmod(0o555)
+    before = tree_state(stale_shared_root.parent)
     try:
-        got = run_reader(root, drop=IS_ROOT)
-        after = tree_state(root.parent)
+        got = run_reader(stale_shared_root, drop=IS_ROOT)
+        after = tree_state(stale_shared_root.parent)
     finally:
-        root.chmod(0o755)
+        stale_shared_root.chmod(0o755)
     assert after == before
     # The reader owns every config (as root: nobody does), so the 0600 one reads too.
     assert got["states"] == {
@@ -242,18 +242,25 @@ DELETE_AS_OTHER = textwrap.dedent(
 
 
 def test_regression_delete_of_a_member_holding_a_file_it_cannot_remove_raises_raw_oserror(
-    root: Path,
+    stale_shared_root: Path,
 ) -> None:
-    locked = root / "clusters" / "web" / "web-1" / "locked"
+    locked = stale_shared_root / "clusters" / "web" / "web-1" / "locked"
     if IS_ROOT:
-        chown_tree(root, NOBODY)  # the reader owns the tree, but not what is inside locked/
+        chown_tree(
+            stale_shared_root, NOBODY
+        )  # the reader owns the tree, but not what is inside locked/
     locked.mkdir()
     (locked / "held").write_text("a file the deleting user may not unlink")
     if not IS_ROOT:
         locked.chmod(0o555)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", PRELUDE + (DROP if IS_ROOT else "") + DELETE_AS_OTHER, root],
+            [
+                sys.executable,
+                "-c",
+                PRELUDE + (DROP_PRIVILEGES if IS_ROOT else "") + DELETE_AS_OTHER,
+                stale_shared_root,
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CREATED, HOUR, SECOND, config, config_path, go_write, later, put
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from index_lock import write_locked
@@ -34,9 +33,6 @@ from fleetbox_db.disk import MemberDir, scan
 from fleetbox_db.reconcile import Observation, Reconciler
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
-SECOND: int = 1_000_000_000
-HOUR: int = 3600 * SECOND
-CREATED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MEMBER_COLUMNS = (
     "cluster, name, state, ino, size, mtime_ns, ctime_ns, digest, config_name, mac, mac_key,"
     " cpus, memory_mb, disk_mb, image, created_at, ip, ip_int, extra"
@@ -44,74 +40,7 @@ MEMBER_COLUMNS = (
 CONFIG_COLUMNS_FROM = MEMBER_COLUMNS.split(", ").index("config_name")
 
 
-# -- a tree on disk, written the way the Go tool writes it ----------------------------------
-
-
-@pytest.fixture(scope="module")
-def head_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty index at head: copying it saves every test the Alembic upgrade (~2 s)."""
-    root = tmp_path_factory.mktemp("template")
-    with Store.open(root, clock=later) as store:
-        store.list()
-    return root / "index.db"
-
-
-@pytest.fixture
-def root(tmp_path: Path, head_index: Path) -> Path:
-    path = tmp_path / "fleetbox"
-    path.mkdir()
-    shutil.copyfile(head_index, path / "index.db")
-    return path
-
-
-def config(name: str, ip: str = "", mac: str = "", cpus: int = 2) -> bytes:
-    return encode_config(VM(name, mac=mac, cpus=cpus, created_at=CREATED, ip=ip))
-
-
-def go_write(path: Path, data: bytes) -> None:
-    """os.WriteFile: open with O_TRUNC and write in place - same inode, no rename."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def config_path(root: Path, name: str, cluster: str | None = None) -> Path:
-    return (
-        root
-        / "clusters"
-        / (cluster_name(name) if cluster is None else cluster)
-        / name
-        / ("config.json")
-    )
-
-
-def later() -> int:
-    """The clock of a process reading an hour after put() wrote: put() backdates mtime, but
-    ctime cannot be set back and the racy guard looks at both, so this is how a test makes
-    its files old."""
-    return time.time_ns() + HOUR
-
-
-def put(
-    root: Path,
-    name: str,
-    ip: str = "",
-    mac: str = "",
-    *,
-    cluster: str | None = None,
-    data: bytes | None = None,
-    age_ns: int | None = HOUR,
-) -> Path:
-    """Write a member's config as Go does; backdated by *age_ns* so it is not racy."""
-    path = config_path(root, name, cluster)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    go_write(path, config(name, ip, mac) if data is None else data)
-    if age_ns is not None:
-        when = os.stat(path).st_mtime_ns - age_ns
-        os.utime(path, ns=(when, when))
-    return path
+# -- the index read with a separate connection, and the reconciler's reads counted ---------
 
 
 def index_rows(root: Path) -> dict[str, Any]:
@@ -185,9 +114,9 @@ def fell_back(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- behind the library's back ---------------------------------------------------------------
 
 
-def test_in_place_rewrite_like_go_is_seen(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2")
-    with Store.open(root, clock=later) as store:
+def test_in_place_rewrite_like_go_is_seen(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    with Store.open(seeded_root, clock=later) as store:
         assert [vm.ip for vm in store.vms()] == ["10.0.0.2"]
         ino = os.stat(path).st_ino
         go_write(path, config("web-1", "10.0.0.12", cpus=16))
@@ -196,10 +125,10 @@ def test_in_place_rewrite_like_go_is_seen(root: Path) -> None:
         assert store.free_ips("10.0.0.0/24", limit=1) == ["10.0.0.2"]
 
 
-def test_same_size_rewrite_with_mtime_restored_is_seen_through_ctime(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2")
+def test_same_size_rewrite_with_mtime_restored_is_seen_through_ctime(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
     # granularity 0 switches the racy guard off: only the signature can reveal the change.
-    with Store.open(root, granularity_ns=0) as store:
+    with Store.open(seeded_root, granularity_ns=0) as store:
         assert [vm.ip for vm in store.vms()] == ["10.0.0.2"]
         before = os.stat(path)
         go_write(path, config("web-1", "10.0.0.3"))
@@ -214,28 +143,28 @@ def test_same_size_rewrite_with_mtime_restored_is_seen_through_ctime(root: Path)
         assert store.reconcile().updated == []  # already taken in by vms()
 
 
-def test_rm_rf_of_a_member_frees_its_address(root: Path) -> None:
-    put(root, "web-1", "10.0.0.2")
-    put(root, "web-2", "10.0.0.3")
-    with Store.open(root, clock=later) as store:
+def test_rm_rf_of_a_member_frees_its_address(seeded_root: Path) -> None:
+    put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    with Store.open(seeded_root, clock=later) as store:
         assert store.list() == ["web-1", "web-2"]
         assert store.free_ips("10.0.0.0/24", limit=1) == ["10.0.0.4"]
-        shutil.rmtree(root / "clusters/web/web-1")
+        shutil.rmtree(seeded_root / "clusters/web/web-1")
         assert store.members("web") == ["web-2"]
         assert store.free_ips("10.0.0.0/24", limit=1) == ["10.0.0.2"]
         assert store.who_has("10.0.0.2") is None
         assert [vm.name for vm in store.vms()] == ["web-2"]
         assert store.list() == ["web-2"]
-    assert list(states(root)) == ["web/web-2"]
+    assert list(states(seeded_root)) == ["web/web-2"]
 
 
-def test_rm_rf_of_a_whole_cluster(root: Path) -> None:
-    put(root, "web-1", "10.0.0.2")
-    put(root, "web-2", "10.0.0.3")
-    put(root, "db-1", "10.0.0.4")
-    with Store.open(root, clock=later) as store:
+def test_rm_rf_of_a_whole_cluster(seeded_root: Path) -> None:
+    put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    put(seeded_root, "db-1", "10.0.0.4")
+    with Store.open(seeded_root, clock=later) as store:
         assert store.list() == ["db-1", "web-1", "web-2"]
-        shutil.rmtree(root / "clusters/web")
+        shutil.rmtree(seeded_root / "clusters/web")
         report = store.reconcile()
         assert sorted(report.removed) == ["web-1", "web-2"]
         assert store.list() == ["db-1"]
@@ -243,12 +172,12 @@ def test_rm_rf_of_a_whole_cluster(root: Path) -> None:
         assert store.free_ips("10.0.0.0/24", limit=2) == ["10.0.0.2", "10.0.0.3"]
 
 
-def test_copied_member_dir_is_a_recorded_conflict(root: Path) -> None:
+def test_copied_member_dir_is_a_recorded_conflict(seeded_root: Path) -> None:
     mac = "02:00:00:00:00:01"
-    put(root, "web-1", "10.0.0.2", mac)
-    with Store.open(root, clock=later) as store:
+    put(seeded_root, "web-1", "10.0.0.2", mac)
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
-        shutil.copytree(root / "clusters/web/web-1", root / "clusters/web/web-2")
+        shutil.copytree(seeded_root / "clusters/web/web-1", seeded_root / "clusters/web/web-2")
         assert store.list() == ["web-1", "web-2"]
         report = store.reconcile()
         assert report.conflicts == [
@@ -262,88 +191,88 @@ def test_copied_member_dir_is_a_recorded_conflict(root: Path) -> None:
             ("conflict", "10.0.0.2", ("web-1", "web-2")),
             ("conflict", mac, ("web-1", "web-2")),
         }
-        shutil.rmtree(root / "clusters/web/web-2")
+        shutil.rmtree(seeded_root / "clusters/web/web-2")
         assert store.reconcile().conflicts == []
         assert store.check() == []
 
 
-def test_torn_write_keeps_the_last_good_row_holding_its_address(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2")
-    put(root, "web-2", "10.0.0.3")
-    with Store.open(root, clock=later) as store:
+def test_torn_write_keeps_the_last_good_row_holding_its_address(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    with Store.open(seeded_root, clock=later) as store:
         assert [vm.name for vm in store.vms()] == ["web-1", "web-2"]
         good = path.read_bytes()
         go_write(path, good[: len(good) // 2])  # Go died halfway through its write
         assert [vm.name for vm in store.vms()] == ["web-2"]
-        assert states(root)["web/web-1"] == "unreadable"
-        assert row_of(root, "web-1")["ip"] == "10.0.0.2"
+        assert states(seeded_root)["web/web-1"] == "unreadable"
+        assert row_of(seeded_root, "web-1")["ip"] == "10.0.0.2"
         assert store.free_ips("10.0.0.0/29") == ["10.0.0.4", "10.0.0.5", "10.0.0.6"]
         assert store.who_has("10.0.0.2") == "web-1"
         assert store.list() == ["web-1", "web-2"]  # still a member
         assert store.reconcile().unreadable == ["web-1"]
         go_write(path, good)
         assert [vm.name for vm in store.vms()] == ["web-1", "web-2"]
-        assert states(root)["web/web-1"] == "ok"
+        assert states(seeded_root)["web/web-1"] == "ok"
         assert store.reconcile().unreadable == []
 
 
-def test_torn_write_of_a_config_never_read_holds_nothing(root: Path) -> None:
-    path = put(root, "web-1", data=b'{"name": "web-1", "ip": "10.0')
-    with Store.open(root, clock=later) as store:
+def test_torn_write_of_a_config_never_read_holds_nothing(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", data=b'{"name": "web-1", "ip": "10.0')
+    with Store.open(seeded_root, clock=later) as store:
         assert store.list() == ["web-1"]
         assert store.vms() == []
-        assert states(root) == {"web/web-1": "unreadable"}
+        assert states(seeded_root) == {"web/web-1": "unreadable"}
         assert store.free_ips("10.0.0.0/30") == ["10.0.0.2"]
         go_write(path, config("web-1", "10.0.0.2"))
         assert store.free_ips("10.0.0.0/30") == []
 
 
-def test_stray_dir_is_listed_marked_and_reported(root: Path) -> None:
-    put(root, "bar", "10.0.0.9", cluster="foo")
-    put(root, "web-1", "10.0.0.2")
-    with Store.open(root, clock=later) as store:
+def test_stray_dir_is_listed_marked_and_reported(seeded_root: Path) -> None:
+    put(seeded_root, "bar", "10.0.0.9", cluster="foo")
+    put(seeded_root, "web-1", "10.0.0.2")
+    with Store.open(seeded_root, clock=later) as store:
         assert store.list() == ["bar", "web-1"]  # cluster foo sorts before web
         assert store.members("foo") == ["bar"]
         assert [vm.name for vm in store.vms()] == ["web-1"]  # bar is not where Go looks
-        assert states(root) == {"foo/bar": "stray", "web/web-1": "ok"}
+        assert states(seeded_root) == {"foo/bar": "stray", "web/web-1": "ok"}
         assert store.who_has("10.0.0.9") == "bar"  # its address is still not free
         problems = store.check()
         assert [(p.kind, p.members) for p in problems] == [("stray", ("bar",))]
         assert "clusters/bar/" in problems[0].message
 
 
-def test_configless_dirs_are_members_without_records(root: Path) -> None:
-    (root / "clusters/web/web-1").mkdir(parents=True)
-    (root / "clusters/web/web-2").mkdir(parents=True)
-    with Store.open(root, clock=later) as store:
+def test_configless_dirs_are_members_without_records(seeded_root: Path) -> None:
+    (seeded_root / "clusters/web/web-1").mkdir(parents=True)
+    (seeded_root / "clusters/web/web-2").mkdir(parents=True)
+    with Store.open(seeded_root, clock=later) as store:
         assert store.list() == ["web-1", "web-2"]
         assert store.members("web") == ["web-1", "web-2"]
         assert store.vms() == []
         assert store.check() == []
-        assert states(root) == {"web/web-1": "configless", "web/web-2": "configless"}
-        put(root, "web-2", "10.0.0.2")
+        assert states(seeded_root) == {"web/web-1": "configless", "web/web-2": "configless"}
+        put(seeded_root, "web-2", "10.0.0.2")
         assert [vm.name for vm in store.vms()] == ["web-2"]
-        assert states(root)["web/web-2"] == "ok"
+        assert states(seeded_root)["web/web-2"] == "ok"
         # A config removed behind our back: the member stays, its address is freed.
-        os.unlink(config_path(root, "web-2"))
+        os.unlink(config_path(seeded_root, "web-2"))
         assert store.vms() == []
-        assert states(root)["web/web-2"] == "configless"
-        assert row_of(root, "web-2")["ip"] is None
+        assert states(seeded_root)["web/web-2"] == "configless"
+        assert row_of(seeded_root, "web-2")["ip"] is None
         assert store.free_ips("10.0.0.0/30") == ["10.0.0.2"]
 
 
 def test_member_replaced_by_a_symlink_is_removed_and_then_quiet(
-    root: Path, caplog: pytest.LogCaptureFixture
+    seeded_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    put(root, "web-1", "10.0.0.2")
-    put(root, "web-9", cluster="elsewhere")
-    with Store.open(root, busy_timeout=0.2, clock=later) as store:
+    put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-9", cluster="elsewhere")
+    with Store.open(seeded_root, busy_timeout=0.2, clock=later) as store:
         assert store.list() == ["web-9", "web-1"]
-        shutil.rmtree(root / "clusters/web/web-1")
-        (root / "clusters/web/web-1").symlink_to(root / "clusters/elsewhere/web-9")
+        shutil.rmtree(seeded_root / "clusters/web/web-1")
+        (seeded_root / "clusters/web/web-1").symlink_to(seeded_root / "clusters/elsewhere/web-9")
         assert store.list() == ["web-9"]  # Go does not list a symlink either
-        assert "web/web-1" not in states(root)
-        with write_locked(root):
+        assert "web/web-1" not in states(seeded_root)
+        with write_locked(seeded_root):
             assert store.list() == ["web-9"]
     assert fell_back(caplog) == []
 
@@ -352,19 +281,19 @@ def test_member_replaced_by_a_symlink_is_removed_and_then_quiet(
 
 
 def test_unchanged_store_takes_no_write_lock_and_writes_nothing(
-    root: Path, caplog: pytest.LogCaptureFixture
+    seeded_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     for i in range(1, 6):
-        put(root, f"web-{i}", f"10.0.0.{i + 1}")
-    (root / "clusters/db/db-1").mkdir(parents=True)  # configless
-    put(root, "bar", cluster="foo")  # stray
-    with Store.open(root, clock=later) as store:
+        put(seeded_root, f"web-{i}", f"10.0.0.{i + 1}")
+    (seeded_root / "clusters/db/db-1").mkdir(parents=True)  # configless
+    put(seeded_root, "bar", cluster="foo")  # stray
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
-    before = file_state(root)
+    before = file_state(seeded_root)
     # A fresh process-like store: its snapshot comes from the index file, not from memory.
-    with Store.open(root, busy_timeout=0.2, clock=later) as store:
+    with Store.open(seeded_root, busy_timeout=0.2, clock=later) as store:
         counter = counting(store)
-        with write_locked(root):
+        with write_locked(seeded_root):
             for _ in range(10):
                 assert store.list() == ["db-1", "bar", *(f"web-{i}" for i in range(1, 6))]
             assert len(store.vms()) == 5
@@ -372,24 +301,24 @@ def test_unchanged_store_takes_no_write_lock_and_writes_nothing(
             assert store.free_ips("10.0.0.0/24", limit=1) == ["10.0.0.7"]
         assert counter.reads == []
     assert fell_back(caplog) == []
-    assert file_state(root) == before
+    assert file_state(seeded_root) == before
 
 
 RAW = os.fsdecode  # a name as the scan returns it: undecodable bytes as surrogate escapes
 
 
-def test_names_that_are_not_utf8_are_indexed_in_go_order(root: Path) -> None:
+def test_names_that_are_not_utf8_are_indexed_in_go_order(seeded_root: Path) -> None:
     """Go's mkdir makes names that are not UTF-8; they hold addresses like any member."""
-    put(root, "web-1", "10.0.0.2", "02:00:00:00:00:01")
-    put(root, RAW(b"web\xff-1"), "10.0.0.3", "02:00:00:00:00:02")
-    put(root, RAW(b"caf\xe9-1"), "10.0.0.4")  # Latin-1, not UTF-8
-    put(root, "caf\u00e9-1", "10.0.0.4")  # the UTF-8 spelling: another member, same IP
-    put(root, RAW(b"x\x80"), "10.0.0.5", cluster="web")  # stray
+    put(seeded_root, "web-1", "10.0.0.2", "02:00:00:00:00:01")
+    put(seeded_root, RAW(b"web\xff-1"), "10.0.0.3", "02:00:00:00:00:02")
+    put(seeded_root, RAW(b"caf\xe9-1"), "10.0.0.4")  # Latin-1, not UTF-8
+    put(seeded_root, "caf\u00e9-1", "10.0.0.4")  # the UTF-8 spelling: another member, same IP
+    put(seeded_root, RAW(b"x\x80"), "10.0.0.5", cluster="web")  # stray
     go_order = sorted(
         [RAW(b"web\xff-1"), "web-1", RAW(b"caf\xe9-1"), "caf\u00e9-1", RAW(b"x\x80")],
         key=lambda n: os.fsencode(f"{cluster_name(n)}/{n}" if n[0] != "x" else f"web/{n}"),
     )
-    with Store.open(root, clock=later) as store:
+    with Store.open(seeded_root, clock=later) as store:
         assert store.list() == go_order
         ok = [n for n in go_order if n[0] != "x"]
         assert [vm.ip for vm in store.vms()] == [
@@ -402,15 +331,15 @@ def test_names_that_are_not_utf8_are_indexed_in_go_order(root: Path) -> None:
         conflicts = store.reconcile().conflicts
         # Clusters compare as bytes: caf\xc3\xa9 (UTF-8) sorts before caf\xe9.
         assert conflicts == [Conflict("ip", "10.0.0.4", ("caf\u00e9-1", RAW(b"caf\xe9-1")))]
-        incremental = index_rows(root)
+        incremental = index_rows(seeded_root)
         assert store.reconcile(full=True).changed is False
-        assert index_rows(root) == incremental
-    with Store.open(root, busy_timeout=0.2, clock=later) as store:
+        assert index_rows(seeded_root) == incremental
+    with Store.open(seeded_root, busy_timeout=0.2, clock=later) as store:
         counter = counting(store)
-        with write_locked(root):
+        with write_locked(seeded_root):
             assert store.list() == go_order  # the index alone answers: no read, no write
         assert counter.reads == []
-        shutil.rmtree(os.fsencode(root / "clusters") + b"/web\xff")
+        shutil.rmtree(os.fsencode(seeded_root / "clusters") + b"/web\xff")
         assert store.free_ips("10.0.0.0/29") == ["10.0.0.3", "10.0.0.6"]
         assert RAW(b"web\xff-1") not in store.list()
 
@@ -428,30 +357,30 @@ def test_names_that_are_not_utf8_are_indexed_in_go_order(root: Path) -> None:
     ],
 )
 def test_a_disturbance_costs_one_reconcile_then_none(
-    root: Path, caplog: pytest.LogCaptureFixture, disturb: Any
+    seeded_root: Path, caplog: pytest.LogCaptureFixture, disturb: Any
 ) -> None:
     """Whatever the scan shows must be remembered, or every list() would look changed."""
-    path = put(root, "web-1", "10.0.0.2")
-    put(root, "web-2", "10.0.0.3")
-    with Store.open(root, busy_timeout=0.2, clock=later) as store:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    with Store.open(seeded_root, busy_timeout=0.2, clock=later) as store:
         counter = counting(store)
         store.list()
         disturb(path)
         first = store.list()
         counter.reads.clear()
-        before = file_state(root)
-        with write_locked(root):
+        before = file_state(seeded_root)
+        with write_locked(seeded_root):
             assert store.list() == first
             store.vms()
         assert counter.reads == []
-        assert file_state(root) == before
+        assert file_state(seeded_root) == before
     assert fell_back(caplog) == []
 
 
-def test_list_parses_nothing_when_nothing_changed(root: Path) -> None:
+def test_list_parses_nothing_when_nothing_changed(seeded_root: Path) -> None:
     for i in range(1, 4):
-        put(root, f"web-{i}", f"10.0.0.{i + 1}")
-    with Store.open(root, clock=later) as store:
+        put(seeded_root, f"web-{i}", f"10.0.0.{i + 1}")
+    with Store.open(seeded_root, clock=later) as store:
         counter = counting(store)
         store.list()
         assert sorted(counter.reads) == ["web-1", "web-2", "web-3"]
@@ -460,7 +389,7 @@ def test_list_parses_nothing_when_nothing_changed(root: Path) -> None:
             store.list()
             store.vms()
         assert counter.reads == []
-        go_write(config_path(root, "web-2"), config("web-2", "10.0.0.9"))
+        go_write(config_path(seeded_root, "web-2"), config("web-2", "10.0.0.9"))
         store.list()
         assert counter.reads == ["web-2"]  # only what changed is read
 
@@ -501,19 +430,19 @@ def forge_coarse_ctime(root: Path, name: str) -> None:
     ],
 )
 def test_rewrite_within_one_tick_is_seen_only_thanks_to_the_racy_guard(
-    root: Path, granularity_ns: int, seen: str
+    seeded_root: Path, granularity_ns: int, seen: str
 ) -> None:
-    path = put(root, "web-1", "10.0.0.2", age_ns=None)
+    path = put(seeded_root, "web-1", "10.0.0.2", age_ns=None)
     mtime = os.stat(path).st_mtime_ns
     clock = Clock(mtime + 1000)  # read a microsecond after the write: inside the tick
-    with Store.open(root, clock=clock, granularity_ns=granularity_ns) as store:
+    with Store.open(seeded_root, clock=clock, granularity_ns=granularity_ns) as store:
         assert [vm.ip for vm in store.vms()] == ["10.0.0.2"]
         # Go rewrites it in the same tick: same inode, same size, same mtime.
         before = os.stat(path)
         go_write(path, config("web-1", "10.0.0.3"))
         os.utime(path, ns=(before.st_atime_ns, mtime))
-        forge_coarse_ctime(root, "web-1")
-        row, now = row_of(root, "web-1"), os.stat(path)
+        forge_coarse_ctime(seeded_root, "web-1")
+        row, now = row_of(seeded_root, "web-1"), os.stat(path)
         recorded = (row["ino"], row["size"], row["mtime_ns"], row["ctime_ns"])
         assert recorded == (now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns)
         clock.now = now.st_ctime_ns + 1000  # just after the rewrite: inside its tick
@@ -521,31 +450,31 @@ def test_rewrite_within_one_tick_is_seen_only_thanks_to_the_racy_guard(
         assert store.who_has(seen) == "web-1"
 
 
-def test_racy_row_is_reread_until_settled_then_left_alone(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2", age_ns=None)
+def test_racy_row_is_reread_until_settled_then_left_alone(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2", age_ns=None)
     st = os.stat(path)
     mtime = max(st.st_mtime_ns, st.st_ctime_ns)  # the racy guard counts from the later one
     clock = Clock(mtime + 1)
-    with Store.open(root, clock=clock, granularity_ns=SECOND) as store:
+    with Store.open(seeded_root, clock=clock, granularity_ns=SECOND) as store:
         counter = counting(store)
         store.list()
         assert counter.reads == ["web-1"]
-        assert row_of(root, "web-1")["verified_ns"] == mtime + 1
-        before = file_state(root)
+        assert row_of(seeded_root, "web-1")["verified_ns"] == mtime + 1
+        before = file_state(seeded_root)
         # Inside the window: web-1 (and only web-1) is re-read each time, nothing written.
         for step in range(3):
             counter.reads.clear()
             clock.now = mtime + SECOND - 1 - step
             store.list()
             assert counter.reads == ["web-1"]
-        assert file_state(root) == before
-        assert row_of(root, "web-1")["verified_ns"] == mtime + 1
+        assert file_state(seeded_root) == before
+        assert row_of(seeded_root, "web-1")["verified_ns"] == mtime + 1
         # One read a full tick after mtime settles it ...
         counter.reads.clear()
         clock.now = mtime + SECOND
         store.list()
         assert counter.reads == ["web-1"]
-        assert row_of(root, "web-1")["verified_ns"] == mtime + SECOND
+        assert row_of(seeded_root, "web-1")["verified_ns"] == mtime + SECOND
         # ... and from then on nothing is read, whatever the clock says.
         counter.reads.clear()
         for later in (mtime + SECOND + 1, mtime + HOUR):
@@ -563,10 +492,10 @@ def test_racy_row_is_reread_until_settled_then_left_alone(root: Path) -> None:
         pytest.param(-HOUR, True, id="mtime-in-the-future"),
     ],
 )
-def test_racy_boundary(root: Path, read_at: int, racy: bool) -> None:
-    path = put(root, "web-1", "10.0.0.2", age_ns=None)
+def test_racy_boundary(seeded_root: Path, read_at: int, racy: bool) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2", age_ns=None)
     mtime = os.stat(path).st_mtime_ns
-    with Store.open(root, clock=Clock(mtime + read_at), granularity_ns=SECOND) as store:
+    with Store.open(seeded_root, clock=Clock(mtime + read_at), granularity_ns=SECOND) as store:
         counter = counting(store)
         store.list()
         counter.reads.clear()
@@ -575,13 +504,15 @@ def test_racy_boundary(root: Path, read_at: int, racy: bool) -> None:
 
 
 def test_racy_reread_with_unchanged_bytes_takes_no_write_lock(
-    root: Path, caplog: pytest.LogCaptureFixture
+    seeded_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = put(root, "web-1", "10.0.0.2", age_ns=None)
+    path = put(seeded_root, "web-1", "10.0.0.2", age_ns=None)
     mtime = os.stat(path).st_mtime_ns
-    with Store.open(root, clock=Clock(mtime + 1), granularity_ns=SECOND, busy_timeout=0.2) as s:
+    with Store.open(
+        seeded_root, clock=Clock(mtime + 1), granularity_ns=SECOND, busy_timeout=0.2
+    ) as s:
         s.list()
-        with write_locked(root):
+        with write_locked(seeded_root):
             assert s.list() == ["web-1"]
     assert fell_back(caplog) == []
 
@@ -707,19 +638,19 @@ def test_full_reconcile_gives_the_same_index_as_incremental(
 # -- the report ------------------------------------------------------------------------------
 
 
-def test_report_names_what_changed(root: Path) -> None:
-    put(root, "web-1", "10.0.0.2")
-    put(root, "web-2", "10.0.0.3")
-    put(root, "db-1", "10.0.0.4")
-    with Store.open(root, clock=later) as store:
+def test_report_names_what_changed(seeded_root: Path) -> None:
+    put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    put(seeded_root, "db-1", "10.0.0.4")
+    with Store.open(seeded_root, clock=later) as store:
         first = store.reconcile()
         assert sorted(first.added) == ["db-1", "web-1", "web-2"]
         assert (first.updated, first.removed, first.unreadable, first.conflicts) == ([],) * 4
         assert store.reconcile() == fleetbox_db.ReconcileReport()
-        go_write(config_path(root, "web-1"), config("web-1", "10.0.0.9"))
-        go_write(config_path(root, "web-2"), b'{"name": ')
-        shutil.rmtree(root / "clusters/db")
-        put(root, "web-3", "10.0.0.9")
+        go_write(config_path(seeded_root, "web-1"), config("web-1", "10.0.0.9"))
+        go_write(config_path(seeded_root, "web-2"), b'{"name": ')
+        shutil.rmtree(seeded_root / "clusters/db")
+        put(seeded_root, "web-3", "10.0.0.9")
         report = store.reconcile()
         assert report.added == ["web-3"]
         assert sorted(report.updated) == ["web-1", "web-2"]
@@ -734,10 +665,10 @@ def test_report_names_what_changed(root: Path) -> None:
         assert again.conflicts == report.conflicts
 
 
-def test_full_reconcile_rereads_everything_and_reports_no_change(root: Path) -> None:
+def test_full_reconcile_rereads_everything_and_reports_no_change(seeded_root: Path) -> None:
     for name in NAMES:
-        put(root, name)
-    with Store.open(root, clock=later) as store:
+        put(seeded_root, name)
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
         counter = counting(store)
         report = store.reconcile(full=True)
@@ -745,22 +676,22 @@ def test_full_reconcile_rereads_everything_and_reports_no_change(root: Path) -> 
         assert (report.added, report.updated, report.removed) == ([], [], [])
 
 
-def test_reservation_of_a_dead_process_is_released(root: Path) -> None:
+def test_reservation_of_a_dead_process_is_released(seeded_root: Path) -> None:
     code = (
         "import sys; from fleetbox_db import Store\n"
         "print(Store.open(sys.argv[1]).allocate_ip('web-7', '10.0.0.0/24'))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, str(seeded_root)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "10.0.0.2"
-    with Store.open(root, clock=later) as store:
-        assert index_rows(root)["reservations"] == [("web-7", "10.0.0.0/24", 0x0A000002)]
+    with Store.open(seeded_root, clock=later) as store:
+        assert index_rows(seeded_root)["reservations"] == [("web-7", "10.0.0.0/24", 0x0A000002)]
         dry = store.reconcile(dry_run=True)
         assert dry.released == ["web-7"]
-        assert index_rows(root)["reservations"] != []
+        assert index_rows(seeded_root)["reservations"] != []
         assert store.reconcile().released == ["web-7"]
-        assert index_rows(root)["reservations"] == []
+        assert index_rows(seeded_root)["reservations"] == []
         assert store.free_ips("10.0.0.0/24", limit=1) == ["10.0.0.2"]
 
 
@@ -774,24 +705,24 @@ def dry_run_case(root: Path, store: Store) -> None:
     put(root, "web-3", "10.0.0.5")
 
 
-def test_dry_run_changes_nothing_and_reports_what_a_real_run_does(root: Path) -> None:
-    with Store.open(root, clock=later) as store:
-        dry_run_case(root, store)
-        before, files = index_rows(root), file_state(root)
+def test_dry_run_changes_nothing_and_reports_what_a_real_run_does(seeded_root: Path) -> None:
+    with Store.open(seeded_root, clock=later) as store:
+        dry_run_case(seeded_root, store)
+        before, files = index_rows(seeded_root), file_state(seeded_root)
         dry = store.reconcile(dry_run=True)
-        assert index_rows(root) == before
-        assert file_state(root) == files
+        assert index_rows(seeded_root) == before
+        assert file_state(seeded_root) == files
         assert store.reconcile(dry_run=True) == dry  # still nothing applied
         real = store.reconcile()
         assert real == dry
         assert (dry.added, dry.updated, dry.removed) == (["web-3"], ["web-1"], ["db-1"])
 
 
-def test_dry_run_reports_new_unreadable_and_conflicts(root: Path) -> None:
-    with Store.open(root, clock=later) as store:
-        dry_run_case(root, store)
-        go_write(config_path(root, "web-2"), b"{")
-        put(root, "web-4", "10.0.0.5")  # same address as web-3
+def test_dry_run_reports_new_unreadable_and_conflicts(seeded_root: Path) -> None:
+    with Store.open(seeded_root, clock=later) as store:
+        dry_run_case(seeded_root, store)
+        go_write(config_path(seeded_root, "web-2"), b"{")
+        put(seeded_root, "web-4", "10.0.0.5")  # same address as web-3
         dry = store.reconcile(dry_run=True)
         real = store.reconcile()
         assert (real.unreadable, real.conflicts) == (
@@ -801,12 +732,12 @@ def test_dry_run_reports_new_unreadable_and_conflicts(root: Path) -> None:
         assert dry == real
 
 
-def test_apply_dry_run_itself_previews_unreadable_and_conflicts(root: Path) -> None:
+def test_apply_dry_run_itself_previews_unreadable_and_conflicts(seeded_root: Path) -> None:
     """The reconciler computes the preview; the store-level bug above only discards it."""
-    with Store.open(root, clock=later) as store:
-        dry_run_case(root, store)
-        go_write(config_path(root, "web-2"), b"{")
-        put(root, "web-4", "10.0.0.5")
+    with Store.open(seeded_root, clock=later) as store:
+        dry_run_case(seeded_root, store)
+        go_write(config_path(seeded_root, "web-2"), b"{")
+        put(seeded_root, "web-4", "10.0.0.5")
         reconciler = store._reconciler
         conn = store._index.connection()
         plan = reconciler.plan(conn, scan(store.clusters_dir))
@@ -858,18 +789,18 @@ EDITOR_CHILD = textwrap.dedent(
 )
 
 
-def test_concurrent_reconcilers_never_raise_and_converge(root: Path, tmp_path: Path) -> None:
+def test_concurrent_reconcilers_never_raise_and_converge(seeded_root: Path, tmp_path: Path) -> None:
     for i in range(12):
-        put(root, f"web-{i}", f"10.0.0.{i + 2}")
+        put(seeded_root, f"web-{i}", f"10.0.0.{i + 2}")
     for i in range(4):
-        put(root, f"db-{i}", f"10.0.1.{i + 2}")
-    with Store.open(root, clock=later) as store:
+        put(seeded_root, f"db-{i}", f"10.0.1.{i + 2}")
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
     go, stop = tmp_path / "go", tmp_path / "stop"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(root), str(go), str(stop)],
+            [sys.executable, "-c", code, str(seeded_root), str(go), str(stop)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -878,63 +809,65 @@ def test_concurrent_reconcilers_never_raise_and_converge(root: Path, tmp_path: P
         for code in (RECONCILER_CHILD, RECONCILER_CHILD, RECONCILER_CHILD, EDITOR_CHILD)
     ]
     # Behind-the-back changes every reconciler sees at once, plus the editor's stream.
-    shutil.rmtree(root / "clusters/db")
+    shutil.rmtree(seeded_root / "clusters/db")
     go.touch()
     for proc in children:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert err == ""
-    with Store.open(root, clock=later) as store:
+    with Store.open(seeded_root, clock=later) as store:
         store.reconcile()
-        incremental = index_rows(root)
+        incremental = index_rows(seeded_root)
         full = store.reconcile(full=True)
         assert (full.added, full.updated, full.removed) == ([], [], [])
-        assert index_rows(root) == incremental
+        assert index_rows(seeded_root) == incremental
         assert [p for p in store.check() if p.kind == "drift"] == []
-        members = sorted(os.listdir(root / "clusters/web"))
+        members = sorted(os.listdir(seeded_root / "clusters/web"))
         assert store.list() == members
         on_disk = {}
         for name in members:
             with contextlib.suppress(FileNotFoundError):
-                on_disk[name] = json.loads(config_path(root, name).read_bytes())["ip"]
+                on_disk[name] = json.loads(config_path(seeded_root, name).read_bytes())["ip"]
         assert {vm.name: vm.ip for vm in store.vms()} == on_disk
 
 
 # -- transitions the signature alone does not show ---------------------------------------
 
 
-def test_config_that_is_a_directory_then_gone(root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = put(root, "web-1", "10.0.0.2")
-    with Store.open(root, clock=later) as store:
+def test_config_that_is_a_directory_then_gone(
+    seeded_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
         path.unlink()
         path.mkdir()  # config.json exists but is no file: unreadable, keeps its address
         assert store.list() == ["web-1"]
-        assert states(root) == {"web/web-1": "unreadable"}
+        assert states(seeded_root) == {"web/web-1": "unreadable"}
         assert store.who_has("10.0.0.2") == "web-1"
         path.rmdir()  # now really configless: the address is freed
         assert store.list() == ["web-1"]
-        assert states(root) == {"web/web-1": "configless"}
+        assert states(seeded_root) == {"web/web-1": "configless"}
         assert store.who_has("10.0.0.2") is None
         path.mkdir()
         assert store.list() == ["web-1"]
-        assert states(root) == {"web/web-1": "unreadable"}
+        assert states(seeded_root) == {"web/web-1": "unreadable"}
     # A new process (no memory of the scan's error text) sees the store as unchanged.
-    with Store.open(root, busy_timeout=0.2, clock=later) as store, write_locked(root):
+    with Store.open(seeded_root, busy_timeout=0.2, clock=later) as store, write_locked(seeded_root):
         counter = counting(store)
         assert store.list() == ["web-1"]
         assert counter.reads == []
     assert fell_back(caplog) == []
 
 
-def test_stray_config_that_cannot_be_read_holds_nothing(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2", cluster="zz")
-    with Store.open(root, clock=later) as store:
+def test_stray_config_that_cannot_be_read_holds_nothing(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2", cluster="zz")
+    with Store.open(seeded_root, clock=later) as store:
         assert store.who_has("10.0.0.2") == "web-1"
         path.unlink()
         path.mkdir()
         assert store.list() == ["web-1"]
-        assert states(root) == {"zz/web-1": "stray"}
+        assert states(seeded_root) == {"zz/web-1": "stray"}
         assert store.who_has("10.0.0.2") is None
         path.rmdir()  # missing or unreadable: the same stray row, no work either way
         counter = counting(store)
@@ -942,35 +875,35 @@ def test_stray_config_that_cannot_be_read_holds_nothing(root: Path) -> None:
         assert counter.reads == []
 
 
-def test_member_removed_between_plan_and_apply_leaves_no_row(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2")
-    put(root, "web-2", "10.0.0.3")
-    with Store.open(root, clock=later) as store:
+def test_member_removed_between_plan_and_apply_leaves_no_row(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
         go_write(path, config("web-1", "10.0.0.9"))
-        (root / "clusters/web/web-3").mkdir()
+        (seeded_root / "clusters/web/web-3").mkdir()
         reconciler, index = store._reconciler, store._index
         plan = reconciler.plan(index.connection(), scan(store.clusters_dir))
         assert sorted(m.name for m in plan.reads) == ["web-1", "web-3"]
         shutil.rmtree(path.parent)  # after the lock-free read, before the write lock
-        shutil.rmtree(root / "clusters/web/web-3")
+        shutil.rmtree(seeded_root / "clusters/web/web-3")
         with index.write() as conn:
             report = reconciler.apply(conn, plan)
         assert report.removed == ["web-1"]
         assert report.added == []  # web-3 came and went: nothing to add
-        assert list(states(root)) == ["web/web-2"]
+        assert list(states(seeded_root)) == ["web/web-2"]
 
 
-def test_member_recreated_between_plan_and_apply_is_kept(root: Path) -> None:
-    path = put(root, "web-1", "10.0.0.2")
-    with Store.open(root, clock=later) as store:
+def test_member_recreated_between_plan_and_apply_is_kept(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    with Store.open(seeded_root, clock=later) as store:
         store.list()
         saved = path.read_bytes()
         shutil.rmtree(path.parent)
         reconciler, index = store._reconciler, store._index
         plan = reconciler.plan(index.connection(), scan(store.clusters_dir))
         assert plan.removed == [("web", "web-1")]
-        put(root, "web-1", data=saved)
+        put(seeded_root, "web-1", data=saved)
         with index.write() as conn:
             assert reconciler.apply(conn, plan).removed == []
         assert store.who_has("10.0.0.2") == "web-1"
@@ -995,13 +928,13 @@ UNPRIVILEGED_CHILD = textwrap.dedent(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the tree to nobody")
-def test_unlistable_cluster_keeps_its_rows_and_costs_nothing(head_index: Path) -> None:
+def test_unlistable_cluster_keeps_its_rows_and_costs_nothing(
+    shared_root: Path, head_index: Path
+) -> None:
     # Not under tmp_path: SQLite opens by absolute path, and pytest's dirs are root-only.
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "fleetbox"
-        root.mkdir()
-        shutil.copyfile(head_index, root / "index.db")
-        run_unlistable_cluster_case(root)
+    shared_root.mkdir()
+    shutil.copyfile(head_index, shared_root / "index.db")
+    run_unlistable_cluster_case(shared_root)
 
 
 def run_unlistable_cluster_case(root: Path) -> None:
@@ -1028,11 +961,11 @@ def run_unlistable_cluster_case(root: Path) -> None:
     assert states(root) == {"db/db-1": "ok", "web/web-1": "ok"}
 
 
-def test_reconcile_reports_progress_per_batch(root: Path) -> None:
+def test_reconcile_reports_progress_per_batch(seeded_root: Path) -> None:
     for i in range(3):
-        put(root, f"web-{i}", f"10.0.0.{i + 2}")
+        put(seeded_root, f"web-{i}", f"10.0.0.{i + 2}")
     calls: list[tuple[int, int]] = []
-    with Store.open(root, clock=later) as store:
+    with Store.open(seeded_root, clock=later) as store:
         store.reconcile(full=True, progress=lambda done, total: calls.append((done, total)))
         assert calls == [(3, 3)]
         calls.clear()
@@ -1051,12 +984,12 @@ class DroppingReconciler(Reconciler):
         return super()._stored(conn, *args)
 
 
-def test_regression_racy_row_deleted_by_another_process_during_plan(root: Path) -> None:
+def test_regression_racy_row_deleted_by_another_process_during_plan(seeded_root: Path) -> None:
     """Regression (found by the SIGKILL allocation loop): plan() raised a raw KeyError when a
     racy row of its snapshot was gone by the time it looked the row up."""
-    path = put(root, "web-1", "10.0.0.2", age_ns=None)
+    path = put(seeded_root, "web-1", "10.0.0.2", age_ns=None)
     clock = Clock(os.stat(path).st_mtime_ns + 1)  # web-1 stays racy
-    with Store.open(root, clock=clock, granularity_ns=SECOND) as store:
+    with Store.open(seeded_root, clock=clock, granularity_ns=SECOND) as store:
         store.list()
         current = store._reconciler
         store._reconciler = DroppingReconciler(

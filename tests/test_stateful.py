@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import HOUR, SECOND, go_write
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,7 +40,6 @@ from stress_helpers import (
     Key,
     conflicts,
     expected_problems,
-    go_write,
     held_ips,
     hosts,
     ip_int,
@@ -83,7 +83,6 @@ IPS = (*(ip_text(v) for v in hosts(SUBNET)[:5]), ip_text(hosts(SMALL)[0]), "10.7
 MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02", "02:AA:00:00:00:03")
 CREATED = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 GARBAGE = b"this is not an SQLite file\n" * 300
-SECOND = 1_000_000_000
 
 
 def _fine_ctime() -> bool:
@@ -106,7 +105,6 @@ def _fine_ctime() -> bool:
         os.unlink(path)
 
 
-HOUR = 3600 * SECOND
 if _fine_ctime():
     GRANULARITIES: tuple[int, ...] = (2 * SECOND, 50_000_000, 0)
     CLOCK_OFFSETS: tuple[int, ...] = (0, 0, -HOUR, HOUR)  # behind: always racy; ahead: never

@@ -738,7 +738,7 @@ BAD_SUBNETS = [
 
 
 @pytest.fixture
-def settled(root: Path) -> Iterator[Store]:
+def reopened_store(root: Path) -> Iterator[Store]:
     """A store with web-1 created through the index, reopened so nothing is pending."""
     with Store.open(root) as first:
         first.create(VM("web-1", ip="10.0.0.2"))
@@ -748,33 +748,33 @@ def settled(root: Path) -> Iterator[Store]:
 
 @pytest.mark.parametrize("fields", BAD_VALUES)
 def test_create_refuses_bad_values_with_nothing_written(
-    settled: Store, tmp_path: Path, fields: dict[str, Any]
+    reopened_store: Store, tmp_path: Path, fields: dict[str, Any]
 ) -> None:
     before = snapshot(tmp_path)
     with pytest.raises(InvalidValueError) as info:
-        settled.create(VM("db", **fields))
+        reopened_store.create(VM("db", **fields))
     assert isinstance(info.value, ValueError)
     assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize(("fields", "subnet"), BAD_SUBNETS)
 def test_create_refuses_bad_subnets_with_nothing_written(
-    settled: Store, tmp_path: Path, fields: dict[str, Any], subnet: str
+    reopened_store: Store, tmp_path: Path, fields: dict[str, Any], subnet: str
 ) -> None:
     before = snapshot(tmp_path)
     with pytest.raises(InvalidValueError):
-        settled.create(VM("db", **fields), subnet=subnet)
+        reopened_store.create(VM("db", **fields), subnet=subnet)
     assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("fields", BAD_VALUES)
 def test_save_refuses_bad_values_with_nothing_written(
-    settled: Store, tmp_path: Path, fields: dict[str, Any]
+    reopened_store: Store, tmp_path: Path, fields: dict[str, Any]
 ) -> None:
-    vm = replace(settled.load("web-1"), **fields)
+    vm = replace(reopened_store.load("web-1"), **fields)
     before = snapshot(tmp_path)
     with pytest.raises(InvalidValueError):
-        settled.save(vm)
+        reopened_store.save(vm)
     assert snapshot(tmp_path) == before
 
 

@@ -11,16 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import later
 
 from fleetbox_db import VM, Store
 from fleetbox_db.disk import MemberDir, scan
 from fleetbox_db.sweep import MIN_AGE_NS, TEMP_NAME, sweep
-
-HOUR = 3600 * 10**9
-
-
-def later() -> int:
-    return time.time_ns() + HOUR
 
 
 def leftover(member_dir: Path, name: str = ".config.json.0123456789abcdef.tmp") -> Path:
