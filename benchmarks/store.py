@@ -45,7 +45,7 @@ from typing import Any, Final
 import fleetbox_db
 from benchmarks import floor, report, synth
 from fleetbox_db import Store
-from fleetbox_db import reconcile as _reconcile
+from fleetbox_db.index import reconcile as _reconcile
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE: Final = Path(__file__).resolve().parent / ".cache"

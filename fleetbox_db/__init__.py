@@ -1,20 +1,23 @@
 """fleetbox_db: the fleetbox VM store on disk, with a SQLite index that disk always overrides.
 
-Public API: the records (VM, Fixture), the Store, the pure helpers the Go tool also has
-(cluster_name, generate_mac), and the error tree under FleetboxError.
+Public API: the records (VM, Fixture, Entry, Problem, Conflict, ReconcileReport, Removal),
+the Store, the pure helpers the Go tool also has (cluster_name, generate_mac), the member
+Lock, and the error tree under FleetboxError. ARCHITECTURE.md maps the parts behind it.
 """
 
 from __future__ import annotations
 
-from fleetbox_db.checks import Entry, Problem
-from fleetbox_db.config import VM, Fixture
+from fleetbox_db.disk.locks import Lock
 from fleetbox_db.errors import (
+    AddressConflictError,
     ConfigError,
     DiskError,
     FleetboxError,
+    IndexAccessError,
     IndexBusyError,
     IndexSchemaError,
     IndexUnavailableError,
+    InvalidInputError,
     InvalidNameError,
     InvalidValueError,
     IPConflictError,
@@ -25,16 +28,15 @@ from fleetbox_db.errors import (
     VMExistsError,
     VMNotFoundError,
 )
-from fleetbox_db.ipam import generate_mac
-from fleetbox_db.locks import Lock
-from fleetbox_db.paths import cluster_name
-from fleetbox_db.queries import Conflict
-from fleetbox_db.reconcile import ReconcileReport
+from fleetbox_db.records import VM, Conflict, Entry, Fixture, Problem, ReconcileReport, Removal
+from fleetbox_db.spec.ipam import generate_mac
+from fleetbox_db.spec.layout import cluster_name
 from fleetbox_db.store import Store
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressConflictError",
     "ConfigError",
     "Conflict",
     "DiskError",
@@ -42,9 +44,11 @@ __all__ = [
     "Fixture",
     "FleetboxError",
     "IPConflictError",
+    "IndexAccessError",
     "IndexBusyError",
     "IndexSchemaError",
     "IndexUnavailableError",
+    "InvalidInputError",
     "InvalidNameError",
     "InvalidValueError",
     "Lock",
@@ -52,6 +56,7 @@ __all__ = [
     "MACConflictError",
     "Problem",
     "ReconcileReport",
+    "Removal",
     "StorageRootError",
     "Store",
     "SubnetExhaustedError",

@@ -1,20 +1,23 @@
 """Every failure a caller can handle, under one base class.
 
     FleetboxError                   base of everything below; never raised itself
-    ├── InvalidNameError            a VM name could escape or clobber the tree (ValueError)
-    ├── InvalidValueError           an IP, CIDR, MAC, fixture or field is malformed (ValueError)
+    ├── InvalidInputError           an argument is refused before any file is touched (ValueError)
+    │   ├── InvalidNameError        a VM name could escape or clobber the tree (ValueError)
+    │   └── InvalidValueError       an IP, CIDR, MAC, fixture or field is malformed (ValueError)
     ├── StorageRootError            the storage root cannot be resolved or created
     ├── DiskError                   a member's files cannot be written or removed (OSError)
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
     ├── VMExistsError               create() found a config.json already there
     ├── ConfigError                 a config.json is not valid JSON or mistyped (ValueError)
     ├── LockedError                 try_lock() found the member's .lock held, also by this process
-    ├── IPConflictError             the IP is held by another member or a live reservation
-    ├── MACConflictError            the MAC is held by another member (compared case-insensitively)
+    ├── AddressConflictError        an address another member (or a reservation) already holds
+    │   ├── IPConflictError         the IP is held by another member or a live reservation
+    │   └── MACConflictError        the MAC is held by another member (compared case-insensitively)
     ├── SubnetExhaustedError        no free host address is left in the subnet
-    ├── IndexBusyError              the index stayed locked past the busy timeout (TimeoutError)
-    ├── IndexSchemaError            the index is at a revision newer than this code; writes refused
-    └── IndexUnavailableError       the index cannot be written (read-only file, directory or tree)
+    └── IndexAccessError            the index cannot be used now: answers come from disk
+        ├── IndexBusyError          the index stayed locked past the busy timeout (TimeoutError)
+        ├── IndexSchemaError        the index is at a revision newer than this code; writes refused
+        └── IndexUnavailableError   the index cannot be written (read-only file, directory or tree)
 
 Each error carries the fields it names (``name``, ``path``, ``value``) and pickles with them,
 so it survives being sent from a worker process.
@@ -26,13 +29,16 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AddressConflictError",
     "ConfigError",
     "DiskError",
     "FleetboxError",
     "IPConflictError",
+    "IndexAccessError",
     "IndexBusyError",
     "IndexSchemaError",
     "IndexUnavailableError",
+    "InvalidInputError",
     "InvalidNameError",
     "InvalidValueError",
     "LockedError",
@@ -69,11 +75,15 @@ class FleetboxError(Exception):
         return (self.__class__, (self.message,), self.__dict__)
 
 
-class InvalidNameError(FleetboxError, ValueError):
+class InvalidInputError(FleetboxError, ValueError):
+    """Base of the errors for an argument refused before any file is touched."""
+
+
+class InvalidNameError(InvalidInputError):
     """Raised when a VM name would escape or clobber the tree; before any file is touched."""
 
 
-class InvalidValueError(FleetboxError, ValueError):
+class InvalidValueError(InvalidInputError):
     """Raised when an IP, CIDR, MAC, fixture or field value is malformed; nothing written."""
 
 
@@ -102,11 +112,15 @@ class LockedError(FleetboxError):
     """Raised by try_lock() when the member's lock is held by any open file description."""
 
 
-class IPConflictError(FleetboxError):
+class AddressConflictError(FleetboxError):
+    """Base of the errors for an IP or MAC that another member already holds; nothing written."""
+
+
+class IPConflictError(AddressConflictError):
     """Raised when an IP is already held by another member or a live reservation."""
 
 
-class MACConflictError(FleetboxError):
+class MACConflictError(AddressConflictError):
     """Raised when a MAC is already held by another member."""
 
 
@@ -114,13 +128,18 @@ class SubnetExhaustedError(FleetboxError):
     """Raised when a subnet has no free host address; nothing is reserved."""
 
 
-class IndexBusyError(FleetboxError, TimeoutError):
+class IndexAccessError(FleetboxError):
+    """Base of the errors for an index that cannot be used now. Answers then come from disk
+    (one warning per cause); writes, which need the index for uniqueness, raise."""
+
+
+class IndexBusyError(IndexAccessError, TimeoutError):
     """Raised when the index stays locked by another process past the busy timeout."""
 
 
-class IndexSchemaError(FleetboxError):
+class IndexSchemaError(IndexAccessError):
     """Raised for writes when the index is at a revision newer than this code knows."""
 
 
-class IndexUnavailableError(FleetboxError):
+class IndexUnavailableError(IndexAccessError):
     """Raised for writes when the index cannot be opened for writing (permissions)."""

@@ -1,8 +1,10 @@
 """The Store: the Go-compatible tree on disk, with the SQLite index kept in step with it.
 
-Disk is canonical. Every answer starts from a scan of clusters/ and brings the index in line
-with it first; writes that must be unique (names, IPs, MACs) run inside the index's one
-write transaction, so two processes can never both pass the same check.
+Disk is canonical. The Store composes the two parts and holds no SQL: each method checks
+its arguments (spec), does what disk must (disk), and asks or tells the index (a Mirror),
+which reconciles with disk first; writes that must be unique (names, IPs, MACs) run inside
+the index's one write transaction, so two processes can never both pass the same check.
+When the index cannot be used (IndexAccessError), answers come from disk alone.
 """
 
 from __future__ import annotations
@@ -10,56 +12,113 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, TypeVar
 
-from fleetbox_db import allocation, disk, diskview, locks, queries, reservations, schema
-from fleetbox_db.checks import Entry, Problem, entries_from_index, find_problems
-from fleetbox_db.config import VM, decode_config, encode_config
+from fleetbox_db.disk import files, locks
+from fleetbox_db.disk.fallback import DiskAnswers
+from fleetbox_db.disk.observe import observe
+from fleetbox_db.disk.problems import disk_problems
+from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.errors import (
     ConfigError,
     DiskError,
+    FleetboxError,
+    IndexAccessError,
     InvalidValueError,
     VMExistsError,
     VMNotFoundError,
 )
-from fleetbox_db.ipam import addresses, format_ipv4, generate_mac, parse_ipv4
-from fleetbox_db.paths import (
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.index.mirror import Mirror, WriteTransaction
+from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress
+from fleetbox_db.records import (
+    VM,
+    Entry,
+    Key,
+    Problem,
+    ReconcileReport,
+    Removal,
+)
+from fleetbox_db.spec.config import decode_config, encode_config
+from fleetbox_db.spec.ipam import (
+    Subnet,
+    addresses,
+    format_ipv4,
+    ip_or_mac,
+    optional_subnet,
+    required_subnet,
+)
+from fleetbox_db.spec.layout import (
+    Layout,
     cluster_name,
+    is_stray,
     resolve_root,
     validate_cluster,
     validate_name,
 )
-from fleetbox_db.reconcile import (
-    Progress,
-    ReconcileReport,
-)
-from fleetbox_db.sweep import sweep
-from fleetbox_db.synced import DEGRADED, SyncedRoot
+from fleetbox_db.spec.targets import resolve_targets
+from fleetbox_db.spec.validate import accept
+
+__all__ = ["Store"]
 
 log = logging.getLogger("fleetbox_db")
 
+T = TypeVar("T")
 
-class Store(SyncedRoot):
-    """One storage root. Use Store.open(); not shared between threads (one per thread)."""
+
+class Answers(Protocol):
+    """The questions both the index (IndexAnswers) and disk alone (DiskAnswers) answer."""
+
+    def names(self) -> builtins.list[str]: ...
+    def vms(self) -> builtins.list[VM]: ...
+    def member_names(self, cluster: str) -> builtins.list[str]: ...
+    def entries(self, cluster: str | None = None) -> builtins.list[Entry]: ...
+    def free_ranges(self, net: Subnet, limit: int | None) -> builtins.list[tuple[int, int]]: ...
+    def who_has(self, ip: int | None, mac: str | None) -> str | None: ...
+
+
+class Store(Layout):
+    """One storage root. Use Store.open(); not shared between threads (one per thread).
+
+    Its paths are the Layout's (Go's accessors); its operations are below.
+    """
+
+    __slots__ = ("_mirror", "_warned")
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], int] = time.time_ns,
+        granularity_ns: int = DEFAULT_GRANULARITY_NS,
+    ) -> None:
+        super().__init__(root)
+        self._mirror = Mirror(
+            self, busy_timeout=busy_timeout, clock=clock, granularity_ns=granularity_ns
+        )
+        self._warned: set[str] = set()
 
     @classmethod
     def open(cls, path: Path | str | None = None, **options: object) -> Store:
         """Open the root at *path*, or the one the Go tool uses (SPEC §2) when None.
 
         Creates <root>, clusters/, images/ and run/ (mode 0755) and nothing else; the index
-        is opened on first use. Raises StorageRootError.
+        is opened on first use. Options (tests and tuning): busy_timeout (seconds),
+        clock (a time.time_ns stand-in), granularity_ns. Raises StorageRootError.
         """
         store = cls(resolve_root() if path is None else Path(path), **options)  # type: ignore[arg-type]
         for directory in (store.base_dir, store.clusters_dir, store.images_dir, store.run_dir):
-            disk.make_dirs(directory)
+            files.make_dirs(directory)
         return store
 
     def close(self) -> None:
         """Release the index; safe to call twice."""
-        self._index.close()
+        self._mirror.close()
 
     def __enter__(self) -> Store:
         return self
@@ -78,18 +137,8 @@ class Store(SyncedRoot):
         """mkdir -p the member directory; idempotent. Raises DiskError for a symlink."""
         path = self.vm_dir(name)
         self._refuse_symlinks(name)
-        disk.make_dirs(path)
+        files.make_dirs(path)
         return path
-
-    def _refuse_symlinks(self, name: str) -> None:
-        link = disk.symlink_on_the_way(self.clusters_dir, cluster_name(name), name)
-        if link is not None:
-            raise DiskError(
-                f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "
-                "not list it either): replace it with a real directory",
-                name=name,
-                path=link,
-            )
 
     def exists(self, name: str) -> bool:
         """True when config.json exists (any stat error counts as absent, as in Go)."""
@@ -103,7 +152,7 @@ class Store(SyncedRoot):
         """Read config.json from disk. Raises VMNotFoundError, ConfigError."""
         path = self.config_path(name)
         try:
-            data, _ = disk.read_config_bytes(path)
+            data, _ = files.read_config_bytes(path)
         except FileNotFoundError:
             raise VMNotFoundError(
                 f"vm {name!r} has no config at {path}; create it first", name=name, path=path
@@ -124,29 +173,27 @@ class Store(SyncedRoot):
         vm.ip is empty. Raises VMExistsError, IPConflictError, MACConflictError,
         SubnetExhaustedError, InvalidValueError; nothing is written on any error.
         """
-        net = allocation.optional_subnet(subnet)
-        vm = allocation.checked(vm, net)
-        if not vm.mac:
-            vm.mac = generate_mac(vm.name)
+        net = optional_subnet(subnet)
+        vm, data = accept(vm, net, fill_mac=True)
 
-        def operation(_: sqlite3.Connection) -> VM:
-            with self._writing() as conn:
-                path = self.config_path(vm.name)
-                if os.path.lexists(path):
-                    raise VMExistsError(
-                        f"vm {vm.name!r} already exists at {path}; delete it or choose "
-                        "another name",
-                        name=vm.name,
-                        path=path,
-                    )
-                if not vm.ip and net is not None:
-                    vm.ip = format_ipv4(allocation.allocate(conn, vm.name, net))
-                allocation.check_unique(conn, vm, self.config_path(vm.name))
-                self.ensure_dir(vm.name)
-                self._write_config(conn, vm)
+        def operation(tx: WriteTransaction) -> VM:
+            path = self.config_path(vm.name)
+            if os.path.lexists(path):
+                raise VMExistsError(
+                    f"vm {vm.name!r} already exists at {path}; delete it or choose another name",
+                    name=vm.name,
+                    path=path,
+                )
+            written = data
+            if not vm.ip and net is not None:
+                vm.ip = format_ipv4(tx.allocate(vm.name, net))
+                written = encode_config(vm)
+            tx.check_unique(vm, path)
+            self.ensure_dir(vm.name)
+            self._write_config(tx, vm.name, written)
             return vm
 
-        return self._indexed(operation)
+        return self._mirror.write(operation)
 
     def save(self, vm: VM) -> VM:
         """Atomically overwrite an existing member's config; returns the VM as written.
@@ -154,42 +201,21 @@ class Store(SyncedRoot):
         Raises VMNotFoundError (no member directory), IPConflictError, MACConflictError,
         InvalidValueError; nothing is written on any error.
         """
-        vm = allocation.checked(vm, None)
+        vm, data = accept(vm)
         member_dir = self.vm_dir(vm.name)
 
-        def operation(_: sqlite3.Connection) -> VM:
-            with self._writing() as conn:
-                if not member_dir.is_dir():
-                    raise VMNotFoundError(
-                        f"vm {vm.name!r} has no directory at {member_dir}; use create()",
-                        name=vm.name,
-                        path=member_dir,
-                    )
-                allocation.check_unique(conn, vm, self.config_path(vm.name))
-                self._write_config(conn, vm)
+        def operation(tx: WriteTransaction) -> VM:
+            if not member_dir.is_dir():
+                raise VMNotFoundError(
+                    f"vm {vm.name!r} has no directory at {member_dir}; use create()",
+                    name=vm.name,
+                    path=member_dir,
+                )
+            tx.check_unique(vm, self.config_path(vm.name))
+            self._write_config(tx, vm.name, data)
             return vm
 
-        return self._indexed(operation)
-
-    def _write_config(self, conn: sqlite3.Connection, vm: VM) -> None:
-        """Write config.json atomically and record it; the caller holds the transaction."""
-        path = self.config_path(vm.name)
-        self._refuse_symlinks(vm.name)
-        try:
-            disk.atomic_write(path, encode_config(vm))
-        except OSError as exc:
-            raise DiskError(
-                f"cannot write the config of vm {vm.name!r} at {path}: {exc.strerror or exc}; "
-                "check who owns the tree (a sudo run may have created it)",
-                name=vm.name,
-                path=path,
-            ) from exc
-        member = disk.MemberDir(cluster_name(vm.name), vm.name, None, None)
-        obs = self._reconciler.observe(member)
-        signature = tuple(obs.signature) if obs.signature is not None else None
-        queries.put_member(conn, obs.key, obs.state, signature, obs.verified_ns, obs.digest, obs.vm)
-        if vm.ip:
-            reservations.release(conn, vm.name, ip_int=parse_ipv4(vm.ip))
+        return self._mirror.write(operation)
 
     def delete(self, name: str) -> None:
         """Remove the member directory (never following symlinks out of it), its sockets,
@@ -204,78 +230,69 @@ class Store(SyncedRoot):
                 name=name,
                 path=member_dir,
             )
-
-        def remove() -> None:
-            try:
-                removed = disk.remove_member(self.clusters_dir, cluster_name(name), name)
-            except OSError as exc:
-                raise DiskError(
-                    f"cannot remove vm {name!r} at {member_dir}: {exc.strerror or exc}"
-                    f"{f' ({exc.filename})' if exc.filename else ''}; check permissions, or "
-                    "retry if another process was writing into it",
-                    name=name,
-                    path=member_dir,
-                ) from exc
-            if not removed:
-                raise VMNotFoundError(
-                    f"vm {name!r} does not exist (no directory at {member_dir}, or its "
-                    "cluster directory is a symlink, which delete never follows)",
-                    name=name,
-                    path=member_dir,
-                )
-            for socket in (self.socket_path(name), self.control_socket_path(name)):
-                try:
-                    disk.remove_quietly(socket)
-                except OSError as exc:  # best effort, as in Go: the member itself is gone
-                    log.warning("could not remove %s: %s", socket, exc.strerror or exc)
-
-        def operation(_: sqlite3.Connection) -> None:
-            with self._index.write() as conn:
-                remove()
-                queries.delete_members(conn, [(cluster_name(name), name)])
-                reservations.release(conn, name)
-                self._reconciler.invalidate()
-
         try:
-            self._indexed(operation)
-        except DEGRADED as exc:
+            self._mirror.forget(Key(cluster_name(name), name), lambda: self._remove(name))
+        except IndexAccessError as exc:
             if os.path.lexists(member_dir):
                 self._warn(exc)
-                remove()
+                self._remove(name)
+
+    def remove(self, targets: Sequence[str] | None) -> Removal:
+        """Delete members by name or cluster as the Go CLI's `rm` picks them (see
+        spec.targets), or every member when *targets* is None. Members that vanish
+        meanwhile are reported in ``failed``, not raised. Raises InvalidNameError first."""
+        for target in targets or ():
+            validate_name(target)
+        names = self.list()
+        chosen, unknown = (names, []) if targets is None else resolve_targets(names, targets)
+        result = Removal(unknown=unknown)
+        for name in dict.fromkeys(chosen):  # a stray copy lists its name twice
+            try:
+                self.delete(name)
+            except VMNotFoundError as exc:  # removed meanwhile, or only a stray copy exists
+                result.failed.append(exc)
+                continue
+            result.removed.append(name)
+        return result
 
     # -- answers ------------------------------------------------------------------------
 
-    def list(self) -> list[str]:
-        """Every member directory name, cluster-sorted then member-sorted (Go's List order).
+    def list(self) -> builtins.list[str]:
+        """Every member directory name, cluster-sorted then member-sorted (Go's List() order).
 
         Reconciles the index first; the answer itself always comes from the scan.
         """
-        scan = disk.scan(self.clusters_dir)
-        try:
-            self._indexed(lambda conn: self._bring_current(conn, scan))
-        except DEGRADED as exc:
-            self._warn(exc)
-        return [m.name for m in scan.members]
+        return self._ask(lambda answers: answers.names())
 
     def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""
-        if self._sync() is None:
-            return diskview.vms(self.clusters_dir, disk.scan(self.clusters_dir))
-        return self._indexed(lambda conn: self._vms.vms(conn, self._reconciler.snapshot))
+        return self._ask(lambda answers: answers.vms())
 
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""
         validate_cluster(cluster)
-        if self._sync() is None:
-            scan = disk.scan(self.clusters_dir)
-            return [m.name for m in scan.members if m.cluster == cluster]
-        return self._indexed(lambda conn: queries.member_names(conn, cluster))
+        return self._ask(lambda answers: answers.member_names(cluster))
 
-    def entries(self) -> builtins.list[Entry]:
-        """Every member directory with its state and last good config (for `ls`)."""
-        if self._sync() is None:
-            return diskview.entries(self.clusters_dir, disk.scan(self.clusters_dir))
-        return self._indexed(entries_from_index)
+    def entries(self, cluster: str | None = None) -> builtins.list[Entry]:
+        """Every member directory (of *cluster*, if given) with its state and last good
+        config, in list() order (for `ls`)."""
+        if cluster is not None:
+            validate_cluster(cluster)
+        return self._ask(lambda answers: answers.entries(cluster))
+
+    def entry(self, name: str) -> Entry:
+        """The member directory `show` shows: the one Go finds by *name*, else a stray copy.
+
+        Raises VMNotFoundError, InvalidNameError.
+        """
+        validate_name(name)
+        found = [e for e in self.entries() if e.name == name]
+        if not found:
+            raise VMNotFoundError(
+                f"vm {name!r} does not exist in {self.clusters_dir}; see `fleetbox-db ls`",
+                name=name,
+            )
+        return min(found, key=lambda e: is_stray(e.cluster, e.name))
 
     def free_ips(self, subnet: str, limit: int | None = None) -> builtins.list[str]:
         """Ascending free host addresses of *subnet*. Raises InvalidValueError."""
@@ -290,16 +307,10 @@ class Store(SyncedRoot):
         return self._free_ips(subnet, None)
 
     def _free_ips(self, subnet: str, limit: int | None) -> Iterator[str]:
-        net = allocation.required_subnet(subnet)
+        net = required_subnet(subnet)
         if net.size_hosts == 0 or limit == 0:
             return iter(())
-        if self._sync() is None:
-            scan = disk.scan(self.clusters_dir)
-            ranges = diskview.free_ips(self.clusters_dir, scan, net)
-        else:
-            ranges = self._indexed(
-                lambda conn: queries.free_ranges(conn, net.first_host, net.last_host, limit)
-            )
+        ranges = self._ask(lambda answers: answers.free_ranges(net, limit))
         return map(format_ipv4, addresses(ranges, limit))
 
     def allocate_ip(self, name: str, subnet: str) -> str:
@@ -308,29 +319,13 @@ class Store(SyncedRoot):
         Safe across processes. Raises SubnetExhaustedError, InvalidValueError.
         """
         validate_name(name)
-        net = allocation.required_subnet(subnet)
-
-        def operation(_: sqlite3.Connection) -> str:
-            with self._writing() as conn:
-                return format_ipv4(allocation.allocate(conn, name, net))
-
-        return self._indexed(operation)
+        net = required_subnet(subnet)
+        return self._mirror.write(lambda tx: format_ipv4(tx.allocate(name, net)))
 
     def who_has(self, value: str) -> str | None:
         """The member name holding an IP or MAC, or None. Raises InvalidValueError."""
-        ip, mac = allocation.ip_or_mac(value)
-        if self._sync() is None:
-            return diskview.who_has(self.clusters_dir, disk.scan(self.clusters_dir), ip, mac)
-
-        def lookup(conn: sqlite3.Connection) -> str | None:
-            if ip is not None:
-                holders = queries.holders_of_ip(conn, ip)
-                return holders[0][1] if holders else reservations.holder(conn, ip)
-            assert mac is not None
-            holders = queries.holders_of_mac(conn, mac)
-            return holders[0][1] if holders else None
-
-        return self._indexed(lookup)
+        ip, mac = ip_or_mac(value)
+        return self._ask(lambda answers: answers.who_has(ip, mac))
 
     def reconcile(
         self,
@@ -344,42 +339,24 @@ class Store(SyncedRoot):
 
         *progress(done, total)* is called after each batch of configs read.
         """
-
-        def operation(conn: sqlite3.Connection) -> ReconcileReport:
-            scan = disk.scan(self.clusters_dir)
-            plan = self._reconciler.plan(conn, scan, full=full)
-            now = self._reconciler.clock
-            if dry_run:
-                report = self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
-                if full:
-                    report.swept = sweep(self.clusters_dir, scan.members, now(), remove=False)
-                return report
-            with self._index.write() as wconn:
-                report = self._reconciler.apply(wconn, plan, progress=progress)
-                if full:  # under the lock that every config write holds
-                    report.swept = sweep(self.clusters_dir, scan.members, now())
-            report.unreadable = queries.names_in_state(conn, "unreadable")
-            report.conflicts = queries.conflicts(conn)
-            return report
-
-        return self._indexed(operation)
+        return self._mirror.reconcile(full=full, dry_run=dry_run, progress=progress)
 
     def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
-        scan = disk.scan(self.clusters_dir)
-        if not self.index_path.exists():  # creating one would be a change
-            return find_problems(None, self._reconciler, scan)
+        found = scan(self.clusters_dir)
+        if not self._mirror.exists():  # creating one would be a change
+            return self._disk_problems(found)
         try:
-            return self._indexed(lambda conn: find_problems(conn, self._reconciler, scan))
-        except DEGRADED as exc:
-            return find_problems(None, self._reconciler, scan, str(exc))
+            return self._mirror.check(found)
+        except IndexAccessError as exc:
+            return [*self._disk_problems(found), Problem("index", (), "", f"index not used: {exc}")]
 
     def migrate(self) -> str:
         """Upgrade the index schema to head (opening it does so) and return its revision.
 
         Raises IndexSchemaError for an index newer than this code, IndexUnavailableError.
         """
-        revision = self._indexed(schema.current_revision)
+        revision = self._mirror.revision()
         assert revision is not None
         return revision
 
@@ -395,3 +372,77 @@ class Store(SyncedRoot):
                 name=name,
                 path=path.parent,
             ) from None
+
+    # -- how each operation reaches disk and the index -----------------------------------
+
+    def _ask(self, question: Callable[[Answers], T]) -> T:
+        """*question* answered by the index, reconciled with one scan of disk; by disk alone
+        (one warning per cause) when the index cannot be used."""
+        found = scan(self.clusters_dir)
+        try:
+            return self._mirror.answer(found, question)
+        except IndexAccessError as exc:
+            self._warn(exc)
+            return question(DiskAnswers(self.clusters_dir, found, self._mirror.clock))
+
+    def _disk_problems(self, found: Scan) -> builtins.list[Problem]:
+        clock = self._mirror.clock
+        observations = [observe(self.clusters_dir, m, clock) for m in found.members]
+        return disk_problems(self.clusters_dir, observations, found.unreadable_clusters)
+
+    def _write_config(self, tx: WriteTransaction, name: str, data: bytes) -> None:
+        """Write config.json atomically and record it; inside *tx*."""
+        path = self.config_path(name)
+        self._refuse_symlinks(name)
+        try:
+            signature = files.atomic_write(path, data)
+        except OSError as exc:
+            raise DiskError(
+                f"cannot write the config of vm {name!r} at {path}: {exc.strerror or exc}; "
+                "check who owns the tree (a sudo run may have created it)",
+                name=name,
+                path=path,
+            ) from exc
+        tx.record_written(Key(cluster_name(name), name), data, signature)
+
+    def _remove(self, name: str) -> None:
+        """Remove the member directory and its sockets from disk (no index)."""
+        member_dir = self.vm_dir(name)
+        try:
+            removed = files.remove_member(self.clusters_dir, cluster_name(name), name)
+        except OSError as exc:
+            raise DiskError(
+                f"cannot remove vm {name!r} at {member_dir}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}; check permissions, or "
+                "retry if another process was writing into it",
+                name=name,
+                path=member_dir,
+            ) from exc
+        if not removed:
+            raise VMNotFoundError(
+                f"vm {name!r} does not exist (no directory at {member_dir}, or its "
+                "cluster directory is a symlink, which delete never follows)",
+                name=name,
+                path=member_dir,
+            )
+        for socket in (self.socket_path(name), self.control_socket_path(name)):
+            try:
+                files.remove_quietly(socket)
+            except OSError as exc:  # best effort, as in Go: the member itself is gone
+                log.warning("could not remove %s: %s", socket, exc.strerror or exc)
+
+    def _refuse_symlinks(self, name: str) -> None:
+        link = files.symlink_on_the_way(self.clusters_dir, cluster_name(name), name)
+        if link is not None:
+            raise DiskError(
+                f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "
+                "not list it either): replace it with a real directory",
+                name=name,
+                path=link,
+            )
+
+    def _warn(self, exc: FleetboxError) -> None:
+        kind = type(exc).__name__
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("%s; answering from disk", exc)

@@ -12,8 +12,8 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from fleetbox_db.models import Base
-from fleetbox_db.schema import make_engine
+from fleetbox_db.index.models import Base
+from fleetbox_db.index.schema import make_engine
 
 config = context.config
 

@@ -38,19 +38,23 @@ SPEC_NAMES = {
     "IndexBusyError",
     "IndexSchemaError",
 }
-# Present beyond SPEC §5: the version, the records reconcile()/check()/entries() return,
-# and four more errors (bad values, an unresolvable root, an unwritable index, a refused
-# write or removal in a member directory).
+# Present beyond SPEC §5: the version, the records reconcile()/check()/entries()/remove()
+# return, four more errors (bad values, an unresolvable root, an unwritable index, a refused
+# write or removal in a member directory), and the bases of three families callers catch.
 EXTRA_NAMES = {
     "__version__",
     "Conflict",
     "Entry",
     "Problem",
     "ReconcileReport",
+    "Removal",
     "InvalidValueError",
     "StorageRootError",
     "IndexUnavailableError",
     "DiskError",
+    "InvalidInputError",
+    "AddressConflictError",
+    "IndexAccessError",
 }
 
 ERROR_CLASSES: list[type[FleetboxError]] = [
@@ -206,16 +210,21 @@ def test_a_raised_error_pickles_with_its_fields(store: Store) -> None:
 def test_errors_docstring_draws_exactly_the_tree() -> None:
     doc = errors_module.__doc__
     assert doc is not None
-    tree = re.compile(r"\s+(?:[├└]── )?[A-Z]\w*Error\s")
+    tree = re.compile(r"\s+(?:[│ ]   )*(?:[├└]── )?[A-Z]\w*Error\s")
     lines = [line for line in doc.splitlines() if tree.match(line)]
     drawn = [re.search(r"[A-Z]\w*Error", line).group() for line in lines]  # type: ignore[union-attr]
     assert drawn[0] == "FleetboxError"
     assert len(drawn) == len(set(drawn))
     assert set(drawn) == set(errors_module.__all__)
-    # Each drawn child is a direct subclass, and a builtin named in brackets is a base.
-    for line, name in zip(lines[1:], drawn[1:], strict=True):
+    # Each drawn child is a direct subclass of the class drawn one level up, and a builtin
+    # named in brackets is a base.
+    depth = [line.index(name) for line, name in zip(lines, drawn, strict=True)]
+    for i, (line, name) in enumerate(zip(lines, drawn, strict=True)):
+        if i == 0:
+            continue
+        parent = next(drawn[j] for j in range(i - 1, -1, -1) if depth[j] < depth[i])
         cls = getattr(errors_module, name)
-        assert cls.__bases__[0] is errors_module.FleetboxError, name
+        assert cls.__bases__[0] is getattr(errors_module, parent), name
         builtin = re.search(r"\((\w+Error)\)\s*$", line)
         if builtin is not None:
             assert issubclass(cls, getattr(builtins, builtin.group(1))), name

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fleetbox_db import cli as cli_module
+from fleetbox_db import VM, Fixture, Store
 from fleetbox_db.cli import cli
-from fleetbox_db.cliformat import age, display, memory, parse_fixtures, resolve_targets
-from fleetbox_db.config import VM, Fixture
+from fleetbox_db.cli import commands as cli_module
+from fleetbox_db.cli.text import age, display, memory, parse_fixtures
 from fleetbox_db.errors import InvalidValueError
-from fleetbox_db.schema import HEAD
-from fleetbox_db.store import Store
+from fleetbox_db.index.schema import HEAD
+from fleetbox_db.spec.targets import resolve_targets
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOCS = Path(__file__).resolve().parent.parent / "README.md"

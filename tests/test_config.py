@@ -15,23 +15,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetbox_db import IPConflictError, MACConflictError, Store, config, deepjson, gojson
-from fleetbox_db.config import (
-    VM,
-    ZERO_TIME,
-    Fixture,
-    RawFloat,
-    RawInt,
+from fleetbox_db import VM, Fixture, IPConflictError, MACConflictError, Store
+from fleetbox_db.errors import ConfigError, InvalidValueError
+from fleetbox_db.records import ZERO_TIME
+from fleetbox_db.spec import config, deepjson, gojson
+from fleetbox_db.spec.config import (
     created_at_text,
     decode_config,
-    decode_json_value,
     encode_config,
-    encode_json_value,
-    format_go_time,
-    parse_go_time,
     restore_created_at,
 )
-from fleetbox_db.errors import ConfigError, InvalidValueError
+from fleetbox_db.spec.gojson import RawFloat, RawInt, decode_json_value, encode_json_value
+from fleetbox_db.spec.gotime import format_go_time, parse_go_time
 
 DATA = Path(__file__).parent / "data"
 # The first four were written by Go's MarshalIndent; unknown-keys.json by hand in its layout.

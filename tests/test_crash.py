@@ -40,7 +40,8 @@ from stress_helpers import (
     seed_for,
 )
 
-from fleetbox_db import VM, Store, schema
+from fleetbox_db import VM, Store
+from fleetbox_db.index import schema
 
 SUBNET = "10.60.0.0/22"  # 1021 hosts: the parent trims members before it runs out
 KILLS = scaled(8, 60)
@@ -50,7 +51,8 @@ DEADLINE = 60.0
 # the library raises on purpose is "err"; anything else is "raw" and ends the child.
 CHILD = r"""
 import json, os, random, shutil, sys
-from fleetbox_db import VM, Fixture, FleetboxError, Store, schema
+from fleetbox_db import VM, Fixture, FleetboxError, Store
+from fleetbox_db.index import schema
 
 op, root, subnet, prefix, seed = sys.argv[1:6]
 rng = random.Random(int(seed))

@@ -20,21 +20,17 @@ import pytest
 from stress_helpers import DROP_PRIVILEGES, IS_ROOT, NOBODY
 
 import fleetbox_db
-from fleetbox_db.disk import (
-    NOT_REGULAR,
-    MemberDir,
-    Scan,
-    Signature,
+from fleetbox_db.disk.files import (
     atomic_write,
     make_dirs,
     read_config_bytes,
     remove_member,
     remove_member_dir,
     remove_quietly,
-    scan,
 )
+from fleetbox_db.disk.locks import try_lock
+from fleetbox_db.disk.scan import NOT_REGULAR, MemberDir, Scan, Signature, scan
 from fleetbox_db.errors import LockedError, StorageRootError
-from fleetbox_db.locks import try_lock
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
 TEMP_NAME = re.compile(r"\.config\.json\.[0-9a-f]{16}\.tmp")
@@ -44,7 +40,8 @@ TEMP_NAME = re.compile(r"\.config\.json\.[0-9a-f]{16}\.tmp")
 PRELUDE = """\
 import json, os, signal, sys, time
 from pathlib import Path
-from fleetbox_db import disk, locks
+from fleetbox_db.disk import files, locks
+from fleetbox_db.disk.scan import scan
 from fleetbox_db.errors import FleetboxError
 """
 
@@ -207,7 +204,7 @@ def test_scan_reports_unreadable_cluster_and_member_as_nobody(
     (clusters / "web").chmod(0o000)
     try:
         got = run_child(
-            "s = disk.scan(Path('clusters'))\n"
+            "s = scan(Path('clusters'))\n"
             "print(json.dumps([[list(m[:2]) + [m.signature is not None, m.error]"
             " for m in s.members], s.unreadable_clusters]))",
             cwd=existing_root,
@@ -234,7 +231,7 @@ def test_scan_of_unreadable_clusters_dir_raises_storage_root_error(
     try:
         got = run_child(
             "try:\n"
-            "    disk.scan(Path('clusters'))\n"
+            "    scan(Path('clusters'))\n"
             "except FleetboxError as exc:\n"
             "    print(json.dumps([type(exc).__name__, str(exc.path), str(exc)]))",
             cwd=existing_root,
@@ -359,7 +356,7 @@ def test_atomic_write_failing_mid_write_leaves_old_file(tmp_path: Path) -> None:
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
         "try:\n"
-        "    disk.atomic_write(Path(sys.argv[1]), b'x' * 100_000)\n"
+        "    files.atomic_write(Path(sys.argv[1]), b'x' * 100_000)\n"
         "except OSError as exc:\n"
         "    print(json.dumps(exc.errno))",
         path,
@@ -378,7 +375,7 @@ def test_atomic_write_in_read_only_dir_leaves_old_file(existing_root: Path) -> N
     try:
         got = run_child(
             "try:\n"
-            "    disk.atomic_write(Path('m/config.json'), b'new')\n"
+            "    files.atomic_write(Path('m/config.json'), b'new')\n"
             "except PermissionError as exc:\n"
             "    print(json.dumps(exc.errno))",
             cwd=existing_root,
@@ -406,12 +403,12 @@ for _ in sys.stdin:
     pid = os.fork()
     if pid == 0:
         try:
-            disk.atomic_write(path, payloads[0])
+            files.atomic_write(path, payloads[0])
             print(os.getpid(), flush=True)
             i = 0
             while True:
                 i += 1
-                disk.atomic_write(path, payloads[i % len(payloads)])
+                files.atomic_write(path, payloads[i % len(payloads)])
         finally:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
@@ -485,10 +482,10 @@ path, payloads = Path(sys.argv[1]), [Path(p).read_bytes() for p in sys.argv[2:]]
 i = 0
 while True:
     i += 1
-    disk.atomic_write(path, payloads[i % len(payloads)])
+    files.atomic_write(path, payloads[i % len(payloads)])
 """
 IN_PLACE_WRITER = LOOP_WRITER.replace(
-    "    disk.atomic_write(path, payloads[i % len(payloads)])",
+    "    files.atomic_write(path, payloads[i % len(payloads)])",
     "    path.write_bytes(payloads[i % len(payloads)])  # Go's Save: truncate, then write",
 )
 
@@ -585,7 +582,7 @@ def test_remove_member_dir_tolerates_a_concurrent_remover(clusters: Path) -> Non
         "print('ready', flush=True)\n"
         "sys.stdin.readline()\n"
         "try:\n"
-        "    disk.remove_member_dir(Path(sys.argv[1]))\n"
+        "    files.remove_member_dir(Path(sys.argv[1]))\n"
         "except FileNotFoundError as exc:\n"
         "    assert exc.filename == sys.argv[1], exc  # only the top may be absent\n"
     )
@@ -661,7 +658,7 @@ def test_make_dirs_in_read_only_tree_raises_storage_root_error(existing_root: Pa
     try:
         got = run_child(
             "try:\n"
-            "    disk.make_dirs(Path('clusters/web'))\n"
+            "    files.make_dirs(Path('clusters/web'))\n"
             "except FleetboxError as exc:\n"
             "    print(json.dumps([type(exc).__name__, str(exc.path), str(exc)]))",
             cwd=existing_root,

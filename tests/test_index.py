@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from internals import index_connection
 from stress_helpers import DROP_PRIVILEGES, IS_ROOT, NOBODY
 
 from fleetbox_db import (
@@ -26,10 +27,10 @@ from fleetbox_db import (
     Fixture,
     IndexBusyError,
     Store,
-    schema,
 )
-from fleetbox_db.config import encode_config
-from fleetbox_db.index import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.index import schema
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.spec.config import encode_config
 
 NAMES = ("db", "dev", "web-1", "web-2", "web-10")
 
@@ -318,7 +319,7 @@ def test_stale_wal_of_a_deleted_index_is_not_replayed(populated: Path) -> None:
         vms = store.vms()
         assert vms == disk_truth(populated)
         assert {vm.image for vm in vms} == {"debian-12"}
-        conn = store._index.connection()
+        conn = index_connection(store)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
         assert conn.execute("SELECT DISTINCT image FROM members").fetchall() == [("debian-12",)]
 
@@ -492,7 +493,7 @@ def test_busy_index_raises_index_busy_error_for_writes(
 
 def test_connection_pragmas(store: Store) -> None:
     store.list()
-    conn = store._index.connection()
+    conn = index_connection(store)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(DEFAULT_BUSY_TIMEOUT * 1000)
@@ -500,12 +501,12 @@ def test_connection_pragmas(store: Store) -> None:
     assert conn.isolation_level is None  # we write BEGIN ourselves
     with Store.open(store.base_dir, busy_timeout=2.5) as other:
         other.list()
-        assert other._index.connection().execute("PRAGMA busy_timeout").fetchone()[0] == 2500
+        assert index_connection(other).execute("PRAGMA busy_timeout").fetchone()[0] == 2500
 
 
 def test_foreign_keys_cascade_fixtures(store: Store) -> None:
     store.create(make_vm("web-1", 1))
-    conn = store._index.connection()
+    conn = index_connection(store)
     assert conn.execute("SELECT count(*) FROM fixtures").fetchone()[0] == 1
     store.delete("web-1")
     assert conn.execute("SELECT count(*) FROM fixtures").fetchone()[0] == 0

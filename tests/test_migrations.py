@@ -23,9 +23,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import fleetbox_db
-from fleetbox_db import VM, Fixture, IndexSchemaError, Store, schema
-from fleetbox_db.config import encode_config
-from fleetbox_db.models import Base
+from fleetbox_db import VM, Fixture, IndexSchemaError, Store
+from fleetbox_db.index import schema
+from fleetbox_db.index.models import Base
+from fleetbox_db.spec.config import encode_config
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -458,7 +459,8 @@ def test_wheel_ships_migrations_and_opens_a_store_outside_the_checkout(tmp_path:
         import sys
         from pathlib import Path
         import fleetbox_db
-        from fleetbox_db import VM, Store, schema
+        from fleetbox_db import VM, Store
+        from fleetbox_db.index import schema
         print(Path(fleetbox_db.__file__).resolve().parent)
         print(schema.migrations_dir())
         with Store.open(Path("root")) as store:

@@ -36,8 +36,8 @@ import json, logging, os, sys, traceback
 sys.path.insert(0, {str(TESTS)!r})
 import filelock, sqlite3
 import fleetbox_db
-from fleetbox_db import (VM, FleetboxError, Store, checks, config, disk, diskview, index,
-    queries, reconcile, store)
+from fleetbox_db import VM, FleetboxError, Store
+import fleetbox_db.disk.fallback, fleetbox_db.disk.problems, fleetbox_db.index.mirror
 from stress_helpers import (disk_configs, expected_problems, held_ips, oracle_free, parse,
     stray, walk, who_has)
 warnings = []

@@ -20,17 +20,20 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import internals
 import pytest
 from helpers import CREATED, HOUR, SECOND, config, config_path, go_write, later, put
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from index_lock import write_locked
+from internals import index_connection, index_file, swap_reconciler
 
 import fleetbox_db
 from fleetbox_db import VM, Conflict, Store, cluster_name
-from fleetbox_db.config import encode_config
-from fleetbox_db.disk import MemberDir, scan
-from fleetbox_db.reconcile import Observation, Reconciler
+from fleetbox_db.disk.observe import Observation
+from fleetbox_db.disk.scan import MemberDir, scan
+from fleetbox_db.index.reconcile import Reconciler
+from fleetbox_db.spec.config import encode_config
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
 MEMBER_COLUMNS = (
@@ -100,10 +103,8 @@ class CountingReconciler(Reconciler):
 
 
 def counting(store: Store) -> CountingReconciler:
-    current = store._reconciler
-    counter = CountingReconciler(Path(current.clusters_dir), current.clock, current.granularity_ns)
+    counter = swap_reconciler(store, CountingReconciler)
     counter.reads = []
-    store._reconciler = counter
     return counter
 
 
@@ -738,8 +739,8 @@ def test_apply_dry_run_itself_previews_unreadable_and_conflicts(seeded_root: Pat
         dry_run_case(seeded_root, store)
         go_write(config_path(seeded_root, "web-2"), b"{")
         put(seeded_root, "web-4", "10.0.0.5")
-        reconciler = store._reconciler
-        conn = store._index.connection()
+        reconciler = internals.reconciler(store)
+        conn = index_connection(store)
         plan = reconciler.plan(conn, scan(store.clusters_dir))
         dry = reconciler.apply(conn, plan, dry_run=True)
         real = store.reconcile()
@@ -882,7 +883,7 @@ def test_member_removed_between_plan_and_apply_leaves_no_row(seeded_root: Path) 
         store.list()
         go_write(path, config("web-1", "10.0.0.9"))
         (seeded_root / "clusters/web/web-3").mkdir()
-        reconciler, index = store._reconciler, store._index
+        reconciler, index = internals.reconciler(store), index_file(store)
         plan = reconciler.plan(index.connection(), scan(store.clusters_dir))
         assert sorted(m.name for m in plan.reads) == ["web-1", "web-3"]
         shutil.rmtree(path.parent)  # after the lock-free read, before the write lock
@@ -900,7 +901,7 @@ def test_member_recreated_between_plan_and_apply_is_kept(seeded_root: Path) -> N
         store.list()
         saved = path.read_bytes()
         shutil.rmtree(path.parent)
-        reconciler, index = store._reconciler, store._index
+        reconciler, index = internals.reconciler(store), index_file(store)
         plan = reconciler.plan(index.connection(), scan(store.clusters_dir))
         assert plan.removed == [("web", "web-1")]
         put(seeded_root, "web-1", data=saved)
@@ -910,15 +911,18 @@ def test_member_recreated_between_plan_and_apply_is_kept(seeded_root: Path) -> N
 
 
 UNPRIVILEGED_CHILD = textwrap.dedent(
-    """
+    f"""
     import json, os, sys
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    import internals
     from fleetbox_db import Store
-    from fleetbox_db.disk import scan
+    from fleetbox_db.disk.scan import scan
     os.chdir(sys.argv[1])
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     with Store.open(".") as store:
-        conn = store._index.connection()
-        current = store._reconciler.is_current(conn, scan(store.clusters_dir))
+        current = internals.reconciler(store).is_current(
+            internals.index_connection(store), scan(store.clusters_dir)
+        )
         names = store.list()
         report = store.reconcile()
         problems = [(p.kind, p.members, p.value) for p in store.check()]
@@ -991,9 +995,6 @@ def test_regression_racy_row_deleted_by_another_process_during_plan(seeded_root:
     clock = Clock(os.stat(path).st_mtime_ns + 1)  # web-1 stays racy
     with Store.open(seeded_root, clock=clock, granularity_ns=SECOND) as store:
         store.list()
-        current = store._reconciler
-        store._reconciler = DroppingReconciler(
-            Path(current.clusters_dir), current.clock, current.granularity_ns
-        )
+        swap_reconciler(store, DroppingReconciler)
         assert store.list() == ["web-1"]
         assert store.who_has("10.0.0.2") == "web-1"  # re-read and written back

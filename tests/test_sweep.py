@@ -14,8 +14,8 @@ import pytest
 from helpers import later
 
 from fleetbox_db import VM, Store
-from fleetbox_db.disk import MemberDir, scan
-from fleetbox_db.sweep import MIN_AGE_NS, TEMP_NAME, sweep
+from fleetbox_db.disk.scan import MemberDir, scan
+from fleetbox_db.disk.sweep import MIN_AGE_NS, TEMP_NAME, sweep
 
 
 def leftover(member_dir: Path, name: str = ".config.json.0123456789abcdef.tmp") -> Path:

@@ -1,0 +1,75 @@
+"""Answers computed from disk alone, for when the index cannot be used.
+
+Slower than the index (every config is parsed) but always right: this is what the library
+falls back to when the index is read-only, at a newer schema, or locked for too long.
+DiskAnswers asks the same questions as index.answers.IndexAnswers, so the Store picks
+one or the other in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from fleetbox_db.disk.observe import Clock, Observation, observe
+from fleetbox_db.disk.scan import Scan
+from fleetbox_db.records import VM, Entry, MemberState
+from fleetbox_db.spec.ipam import Subnet, conflicts_among, free_ranges, ip_key
+
+__all__ = ["DiskAnswers"]
+
+
+class DiskAnswers:
+    """The Store's questions answered from one scan, each config read when asked."""
+
+    def __init__(self, clusters_dir: Path | str, scan: Scan, clock: Clock) -> None:
+        self.clusters_dir = clusters_dir
+        self.scan = scan
+        self.clock = clock
+
+    def _observed(self) -> Iterator[Observation]:
+        for member in self.scan.members:
+            yield observe(self.clusters_dir, member, self.clock)
+
+    def _parsed(self) -> Iterator[tuple[str, VM, MemberState]]:
+        """(name, config, state) of every member whose config parses now, strays included."""
+        for obs in self._observed():
+            if obs.vm is not None:
+                yield obs.key.name, obs.vm, obs.state
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.scan.members]
+
+    def vms(self) -> list[VM]:
+        return [vm for _, vm, state in self._parsed() if state == MemberState.OK]
+
+    def member_names(self, cluster: str) -> list[str]:
+        return [m.name for m in self.scan.members if m.cluster == cluster]
+
+    def entries(self, cluster: str | None = None) -> list[Entry]:
+        found = [Entry(o.key.name, o.key.cluster, o.state, o.vm) for o in self._observed()]
+        clashing = {
+            name
+            for conflict in conflicts_among((e.name, e.vm) for e in found if e.vm is not None)
+            for name in conflict.members
+        }
+        return [
+            Entry(e.name, e.cluster, MemberState.CONFLICT, e.vm)
+            if e.state == MemberState.OK and e.name in clashing
+            else e
+            for e in found
+            if cluster is None or e.cluster == cluster
+        ]
+
+    def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
+        """The free runs of *net*'s hosts, inclusive, as spec.ipam.free_ranges gives them."""
+        taken = (ip_key(vm.ip) for _, vm, _ in self._parsed())
+        return free_ranges(net, (ip for ip in taken if ip is not None))
+
+    def who_has(self, ip: int | None, mac: str | None) -> str | None:
+        for name, vm, _ in self._parsed():
+            if ip is not None and ip_key(vm.ip) == ip:
+                return name
+            if mac is not None and vm.mac.lower() == mac:
+                return name
+        return None

@@ -1,0 +1,259 @@
+"""The canonical files: config reads, atomic writes, directories, removal by descriptor.
+
+This module knows paths and bytes only; JSON and the index live elsewhere. Everything here
+must stay correct while the Go tool writes the same tree without telling us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from fleetbox_db.disk.scan import NOT_REGULAR, Signature
+from fleetbox_db.errors import StorageRootError
+
+__all__ = [
+    "atomic_write",
+    "is_member_dir",
+    "make_dirs",
+    "read_config_bytes",
+    "remove_member",
+    "remove_member_dir",
+    "remove_quietly",
+    "symlink_on_the_way",
+]
+
+NEW_FILE_MODE: Final = 0o644
+
+_TEMP_ATTEMPTS: Final = 8
+# open(O_DIRECTORY|O_NOFOLLOW) of a symlink: ENOTDIR on Linux, ELOOP on macOS.
+_GONE: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO named config.json would otherwise hang open() forever.
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_config_bytes(path: Path | str) -> tuple[bytes, Signature]:
+    """Read a config file whole, with the signature of the bytes read.
+
+    FileNotFoundError and other OSErrors propagate; a non-regular file raises OSError.
+    """
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        # fstat before read: if a writer slips in between, the signature is the older one
+        # and the next scan sees a change and re-reads. The other order would pin stale
+        # bytes under a fresh signature forever.
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+            raise OSError(errno.EINVAL, NOT_REGULAR, str(path))
+        chunks: list[bytes] = []
+        while chunk := os.read(fd, max(st.st_size + 1, 65536)):
+            chunks.append(chunk)
+        return b"".join(chunks), Signature.of(st)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(directory: str, base: str) -> tuple[int, str]:
+    for _ in range(_TEMP_ATTEMPTS):
+        # Hidden and suffixed so neither Go nor our scan ever takes it for config.json.
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot fsync a directory; the rename is still done and visible.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> Signature:
+    """Replace path with data so that readers see the old bytes or the new, never a mix.
+
+    A new file gets mode 0644 whatever the umask; an existing one keeps its mode (and its
+    owner when we are root). On failure the old file is untouched and no temp file is
+    left. A symlink at path is replaced by a regular file; its target is not written.
+    Returns the signature of the file written, taken after the rename (which changes its
+    ctime): if another writer replaces it meanwhile, the next scan sees a different one.
+    """
+    target = os.fspath(path)
+    directory, base = os.path.split(target)
+    directory = directory or "."
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    fd, tmp = _create_temp(directory, base)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if st is not None and os.geteuid() == 0:
+                # Before fchmod: chown clears set-id bits. Root rewriting a user's file must
+                # not hand it to root, or the user can no longer save it.
+                os.fchown(fd, st.st_uid, st.st_gid)
+            # fchmod, not the open() mode: the umask must not change a config's mode.
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else NEW_FILE_MODE)
+            os.fsync(fd)  # data on disk before the rename makes it reachable
+            os.rename(tmp, target)
+            written = Signature.of(os.fstat(fd))
+        finally:
+            os.close(fd)
+    except BaseException:
+        remove_quietly(Path(tmp))
+        raise
+    _fsync_dir(directory)  # make the rename itself survive a power loss
+    return written
+
+
+def _ignore_vanished(exc: BaseException, path: str) -> None:
+    # A concurrent delete (or the Go holder cleaning up) may remove entries under us.
+    if isinstance(exc, FileNotFoundError):
+        return
+    if isinstance(exc, OSError):
+        exc.filename = path  # the path walked so far, not just the last name
+    raise exc
+
+
+def _onerror(func: Any, path: str, exc_info: Any) -> None:
+    _ignore_vanished(exc_info[1], path)
+
+
+def remove_member_dir(member_dir: Path) -> None:
+    """Delete a member directory recursively without following symlinks out of it.
+
+    A symlink at member_dir is unlinked, never followed. Raises FileNotFoundError if
+    member_dir is absent, OSError if something inside cannot be removed.
+    """
+    parent = os.open(member_dir.parent, _DIR_FLAGS)
+    try:
+        _remove_entry(parent, member_dir.name)
+    finally:
+        os.close(parent)
+
+
+def remove_member(clusters_dir: Path, cluster: str, name: str) -> bool:
+    """Delete clusters/<cluster>/<name>, then the cluster directory if it is now empty.
+
+    Walks by file descriptor from clusters/ down: a cluster directory that is a symlink
+    (even one swapped in mid-call) is never entered, so no file outside the tree can go.
+    False when there is no such member directory.
+    """
+    top = os.open(clusters_dir, _DIR_FLAGS)
+    try:
+        try:
+            cluster_fd = os.open(cluster, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=top)
+        except OSError as exc:
+            if exc.errno in _GONE:
+                return False
+            raise
+        try:
+            _remove_entry(cluster_fd, name)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            # rmtree names what failed relative to the cluster fd; callers need a real path.
+            if isinstance(exc.filename, str) and not exc.filename.startswith("/"):
+                exc.filename = f"{clusters_dir}/{cluster}/{exc.filename}"
+            raise
+        finally:
+            os.close(cluster_fd)
+        # Best effort and never recursive, as Go's Delete: a sibling keeps the cluster.
+        with contextlib.suppress(OSError):
+            os.rmdir(cluster, dir_fd=top)
+        return True
+    finally:
+        os.close(top)
+
+
+def _remove_entry(parent_fd: int, name: str) -> None:
+    st = os.lstat(name, dir_fd=parent_fd)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)  # a symlink (or file): its target is not ours
+        return
+    # rmtree walks by fd (rmtree.avoids_symlink_attacks): a symlink inside, even one
+    # swapped in mid-walk, is unlinked, never descended into.
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(name, dir_fd=parent_fd, onexc=lambda f, p, e: _ignore_vanished(e, p))
+    else:
+        shutil.rmtree(name, dir_fd=parent_fd, onerror=_onerror)
+
+
+def symlink_on_the_way(clusters_dir: Path, cluster: str, name: str) -> str | None:
+    """The first of clusters/<cluster> and clusters/<cluster>/<name> that is a symlink.
+
+    The store never writes through one: scan does not list such members, and writing there
+    would put files outside the tree. None when neither is (absent counts as fine).
+    """
+    for path in (f"{clusters_dir}/{cluster}", f"{clusters_dir}/{cluster}/{name}"):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return path
+    return None
+
+
+def is_member_dir(clusters_dir: Path | str, cluster: str, name: str) -> bool:
+    """clusters/<cluster>/<name> is a real directory under a real one, as scan sees members:
+    a symlink in either place is not a member."""
+    try:
+        outer = os.lstat(f"{clusters_dir}/{cluster}")
+        inner = os.lstat(f"{clusters_dir}/{cluster}/{name}")
+    except OSError:
+        return False
+    return stat.S_ISDIR(outer.st_mode) and stat.S_ISDIR(inner.st_mode)
+
+
+def remove_quietly(path: Path) -> None:
+    """Unlink path; absent is fine. Other errors propagate."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """mkdir -p path (mode filtered by the umask, as Go's MkdirAll); idempotent.
+
+    Raises StorageRootError naming the path when it cannot be created.
+    """
+    for attempt in range(2):
+        try:
+            os.makedirs(path, mode, exist_ok=True)
+            return
+        except FileNotFoundError as exc:
+            # A Delete of the cluster's last member can rmdir the parent between
+            # makedirs creating it and creating the child (facts §9.3): retry once.
+            if attempt == 0:
+                continue
+            err: OSError = exc
+        except ValueError as exc:  # an embedded NUL: no such path can exist
+            raise StorageRootError(f"cannot create directory {path!r}: {exc}", path=None) from exc
+        except OSError as exc:
+            err = exc
+        raise StorageRootError(
+            f"cannot create directory {path}: {err.strerror or err}; "
+            "check the ownership and permissions of the storage root",
+            path=path,
+        ) from err

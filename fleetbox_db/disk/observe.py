@@ -1,0 +1,85 @@
+"""One member directory read just now: its config's bytes, digest, parsed VM and state.
+
+The one place a member's state is decided (ok, configless, unreadable, stray): the
+reconciler records observations, check() and the disk-only answers report them, and a
+write records the bytes it has just written the same way, without reading them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetbox_db.disk.files import read_config_bytes
+from fleetbox_db.disk.scan import MemberDir, Signature
+from fleetbox_db.errors import ConfigError
+from fleetbox_db.records import VM, Key, MemberState
+from fleetbox_db.spec.config import decode_config
+from fleetbox_db.spec.layout import is_stray, member_file
+
+__all__ = ["Clock", "Observation", "observe", "observe_written"]
+
+Clock = Callable[[], int]
+"""Nanoseconds since the epoch (time.time_ns); injected so tests can make files old."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One member directory as read just now."""
+
+    key: Key
+    state: MemberState
+    signature: Signature | None
+    verified_ns: int  # the clock just before the read
+    digest: str | None
+    vm: VM | None
+    present: bool  # config.json exists (parsed or not)
+
+    @property
+    def keeps_last_config(self) -> bool:
+        """An unreadable file keeps the row's last good config; a missing one holds none,
+        nor does a stray one that cannot even be stat-ed (the scan shows both alike, see
+        index/recorded.py)."""
+        return self.present and not (self.signature is None and self.state == MemberState.STRAY)
+
+
+def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observation:
+    """Read and parse one member's config.json now."""
+    key = member.key
+    stray = is_stray(*key)
+    path = member_file(clusters_dir, *key)
+    verified = clock()
+    try:
+        data, sig = read_config_bytes(path)
+    except FileNotFoundError:
+        state = MemberState.STRAY if stray else MemberState.CONFIGLESS
+        return Observation(key, state, None, verified, None, None, False)
+    except OSError:
+        state = MemberState.STRAY if stray else MemberState.UNREADABLE
+        return Observation(key, state, member.signature, verified, None, None, True)
+    return _parsed(key, stray, path, data, sig, verified)
+
+
+def observe_written(
+    clusters_dir: Path | str, key: Key, data: bytes, sig: Signature, verified_ns: int
+) -> Observation:
+    """The observation a read of what atomic_write just wrote would give, without the read."""
+    path = member_file(clusters_dir, *key)
+    return _parsed(key, is_stray(*key), path, data, sig, verified_ns)
+
+
+def _parsed(
+    key: Key, stray: bool, path: str, data: bytes, sig: Signature, verified: int
+) -> Observation:
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    try:
+        vm: VM | None = decode_config(data, path)
+    except ConfigError:
+        vm = None
+    if stray:
+        state = MemberState.STRAY
+    else:
+        state = MemberState.OK if vm is not None else MemberState.UNREADABLE
+    return Observation(key, state, sig, verified, digest, vm, True)

@@ -1,0 +1,78 @@
+"""Who may hold which address: uniqueness and allocation, decided inside the write lock.
+
+Everything here runs inside the caller's write transaction, which is what makes the
+answers hold across processes: no one else can claim an address between the check and
+the write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from fleetbox_db.disk import owners
+from fleetbox_db.errors import IPConflictError, MACConflictError, SubnetExhaustedError
+from fleetbox_db.index import reservations
+from fleetbox_db.index.answers import free_ranges, holders_of_ip, holders_of_mac, ip_in_range
+from fleetbox_db.records import VM, Key
+from fleetbox_db.spec.ipam import Subnet, parse_ipv4
+from fleetbox_db.spec.layout import cluster_name
+
+__all__ = ["allocate", "check_unique"]
+
+
+def check_unique(conn: sqlite3.Connection, vm: VM, path: Path) -> None:
+    """Refuse an IP or MAC another member (or another name's reservation) holds."""
+    key = Key(cluster_name(vm.name), vm.name)
+    if vm.ip:
+        ip = parse_ipv4(vm.ip)
+        holders = [k for k in holders_of_ip(conn, ip) if k != key]
+        reserver = reservations.holder(conn, ip)
+        if holders or reserver not in (None, vm.name):
+            who = holders[0].name if holders else f"a reservation for {reserver!r}"
+            raise IPConflictError(
+                f"ip {vm.ip} for vm {vm.name!r} is already held by {who}; choose another "
+                "address or pass a subnet to allocate one",
+                name=vm.name,
+                value=vm.ip,
+                path=path,
+            )
+    if vm.mac:
+        holders = [k for k in holders_of_mac(conn, vm.mac) if k != key]
+        if holders:
+            raise MACConflictError(
+                f"mac {vm.mac} for vm {vm.name!r} is already held by {holders[0].name}; "
+                "leave mac empty to derive one from the name",
+                name=vm.name,
+                value=vm.mac,
+                path=path,
+            )
+
+
+def allocate(conn: sqlite3.Connection, name: str, net: Subnet) -> int:
+    """Reserve the lowest free host of *net* for *name* (or return what it already holds).
+
+    Raises SubnetExhaustedError.
+    """
+    key = Key(cluster_name(name), name)
+    reserved = reservations.for_name(conn, name, net.text)
+    if reserved is not None:
+        if all(holder == key for holder in holders_of_ip(conn, reserved)):
+            return reserved
+        # A config written behind our back (Go, a hand edit) took the address: let go.
+        reservations.release(conn, name, subnet=net.text)
+    own = ip_in_range(conn, key, net)
+    if own is not None:
+        return own
+    gaps = free_ranges(conn, net, 1)
+    if not gaps:
+        raise SubnetExhaustedError(
+            f"no free address left in subnet {net} for vm {name!r}; delete a member or "
+            "use a larger subnet",
+            name=name,
+            value=net.text,
+        )
+    ip = gaps[0][0]
+    reservations.add(conn, name, net.text, ip, owners.current_owner(), time.time_ns())
+    return ip

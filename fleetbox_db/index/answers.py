@@ -1,0 +1,220 @@
+"""The questions the Store asks the index, as SQL over the member and reservation rows.
+
+Each function is one question over an open sqlite3 connection, in Go's List() order where
+order matters; IndexAnswers binds them to one reconciled connection and has the same
+methods as disk.fallback.DiskAnswers, so the Store asks either the same way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from fleetbox_db.disk.scan import Scan
+from fleetbox_db.index import reservations
+from fleetbox_db.index.connection import one_read
+from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
+from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
+from fleetbox_db.index.vmcache import VMCache
+from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
+from fleetbox_db.spec.gojson import decode_json_value
+from fleetbox_db.spec.ipam import Subnet, format_ipv4
+
+__all__ = [
+    "IndexAnswers",
+    "all_members",
+    "conflicts",
+    "entries",
+    "free_ranges",
+    "holders_of_ip",
+    "holders_of_mac",
+    "ip_in_range",
+    "member_names",
+    "names_in_state",
+]
+
+
+class IndexAnswers:
+    """The Store's questions answered from an index the caller has just reconciled."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, scan: Scan, cache: VMCache, version: object
+    ) -> None:
+        self.conn = conn
+        self.scan = scan
+        self._cache = cache
+        self._version = version
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.scan.members]
+
+    def vms(self) -> list[VM]:
+        return self._cache.vms(self.conn, self._version)
+
+    def member_names(self, cluster: str) -> list[str]:
+        return member_names(self.conn, cluster)
+
+    def entries(self, cluster: str | None = None) -> list[Entry]:
+        return entries(self.conn, cluster)
+
+    def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
+        return free_ranges(self.conn, net, limit)
+
+    def who_has(self, ip: int | None, mac: str | None) -> str | None:
+        if ip is not None:
+            holders = holders_of_ip(self.conn, ip)
+            return holders[0].name if holders else reservations.holder(self.conn, ip)
+        assert mac is not None
+        holders = holders_of_mac(self.conn, mac)
+        return holders[0].name if holders else None
+
+
+def entries(conn: sqlite3.Connection, cluster: str | None = None) -> list[Entry]:
+    """Every member directory (of *cluster*) with its state and last good config."""
+    with one_read(conn):
+        clashing = {name for c in conflicts(conn) for name in c.members}
+        members = all_members(conn)
+    return [
+        Entry(
+            name,
+            c,
+            MemberState.CONFLICT if state == MemberState.OK and name in clashing else state,
+            vm,
+        )
+        for c, name, state, vm in members
+        if cluster is None or c == cluster
+    ]
+
+
+def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None]]:
+    """(cluster, name, state, last good config or None) of every row, in Go List() order."""
+    fixtures = _fixtures_by_member(conn, "1")
+    rows = conn.execute(
+        f"SELECT id, cluster, name, state, {CONFIG_COLUMNS} FROM members ORDER BY {BYTE_ORDER}"
+    )
+    return [
+        (
+            *key_of(r[1], r[2]),
+            r[3],
+            None if r[4] is None else vm_from_row(r[4:], fixtures.get(r[0], [])),
+        )
+        for r in rows
+    ]
+
+
+def _fixtures_by_member(conn: sqlite3.Connection, where: str) -> dict[int, list[Fixture]]:
+    """Fixtures of the members matching the SQL condition *where*, by member id, in order."""
+    fixtures: dict[int, list[Fixture]] = {}
+    for mid, host, guest, label, extra in conn.execute(
+        "SELECT member_id, host_path, guest_path, label, extra FROM fixtures"
+        f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
+        " ORDER BY member_id, position"
+    ):
+        fixture = Fixture(host, guest, label, decode_json_value(extra) if extra else {})
+        fixtures.setdefault(mid, []).append(fixture)
+    return fixtures
+
+
+def member_names(conn: sqlite3.Connection, cluster: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM members WHERE cluster = ? ORDER BY CAST(name AS BLOB)",
+        (stored(cluster),),
+    )
+    return [name_of(r[0]) for r in rows]
+
+
+def names_in_state(conn: sqlite3.Connection, state: str) -> list[str]:
+    rows = conn.execute(f"SELECT name FROM members WHERE state = ? ORDER BY {BYTE_ORDER}", (state,))
+    return [name_of(r[0]) for r in rows]
+
+
+def conflicts(conn: sqlite3.Connection) -> list[Conflict]:
+    """Every IP and MAC claimed by more than one member directory's config: the SQL form of
+    spec.ipam.conflicts_among (ip_int and mac_key are its ip_key and mac_key)."""
+    found: list[Conflict] = []
+    for kind, column, show in (("ip", "ip_int", format_ipv4), ("mac", "mac_key", str)):
+        rows = conn.execute(
+            f"SELECT {column}, name FROM members WHERE {column} IN (SELECT {column} FROM members"
+            f" WHERE {column} IS NOT NULL GROUP BY {column} HAVING count(*) > 1)"
+            f" ORDER BY {column}, {BYTE_ORDER}"
+        ).fetchall()
+        for value, group in _grouped(rows):
+            found.append(Conflict(kind, show(value), tuple(group)))  # type: ignore[arg-type]
+    return found
+
+
+def _grouped(rows: list[Any]) -> Iterator[tuple[Any, list[str]]]:
+    current: Any = object()
+    names: list[str] = []
+    for value, name in rows:
+        if value != current:
+            if names:
+                yield current, names
+            current, names = value, []
+        names.append(name_of(name))
+    if names:
+        yield current, names
+
+
+def holders_of_ip(conn: sqlite3.Connection, ip_int: int) -> list[Key]:
+    rows = conn.execute(
+        f"SELECT cluster, name FROM members WHERE ip_int = ? ORDER BY {BYTE_ORDER}", (ip_int,)
+    )
+    return [key_of(r[0], r[1]) for r in rows]
+
+
+def holders_of_mac(conn: sqlite3.Connection, key: str) -> list[Key]:
+    rows = conn.execute(
+        f"SELECT cluster, name FROM members WHERE mac_key = ? ORDER BY {BYTE_ORDER}", (key,)
+    )
+    return [key_of(r[0], r[1]) for r in rows]
+
+
+def free_ranges(conn: sqlite3.Connection, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
+    """Gaps (start, stop inclusive) between taken addresses among *net*'s hosts, ascending:
+    spec.ipam.free_ranges over every config's and reservation's address.
+
+    With a limit, taken addresses stream in order off the ip_int indexes and the walk stops
+    at the limit-th gap; without one, SQLite finds every gap with a window function. Either
+    way a /16 with tens of thousands of members is never enumerated address by address.
+    """
+    first, last = net.first_host, net.last_host
+    if limit is None:
+        rows = conn.execute(
+            "WITH taken(v) AS ("
+            " SELECT :first - 1"
+            " UNION SELECT ip_int FROM members WHERE ip_int BETWEEN :first AND :last"
+            " UNION SELECT ip_int FROM reservations WHERE ip_int BETWEEN :first AND :last"
+            " UNION SELECT :last + 1),"
+            " gaps(start, stop) AS (SELECT v + 1, lead(v) OVER (ORDER BY v) - 1 FROM taken)"
+            " SELECT start, stop FROM gaps WHERE stop >= start ORDER BY start",
+            {"first": first, "last": last},
+        )
+        return [(int(a), int(b)) for a, b in rows]
+    taken = conn.execute(
+        "SELECT ip_int FROM members WHERE ip_int BETWEEN :first AND :last"
+        " UNION ALL SELECT ip_int FROM reservations WHERE ip_int BETWEEN :first AND :last"
+        " ORDER BY 1",
+        {"first": first, "last": last},
+    )
+    gaps: list[tuple[int, int]] = []
+    start = first
+    for (value,) in taken:
+        if len(gaps) >= limit:
+            return gaps
+        if value > start:
+            gaps.append((start, value - 1))
+        start = max(start, value + 1)
+    if start <= last and len(gaps) < limit:
+        gaps.append((start, last))
+    return gaps
+
+
+def ip_in_range(conn: sqlite3.Connection, key: Key, net: Subnet) -> int | None:
+    """The address the member's config holds if it is one of *net*'s hosts, else None."""
+    row = conn.execute(
+        "SELECT ip_int FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
+        (*stored_key(key), net.first_host, net.last_host),
+    ).fetchone()
+    return None if row is None else int(row[0])

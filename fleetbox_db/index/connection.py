@@ -1,0 +1,106 @@
+"""The index's SQLite connection: opened with settings fit for several processes, its
+read transactions, and its failures named.
+
+We talk to SQLite through the stdlib module with ``isolation_level=None`` and write every
+transaction's BEGIN ourselves: pysqlite's implicit transactions start too late (after the
+first read), which turns lock waits into instant "database is locked" errors in WAL mode.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final, Literal
+
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT",
+    "Failure",
+    "classify_error",
+    "connect",
+    "data_version",
+    "enable_wal",
+    "one_read",
+]
+
+DEFAULT_BUSY_TIMEOUT: Final = 30.0
+"""Seconds a connection waits for another process's write lock before IndexBusyError."""
+
+#: Primary SQLite result codes we tell apart (sqlite3.h).
+_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_UNAVAILABLE_CODES: Final = frozenset({3, 8, 14, 23})  # PERM, READONLY, CANTOPEN, AUTH
+_CORRUPT_CODES: Final = frozenset({11, 26})  # CORRUPT, NOTADB
+
+Failure = Literal["busy", "unavailable", "corrupt", "io", "other"]
+
+
+def connect(
+    path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, wal: bool = True
+) -> sqlite3.Connection:
+    """Open *path* in autocommit mode with a busy timeout and foreign keys on.
+
+    wal=False leaves the journal mode alone: the index opens a file that way until it has
+    seen the file is ours, because switching to WAL rewrites the header of whatever file it
+    is (and creates -wal and -shm next to it), which must not happen to someone else's
+    database before it is moved aside untouched.
+    """
+    conn = sqlite3.connect(
+        str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        # The index is rebuilt from disk after a crash, so the fsync NORMAL skips is cheap.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if wal:
+            enable_wal(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL unless the file already is (the mode is stored in the file)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+
+
+def classify_error(exc: sqlite3.Error) -> Failure:
+    """Map a sqlite3 exception to what the caller should do about it."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc).lower()
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _BUSY_CODES or "locked" in text or "busy" in text:
+        return "busy"
+    if primary in _UNAVAILABLE_CODES or "readonly" in text or "unable to open" in text:
+        return "unavailable"
+    if primary in _CORRUPT_CODES or "malformed" in text or "not a database" in text:
+        return "corrupt"
+    # Our own statements name only tables and columns the head revision has: missing ones
+    # mean the file lost its schema after it was classified (dropped by hand, replaced).
+    if text.startswith(("no such table", "no such column")):
+        return "corrupt"
+    if primary == 10 or "disk i/o" in text:  # SQLITE_IOERR
+        return "io"
+    return "other"
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes when another connection commits to the file (this one's own writes aside)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+@contextmanager
+def one_read(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT around several SELECTs so they see one state of the file; inside a
+    transaction already (the write lock's), a no-op."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")

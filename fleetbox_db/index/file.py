@@ -1,0 +1,365 @@
+"""The index file's life cycle: open lazily, upgrade, notice replacement, quarantine corruption.
+
+The index is a cache of what disk says. Whatever is wrong with the file - missing, empty,
+truncated, not SQLite, someone else's tables - the answer is the same: move it aside and
+build a new one; the next reconcile fills it from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Final
+
+from fleetbox_db.errors import (
+    FleetboxError,
+    IndexBusyError,
+    IndexSchemaError,
+    IndexUnavailableError,
+)
+from fleetbox_db.index import connection as dbconn
+from fleetbox_db.index import schema
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+
+__all__ = ["Identity", "IndexCorrupt", "IndexFile", "chown_to_invoker"]
+
+log = logging.getLogger("fleetbox_db")
+
+_OPEN_ATTEMPTS: Final = 3
+
+
+#: (st_dev, st_ino) of an index file: tells the file we opened from one put in its place.
+Identity = tuple[int, int]
+
+
+class IndexCorrupt(Exception):
+    """Internal: the file is not a usable index; the caller quarantines it and retries."""
+
+    def __init__(self, reason: str, ident: Identity | None = None) -> None:
+        super().__init__(reason)
+        self.ident: Identity | None = ident
+
+
+class IndexFile:
+    """The SQLite index file of one storage root. Not shared between threads."""
+
+    def __init__(self, path: Path, lock_path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+        self.path = path
+        self.lock_path = lock_path
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._ident: Identity | None = None
+
+    # -- connection ------------------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, at head; reopened when the file was replaced or deleted.
+
+        Raises IndexUnavailableError (cannot be written), IndexSchemaError (newer revision),
+        IndexBusyError (an upgrade by another process took longer than the busy timeout).
+        """
+        if self._conn is not None:
+            if self._same_file():
+                return self._conn
+            if not os.path.lexists(self.path):
+                log.warning("index %s was deleted while in use; rebuilding it from disk", self.path)
+        self.close()
+        for _ in range(_OPEN_ATTEMPTS):
+            try:
+                self._conn = self._open()
+                return self._conn
+            except IndexCorrupt as exc:
+                self.quarantine(str(exc), exc.ident)
+        raise IndexUnavailableError(
+            f"index {self.path} could not be rebuilt after {_OPEN_ATTEMPTS} attempts; "
+            "remove it and run `fleetbox-db reconcile`",
+            path=self.path,
+        )
+
+    def close(self) -> None:
+        """Release the connection; safe to call twice."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing a broken handle
+                log.debug("closing index %s failed", self.path, exc_info=True)
+
+    def _same_file(self) -> bool:
+        # Sound against inode reuse: our open connection keeps the old inode allocated, so a
+        # file created in its place cannot get the same number while we compare.
+        return _identity(self.path) == self._ident
+
+    def _open(self) -> sqlite3.Connection:
+        self._check_writable()
+        if not self.path.exists():
+            self._create()
+        # Identity before connecting: if the file is swapped in between, the next call sees
+        # a mismatch and reopens, rather than trusting a file it never classified.
+        ident = _identity(self.path)
+        try:
+            conn = self._open_at_head()
+        except IndexCorrupt as exc:
+            exc.ident = exc.ident or ident
+            raise
+        # No chown of -wal and -shm here: SQLite running as root creates them with the
+        # owner of index.db, which chown_to_invoker gave to the sudo user when it was made.
+        self._ident = ident
+        return conn
+
+    def _open_at_head(self, upgraded: bool = False) -> sqlite3.Connection:
+        """A connection to the file at path, upgraded to head under the lock if older."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            raise IndexCorrupt("the file vanished while being opened") from None
+        if size == 0:
+            # SQLite would take a 0-byte file for a new database; here it is what a crash or
+            # a truncation left, so it goes aside like any other broken file.
+            raise IndexCorrupt("the file is empty (0 bytes)")
+        conn = self._connect(wal=False)
+        try:
+            status = schema.classify(conn)
+            if status == "current":
+                dbconn.enable_wal(conn)
+                return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if dbconn.classify_error(exc) in ("busy", "unavailable"):
+                raise self.translate(exc) from exc
+            raise IndexCorrupt(str(exc)) from exc
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
+        if status == "foreign":
+            raise IndexCorrupt("not a fleetbox index (foreign tables or application id)")
+        if status == "newer":
+            raise self._newer_error()
+        if upgraded:  # pragma: no cover - an upgrade to head that did not reach head
+            raise FleetboxError(f"index {self.path} is still {status} after an upgrade")
+        with self.file_lock():
+            self._upgrade_locked()
+        return self._open_at_head(upgraded=True)
+
+    def _create(self) -> None:
+        """Create the index at head; another process may have done so first."""
+        with self.file_lock():
+            if self.path.exists():
+                return
+            # A -wal left by a deleted index would be replayed into the new file.
+            for suffix in ("-wal", "-shm"):
+                _remove(Path(f"{self.path}{suffix}"))
+            self._upgrade_locked()
+
+    def _connect(self, wal: bool = True) -> sqlite3.Connection:
+        try:
+            return dbconn.connect(self.path, self.busy_timeout, wal=wal)
+        except sqlite3.DatabaseError as exc:
+            raise self.translate(exc) from exc
+
+    def _upgrade_locked(self) -> None:
+        """Bring the file to head; the caller holds the file lock."""
+        conn = self._connect(wal=False)
+        try:
+            status = schema.classify(conn)
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorrupt(str(exc)) from exc
+        finally:
+            conn.close()
+        if status == "foreign":
+            raise IndexCorrupt("not a fleetbox index (foreign tables or application id)")
+        if status == "newer":
+            raise self._newer_error()
+        if status in ("empty", "older"):
+            log.info("upgrading index %s from %s to %s", self.path, status, schema.HEAD)
+            try:
+                schema.run_alembic(self.path, "upgrade", "head", self.busy_timeout)
+            except Exception as exc:
+                cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+                if isinstance(cause, sqlite3.Error):
+                    raise self.translate(cause) from exc
+                raise
+            chown_to_invoker(
+                self.path, self.lock_path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+            )
+
+    def _check_writable(self) -> None:
+        directory = self.path.parent
+        target = self.path if self.path.exists() else directory
+        if not os.access(target, os.W_OK) or not os.access(directory, os.W_OK):
+            raise IndexUnavailableError(
+                f"index {self.path} is not writable by uid {os.geteuid()}; answers come from "
+                "disk until it is (run as the owner of the tree, or fix its permissions)",
+                path=self.path,
+            )
+
+    def _newer_error(self) -> IndexSchemaError:
+        return IndexSchemaError(
+            f"index {self.path} is at a newer schema revision than this fleetbox_db knows "
+            f"(head {schema.HEAD}); upgrade fleetbox_db, or delete the index to rebuild it",
+            path=self.path,
+        )
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A BEGIN IMMEDIATE transaction: the one critical section every writer shares."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise self.translate(exc) from exc
+            raise
+
+    def translate(self, exc: sqlite3.Error) -> Exception:
+        """A typed error for *exc*; IndexCorrupt when the file should be rebuilt."""
+        kind = dbconn.classify_error(exc)
+        if kind == "busy":
+            return IndexBusyError(
+                f"index {self.path} stayed locked for {self.busy_timeout:g} s by another "
+                "fleetbox process; wait for it to finish and retry",
+                path=self.path,
+            )
+        if kind == "unavailable":
+            return IndexUnavailableError(
+                f"index {self.path} cannot be written ({exc}); answers come from disk until "
+                "its permissions are fixed",
+                path=self.path,
+            )
+        if kind in ("corrupt", "io"):
+            return IndexCorrupt(f"{kind}: {exc}")
+        return FleetboxError(f"index {self.path} failed: {exc}", path=self.path)
+
+    # -- recovery --------------------------------------------------------------------
+
+    @contextmanager
+    def file_lock(self) -> Iterator[None]:
+        """<root>/index.lock: serialises upgrades and quarantines across processes.
+
+        Imported here: filelock costs more to import than a whole up-to-date list(), which
+        never needs this lock.
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.lock_path), timeout=self.busy_timeout)
+        try:
+            with lock:
+                chown_to_invoker(self.lock_path)
+                yield
+        except Timeout as exc:
+            raise IndexBusyError(
+                f"{self.lock_path} stayed locked for {self.busy_timeout:g} s: another "
+                "fleetbox process is upgrading or rebuilding the index; wait for it",
+                path=self.lock_path,
+            ) from exc
+
+    def quarantine(self, reason: str, ident: Identity | None = None) -> None:
+        """Move a bad index aside as index.db.corrupt-<timestamp> and log a warning.
+
+        *ident* is the file found bad (default: the one this Index opened last). Under the
+        lock the file is moved only if it is still that file and still fails the checks:
+        another process may have rebuilt it meanwhile, or the error may have been passing.
+        """
+        expected = ident if ident is not None else self._ident
+        self.close()
+        with self.file_lock():
+            found = _identity(self.path)
+            if found is None or (expected is not None and found != expected):
+                return
+            if self._healthy():
+                return
+            stamp = (
+                time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+            )
+            aside = Path(f"{self.path}.corrupt-{stamp}")
+            os.rename(self.path, aside)
+            # Its -wal holds committed pages of that file: keep them with it, under the name
+            # SQLite looks for; a new index must not start with them either.
+            with suppress(FileNotFoundError):
+                os.rename(f"{self.path}-wal", f"{aside}-wal")
+            _remove(Path(f"{self.path}-shm"))
+            log.warning(
+                "index %s is unusable (%s); moved to %s, rebuilding from disk",
+                self.path,
+                reason,
+                aside,
+            )
+
+    def _healthy(self) -> bool:
+        """False when the file at path is broken; True when it is usable or not ours to judge
+        (a newer revision, a file we cannot open for lack of permission)."""
+        try:
+            if os.stat(self.path).st_size == 0:
+                return False
+            conn = dbconn.connect(self.path, self.busy_timeout, wal=False)
+        except FileNotFoundError:
+            return True
+        except sqlite3.Error as exc:
+            return dbconn.classify_error(exc) not in ("corrupt", "io")
+        try:
+            status = schema.classify(conn)
+            if status == "foreign":
+                return False
+            if status != "current":
+                return True
+            # Only on this failure path: quick_check reads every page, which a truncated
+            # file fails even when the pages a first query touches happen to be intact.
+            return bool(conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+        except sqlite3.Error as exc:
+            return dbconn.classify_error(exc) not in ("corrupt", "io")
+        finally:
+            conn.close()
+
+
+def _identity(path: Path) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.debug("rollback failed", exc_info=True)
+
+
+def _remove(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        path.unlink()
+
+
+def chown_to_invoker(*paths: Path) -> None:
+    """Under sudo, give files we created back to the invoking user (SUDO_UID/SUDO_GID).
+
+    Without this, a later non-root run could not write the index a sudo run created.
+    """
+    if os.geteuid() != 0:
+        return
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if not (uid.isascii() and uid.isdigit() and gid.isascii() and gid.isdigit()):
+        return
+    for path in paths:
+        try:
+            os.chown(path, int(uid), int(gid), follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            log.warning("could not chown %s to %s:%s", path, uid, gid, exc_info=True)

@@ -1,0 +1,207 @@
+"""The index of one storage root, brought in line with disk before every use.
+
+Every read scans disk and reconciles first; every write runs in the index's one write
+transaction with the index reconciled inside it; a corrupt index file is moved aside and
+rebuilt once. The Store holds a Mirror and decides what to do when it raises an
+IndexAccessError (answer from disk instead); the Mirror never decides what is true, it
+only remembers what disk said.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from fleetbox_db.disk.observe import Clock, observe_written
+from fleetbox_db.disk.scan import Scan, Signature, scan
+from fleetbox_db.disk.sweep import sweep
+from fleetbox_db.errors import IndexUnavailableError
+from fleetbox_db.index import allocation, members, reservations, schema
+from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
+from fleetbox_db.index.check import find_problems
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.index.file import IndexCorrupt, IndexFile
+from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress, Reconciler
+from fleetbox_db.index.vmcache import VMCache
+from fleetbox_db.records import VM, Key, MemberState, Problem, ReconcileReport
+from fleetbox_db.spec.ipam import Subnet, ip_key
+from fleetbox_db.spec.layout import Layout
+
+__all__ = ["Mirror", "WriteTransaction"]
+
+T = TypeVar("T")
+
+
+class WriteTransaction:
+    """The open write transaction a Store write runs in: while it is open no other process
+    can claim a name, an IP or a MAC, so a check made here still holds at the write."""
+
+    def __init__(self, conn: sqlite3.Connection, reconciler: Reconciler) -> None:
+        self._conn = conn
+        self._reconciler = reconciler
+
+    def allocate(self, name: str, net: Subnet) -> int:
+        """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError."""
+        return allocation.allocate(self._conn, name, net)
+
+    def check_unique(self, vm: VM, path: Path) -> None:
+        """Raise IPConflictError or MACConflictError if another member holds vm's address."""
+        allocation.check_unique(self._conn, vm, path)
+
+    def record_written(self, key: Key, data: bytes, signature: Signature) -> None:
+        """Record the config the caller has just written (its bytes, and the signature
+        atomic_write returned) without reading it back; a reservation the config now
+        holds is released."""
+        obs = observe_written(
+            self._reconciler.clusters_dir, key, data, signature, self._reconciler.clock()
+        )
+        members.put_member(self._conn, obs)
+        ip = ip_key(obs.vm.ip) if obs.vm is not None else None
+        if ip is not None:
+            reservations.release(self._conn, key.name, ip_int=ip)
+
+
+class Mirror:
+    """The index life cycle under a Store; not shared between threads."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Clock = time.time_ns,
+        granularity_ns: int = DEFAULT_GRANULARITY_NS,
+    ) -> None:
+        self._clusters_dir = layout.clusters_dir
+        self._file = IndexFile(layout.index_path, layout.index_lock_path, busy_timeout)
+        self._reconciler = Reconciler(layout.clusters_dir, clock, granularity_ns)
+        self._vms = VMCache()
+
+    @property
+    def clock(self) -> Clock:
+        return self._reconciler.clock
+
+    def exists(self) -> bool:
+        """Whether there is an index file at all (check() must not create one)."""
+        return self._file.path.exists()
+
+    def close(self) -> None:
+        """Release the connection; safe to call twice."""
+        self._file.close()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def sync(self, scan: Scan) -> None:
+        """Bring the index in line with *scan*."""
+        self._retrying(lambda: self._bring_current(self._file.connection(), scan))
+
+    def answer(self, scan: Scan, question: Callable[[IndexAnswers], T]) -> T:
+        """Bring the index in line with *scan*, then ask it *question*."""
+
+        def run() -> T:
+            conn = self._file.connection()
+            self._bring_current(conn, scan)
+            return question(IndexAnswers(conn, scan, self._vms, self._reconciler.version))
+
+        return self._retrying(run)
+
+    def check(self, scan: Scan) -> list[Problem]:
+        """Problems on disk and the index's drift from *scan*; writes nothing."""
+        return self._retrying(
+            lambda: find_problems(self._file.connection(), self._reconciler, scan)
+        )
+
+    def revision(self) -> str | None:
+        """The index's schema revision, upgrading it to head first (opening does)."""
+        return self._retrying(lambda: schema.current_revision(self._file.connection()))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write(self, operation: Callable[[WriteTransaction], T]) -> T:
+        """Run *operation* inside the one write transaction, the index reconciled first."""
+
+        def run() -> T:
+            with self._file.write() as conn:
+                self._bring_current(conn, scan(self._clusters_dir), locked=True)
+                try:
+                    return operation(WriteTransaction(conn, self._reconciler))
+                finally:
+                    self._reconciler.invalidate()
+
+        return self._retrying(run)
+
+    def forget(self, key: Key, remove: Callable[[], None]) -> None:
+        """Run *remove* (the member's removal from disk) under the write lock, then drop its
+        rows and every reservation of its name."""
+
+        def run() -> None:
+            with self._file.write() as conn:
+                remove()
+                members.delete_members(conn, [key])
+                reservations.release(conn, key.name)
+                self._reconciler.invalidate()
+
+        self._retrying(run)
+
+    def reconcile(self, *, full: bool, dry_run: bool, progress: Progress | None) -> ReconcileReport:
+        """Store.reconcile(): see there."""
+
+        def run() -> ReconcileReport:
+            conn = self._file.connection()
+            found = scan(self._clusters_dir)
+            plan = self._reconciler.plan(conn, found, full=full)
+            now = self._reconciler.clock
+            if dry_run:
+                report = self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
+                if full:
+                    report.swept = sweep(self._clusters_dir, found.members, now(), remove=False)
+                return report
+            with self._file.write() as wconn:
+                report = self._reconciler.apply(wconn, plan, progress=progress)
+                if full:  # under the lock that every config write holds
+                    report.swept = sweep(self._clusters_dir, found.members, now())
+            report.unreadable = names_in_state(conn, MemberState.UNREADABLE)
+            report.conflicts = conflicts(conn)
+            return report
+
+        return self._retrying(run)
+
+    # -- the life cycle -------------------------------------------------------------------
+
+    def _bring_current(self, conn: sqlite3.Connection, scan: Scan, locked: bool = False) -> None:
+        if self._reconciler.is_current(conn, scan):
+            return
+        plan = self._reconciler.plan(conn, scan)
+        if plan.empty:
+            return
+        if locked:
+            self._reconciler.apply(conn, plan)
+            return
+        with self._file.write() as wconn:
+            self._reconciler.apply(wconn, plan)
+
+    def _retrying(self, run: Callable[[], T]) -> T:
+        """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once
+        more. Other index failures raise as the typed errors IndexFile names."""
+        for attempt in range(2):
+            try:
+                return run()
+            except sqlite3.Error as exc:
+                error = self._file.translate(exc)
+                if not isinstance(error, IndexCorrupt):
+                    raise error from exc
+                if attempt:
+                    raise IndexUnavailableError(str(error), path=self._file.path) from exc
+                self._recover(str(error))
+            except IndexCorrupt as exc:
+                if attempt:
+                    raise IndexUnavailableError(str(exc), path=self._file.path) from exc
+                self._recover(str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _recover(self, reason: str) -> None:
+        self._reconciler.invalidate()
+        self._file.quarantine(reason)

@@ -1,0 +1,105 @@
+"""The index schema as SQLAlchemy typed models: the single definition Alembic compares against.
+
+The runtime speaks SQL to these tables through the stdlib ``sqlite3`` module (index/members.py,
+answers.py, reservations.py):
+importing ``sqlalchemy.orm`` costs more than a whole ``fleetbox-db ls``, so this module is
+imported only by the migrations and by the tests that prove models and migrations agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from fleetbox_db.records import STORED_STATES
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class MemberRow(Base):
+    """One directory under clusters/<cluster>/, with the last config.json that parsed."""
+
+    __tablename__ = "members"
+    __table_args__ = (
+        CheckConstraint(
+            f"state IN ({', '.join(repr(str(s)) for s in STORED_STATES)})", name="member_state"
+        ),
+        Index("ix_members_cluster_name", "cluster", "name", unique=True),
+        Index("ix_members_name", "name"),
+        Index("ix_members_ip_int", "ip_int"),
+        Index("ix_members_mac_key", "mac_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    # Stat signature of config.json when it was last read; NULL when there is none.
+    ino: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(Integer)
+    mtime_ns: Mapped[int | None] = mapped_column(Integer)
+    ctime_ns: Mapped[int | None] = mapped_column(Integer)
+    # Wall clock just before that read: a file whose mtime is within the filesystem's
+    # timestamp granularity of it may have been rewritten unseen (the racy case).
+    verified_ns: Mapped[int | None] = mapped_column(Integer)
+    digest: Mapped[str | None] = mapped_column(String(32))
+    # The last config that parsed (kept while the file is unreadable); NULL when none ever did.
+    config_name: Mapped[str | None] = mapped_column(Text)
+    mac: Mapped[str | None] = mapped_column(Text)
+    mac_key: Mapped[str | None] = mapped_column(Text)
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
+    disk_mb: Mapped[int | None] = mapped_column(Integer)
+    image: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(Text)
+    ip_int: Mapped[int | None] = mapped_column(Integer)
+    extra: Mapped[str | None] = mapped_column(Text)
+
+
+class FixtureRow(Base):
+    """One entry of a member's fixtures list, in file order."""
+
+    __tablename__ = "fixtures"
+
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_path: Mapped[str] = mapped_column(Text)
+    guest_path: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(Text)
+    extra: Mapped[str | None] = mapped_column(Text)
+
+
+class ReservationRow(Base):
+    """An address handed out by allocate_ip() before the member's config holds it."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        Index("ix_reservations_name_subnet", "name", "subnet", unique=True),
+        Index("ix_reservations_ip_int", "ip_int", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    subnet: Mapped[str] = mapped_column(Text)
+    ip_int: Mapped[int] = mapped_column(Integer)
+    # The owner process: a pid is trusted only with the boot it belongs to and its start
+    # time, so neither a reboot nor pid reuse keeps a dead owner's address forever.
+    owner_pid: Mapped[int] = mapped_column(Integer)
+    owner_boot: Mapped[str] = mapped_column(Text)
+    owner_start: Mapped[int] = mapped_column(Integer)
+    created_ns: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,271 @@
+"""Bring the index in line with disk: a signature diff without locks, then a short apply.
+
+The diff compares each config.json's stat signature (inode, size, mtime, ctime) with the
+one recorded when the index last read it, and reads only what changed. A rewrite inside
+one timestamp tick keeps the same signature, so a row read less than one granularity after
+its file's last change (the later of mtime and ctime: mtime can be set back) stays "racy"
+and is re-read (and its digest compared) until a later read proves it settled - git's
+racy-index rule.
+
+Whatever a scan can show must compare equal to the index once applied (a chmod's new ctime,
+a config.json that is a directory, a name that is not UTF-8), or every list() would look
+changed and take the write lock; the tests in test_reconcile.py pin each such case.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from fleetbox_db.disk import owners
+from fleetbox_db.disk.files import is_member_dir
+from fleetbox_db.disk.observe import Clock, Observation, observe
+from fleetbox_db.disk.scan import MemberDir, Scan
+from fleetbox_db.index import members, preview, reservations
+from fleetbox_db.index.answers import all_members
+from fleetbox_db.index.connection import data_version
+from fleetbox_db.index.members import StoredRow
+from fleetbox_db.index.recorded import RecordedScan
+from fleetbox_db.index.reservations import Reservation
+from fleetbox_db.records import Key, MemberState, ReconcileReport
+
+__all__ = ["DEFAULT_GRANULARITY_NS", "Plan", "Progress", "Reconciler"]
+
+#: Timestamp granularity we do not trust to tell two writes apart: FAT/HFS+ and some network
+#: filesystems keep 1-2 s, and Linux stamps files from a clock that ticks in milliseconds.
+DEFAULT_GRANULARITY_NS: Final = 2_000_000_000
+#: Configs read and written per step of apply(): bounds memory on a 100,000-member rebuild.
+_BATCH: Final = 1000
+#: Above this many touched rows, one table read beats a lookup per row.
+_ROW_LOOKUPS: Final = 500
+
+Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
+
+
+@dataclass
+class Plan:
+    """What plan() found: directories to read and write, rows to drop, reservations to free.
+
+    The reads happen in apply(), under the write lock and in batches, so what is written is
+    what disk holds then and a rebuild of 100,000 members never holds them all in memory.
+    """
+
+    scan: Scan
+    full: bool
+    reads: list[MemberDir]
+    old: dict[Key, StoredRow]
+    removed: list[Key]
+    dead: list[Reservation]
+    # The index version the plan was made against; apply() re-plans if another process
+    # wrote in between, so "no row yet" still holds when it inserts.
+    data_version: int = -1
+    # Racy rows plan() already re-read to see whether they changed: not read twice.
+    observed: dict[Key, Observation] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """True when applying would write nothing: the caller may skip the write lock."""
+        return not (self.reads or self.removed or self.dead)
+
+
+class Reconciler:
+    """Diffs a Scan against the index; keeps the RecordedScan while the index is unchanged."""
+
+    def __init__(
+        self,
+        clusters_dir: Path,
+        clock: Clock = time.time_ns,
+        granularity_ns: int = DEFAULT_GRANULARITY_NS,
+    ) -> None:
+        self.clusters_dir = str(clusters_dir)
+        self.clock = clock
+        self.granularity_ns = granularity_ns
+        self._recorded: RecordedScan | None = None
+
+    @property
+    def version(self) -> object:
+        """A token for the index state last loaded: a new object whenever the index changed."""
+        return self._recorded
+
+    def invalidate(self) -> None:
+        """Forget the recorded scan: this connection wrote, which data_version does not show."""
+        self._recorded = None
+
+    def observe(self, member: MemberDir) -> Observation:
+        """Read and parse one member's config.json now."""
+        return observe(self.clusters_dir, member, self.clock)
+
+    # -- the no-change path: no lock, no write, no parse ----------------------------------
+
+    def is_current(self, conn: sqlite3.Connection, scan: Scan) -> bool:
+        """True when the index already says what *scan* shows and no row is racy."""
+        recorded = self._load(conn)
+        if recorded.racy:
+            return False
+        if recorded.reservations and any(_dead(r) for r in recorded.reservations):
+            return False
+        if scan.unreadable_clusters:
+            # Their rows stay (plan never drops them) but the scan cannot show them.
+            skipped = set(scan.unreadable_clusters)
+            return scan.members == [e for e in recorded.entries if e.cluster not in skipped]
+        return scan.members == recorded.entries
+
+    def _load(self, conn: sqlite3.Connection) -> RecordedScan:
+        recorded = self._recorded
+        if recorded is None or not recorded.is_current(conn):
+            recorded = self._recorded = RecordedScan.load(conn, self.granularity_ns)
+        return recorded
+
+    # -- the diff -------------------------------------------------------------------------
+
+    def plan(self, conn: sqlite3.Connection, scan: Scan, full: bool = False) -> Plan:
+        """Diff *scan* against the recorded scan; takes no lock and reads no config except
+        racy rows (re-read now so that one whose bytes did not change needs no write).
+        """
+        recorded = self._load(conn)
+        remaining = dict(recorded.by_key)
+        reads: list[MemberDir] = []
+        racy: list[MemberDir] = []
+        for member in scan.members:
+            key = (member[0], member[1])
+            entry = remaining.pop(key, None)
+            if entry is None or full or entry != member:
+                reads.append(member)
+            elif key in recorded.racy:
+                racy.append(member)
+        unlisted = set(scan.unreadable_clusters)
+        removed = [Key(*k) for k in remaining if k[0] not in unlisted]
+        old = self._stored(conn, full, [*reads, *racy], removed)
+        observed: dict[Key, Observation] = {}
+        for member in racy:
+            obs = self.observe(member)
+            row = old.get(obs.key)  # None: another process dropped it since it was loaded
+            if row is None or not self._noop(row, obs):
+                reads.append(member)
+                observed[obs.key] = obs
+        dead = [r for r in recorded.reservations if _dead(r)]
+        return Plan(scan, full, reads, old, removed, dead, recorded.data_version, observed)
+
+    def _stored(
+        self, conn: sqlite3.Connection, full: bool, touched: list[MemberDir], removed: list[Key]
+    ) -> dict[Key, StoredRow]:
+        """The index rows of the keys a plan touches: all at once for a full run, else one
+        indexed lookup each (an incremental run touches few)."""
+        keys = [m.key for m in touched] + removed
+        if full or len(keys) > _ROW_LOOKUPS:
+            every = members.stored_rows(conn)
+            return {key: every[key] for key in keys if key in every}
+        found: dict[Key, StoredRow] = {}
+        for key in keys:
+            row = members.stored_row(conn, key)
+            if row is not None:
+                found[key] = row
+        return found
+
+    def _racy(self, row: StoredRow) -> bool:
+        if row.changed_ns is None or row.verified_ns is None:
+            return False
+        return row.changed_ns + self.granularity_ns > row.verified_ns
+
+    def _settled(self, obs: Observation) -> bool:
+        """The read happened more than one timestamp tick after the file last changed."""
+        sig = obs.signature
+        if sig is None:
+            return False
+        return max(sig.mtime_ns, sig.ctime_ns) + self.granularity_ns <= obs.verified_ns
+
+    def _noop(self, row: StoredRow, obs: Observation) -> bool:
+        """Writing *obs* would change nothing: same bytes, same signature, nothing settled."""
+        if not row.holds(obs) or row.signature != obs.signature:
+            return False
+        return not (self._racy(row) and self._settled(obs))
+
+    # -- the apply ------------------------------------------------------------------------
+
+    def apply(
+        self,
+        conn: sqlite3.Connection,
+        plan: Plan,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ReconcileReport:
+        """Read and write the plan; the caller holds the write transaction (unless dry_run).
+
+        Configs are read here, under the lock, so what is written is what disk holds now.
+        A dry run writes nothing and reports what a real run would, unreadable and
+        conflicts included.
+        """
+        if not dry_run and data_version(conn) != plan.data_version:
+            plan = self.plan(conn, plan.scan, plan.full)  # another process wrote meanwhile
+        report = ReconcileReport()
+        kept: list[Observation] = []
+        gone: list[Key] = []
+        for start in range(0, len(plan.reads), _BATCH):
+            fresh: list[Observation] = []
+            for member in plan.reads[start : start + _BATCH]:
+                obs = plan.observed.get(member.key) or self.observe(member)
+                old = plan.old.get(obs.key)
+                if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
+                    if old is not None:  # the member directory went away after the scan
+                        gone.append(obs.key)
+                    continue
+                _classify(report, obs, old)
+                if dry_run:
+                    kept.append(obs)
+                elif old is None and obs.vm is not None and obs.digest is not None:
+                    fresh.append(obs)
+                else:
+                    self._write(conn, obs, old)
+            if fresh:
+                members.insert_members(conn, fresh)
+            if progress is not None:
+                progress(min(start + _BATCH, len(plan.reads)), len(plan.reads))
+        gone += [k for k in plan.removed if dry_run or not is_member_dir(self.clusters_dir, *k)]
+        report.removed = [k.name for k in gone]
+        # Under the lock the table is read again: the plan's dead rows may have been released
+        # by another process since, and their ids reused by live reservations.
+        candidates = plan.dead if dry_run else reservations.every(conn)
+        dead = [r for r in candidates if dry_run or _dead(r)]
+        report.released = [r.name for r in dead]
+        if dry_run:
+            report.unreadable, report.conflicts = preview.outcome(
+                all_members(conn), plan.removed, kept
+            )
+        else:
+            members.delete_members(conn, gone)
+            reservations.delete(conn, (r.id for r in dead))
+            self.invalidate()
+        return report
+
+    def _write(self, conn: sqlite3.Connection, obs: Observation, old: StoredRow | None) -> None:
+        if old is not None and old.holds(obs):
+            if obs.signature == old.signature:
+                # Same bytes under the same signature: only a racy row that is now
+                # settled has anything to record.
+                if self._racy(old) and self._settled(obs):
+                    members.set_verified(conn, obs.key, obs.verified_ns)
+                return
+            # Same bytes, new signature (chmod, touch, a copy over it): record the new
+            # signature, or the scan would differ from the index on every list().
+            members.put_member(conn, obs, keep_config=True)
+            return
+        members.put_member(conn, obs)
+        if not obs.keeps_last_config:
+            members.clear_config(conn, obs.key)
+
+
+def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) -> None:
+    if old is None:
+        report.added.append(obs.key.name)
+    elif not old.holds(obs):
+        report.updated.append(obs.key.name)
+    if obs.state == MemberState.UNREADABLE:
+        report.unreadable.append(obs.key.name)
+
+
+def _dead(reservation: Reservation) -> bool:
+    return not owners.is_alive(reservation.owner)

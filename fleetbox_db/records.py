@@ -1,0 +1,287 @@
+"""The public records: what the Store takes and returns, shared by every part.
+
+VM and Fixture are one member's config.json (fleetbox_db.spec.config reads and writes their
+bytes); Entry, Problem, Conflict, ReconcileReport and Removal are the answers of entries(),
+check(), reconcile() and remove(); Key and MemberState name a member directory and its state
+wherever one is passed between modules. Pure: no I/O, and nothing of ours but the errors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from operator import attrgetter
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+from fleetbox_db.errors import FleetboxError
+
+__all__ = [
+    "FIXTURE_FIELDS",
+    "STORED_STATES",
+    "VM",
+    "VM_FIELDS",
+    "ZERO_TIME",
+    "Conflict",
+    "Entry",
+    "Fixture",
+    "Key",
+    "MemberState",
+    "Problem",
+    "ProblemKind",
+    "ReconcileReport",
+    "Removal",
+]
+
+ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
+"""Go's zero ``time.Time``: what a missing or null ``created_at`` reads as."""
+
+VM_FIELDS: Final = (
+    "name", "mac", "cpus", "memory_mb", "disk_mb", "image", "created_at", "fixtures", "ip",
+)  # fmt: skip
+"""A VM's fields in Go's struct order: the known config.json keys, in the order written."""
+
+FIXTURE_FIELDS: Final = ("host_path", "guest_path", "label")
+"""A Fixture's fields in Go's struct order."""
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+@dataclass
+class Fixture:
+    """One host directory exported read-only to the guest; ``extra`` keeps unknown keys in order."""
+
+    host_path: str
+    guest_path: str
+    label: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fixture) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return _fixture_key(self) == _fixture_key(other) and _equal(self.extra, other.extra)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Fixture:
+        return _copy_record(self, memo)
+
+
+@dataclass
+class VM:
+    """One member's config.json. ``extra`` keeps unknown top-level keys in file order.
+
+    A ``created_at`` read from disk remembers its exact text (nanoseconds, offset spelling), so
+    an unchanged value is written back byte-identical; assign a new datetime to reformat it.
+    """
+
+    name: str
+    mac: str = ""
+    cpus: int = 2
+    memory_mb: int = 4096
+    disk_mb: int = 20480
+    image: str = "debian-12"
+    created_at: datetime = field(default_factory=_now)
+    fixtures: list[Fixture] = field(default_factory=list)
+    ip: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    _created_at_raw: tuple[str, datetime] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VM) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return _vm_key(self) == _vm_key(other) and _equal(self.extra, other.extra)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VM:
+        return _copy_record(self, memo)
+
+
+# VM and Fixture write their own == and deepcopy (the dataclass ones would compare and copy
+# the same fields) because Python's recurse through ``extra``, which reads as deep as Go does.
+_fixture_key: Final = attrgetter(*FIXTURE_FIELDS)
+_vm_key: Final = attrgetter(*VM_FIELDS)
+
+
+class Key(NamedTuple):
+    """A member directory: clusters/<cluster>/<name>. Stray copies share a name, not a key."""
+
+    cluster: str
+    name: str
+
+
+class MemberState(StrEnum):
+    """What a member directory holds; a str, so it compares equal to its value."""
+
+    OK = "ok"
+    """config.json parses."""
+    CONFIGLESS = "configless"
+    """No config.json (a directory the Go tool made before writing one, or emptied)."""
+    UNREADABLE = "unreadable"
+    """config.json exists but cannot be read or parsed; the last good config is kept."""
+    STRAY = "stray"
+    """The directory sits under a cluster that is not cluster_name(name): Go lists it but
+    never finds it by name."""
+    CONFLICT = "conflict"
+    """Shown by entries() only: ok, but another member's config claims its IP or MAC."""
+
+
+STORED_STATES: Final = (
+    MemberState.OK,
+    MemberState.CONFIGLESS,
+    MemberState.UNREADABLE,
+    MemberState.STRAY,
+)
+"""The states the index records (a conflict is worked out when asked, never stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One member directory as `ls` shows it: state, and the last config that parsed."""
+
+    name: str
+    cluster: str
+    state: str  # a MemberState value
+    vm: VM | None
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Two or more member directories whose configs claim one IP or MAC."""
+
+    kind: Literal["ip", "mac"]
+    value: str
+    members: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value} is claimed by {', '.join(self.members)}"
+
+
+ProblemKind = Literal["conflict", "unreadable", "stray", "drift", "index"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing an operator should look at, naming the members and the value involved."""
+
+    kind: ProblemKind
+    members: tuple[str, ...]
+    value: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class ReconcileReport:
+    """What a reconcile changed (or, dry run, would change), by member name."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    # Paths of temp files a killed write left (full runs only; see disk/sweep.py).
+    swept: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed or self.released or self.swept)
+
+
+@dataclass
+class Removal:
+    """What Store.remove() did: members removed, patterns that matched none, failures."""
+
+    removed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    failed: list[FleetboxError] = field(default_factory=list)
+
+
+# -- values nested deeper than the recursion limit ------------------------------------------
+# ``extra`` holds JSON as deep as Go reads it (10000 levels): Python's == and deepcopy recurse
+# and would raise RecursionError on it, so VM and Fixture compare and copy through these.
+
+_Record = TypeVar("_Record")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` for JSON values, also nested past the recursion limit (Python's == recurses)."""
+    try:
+        return bool(a == b)
+    except RecursionError:
+        pass
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if x is y:  # as Python's list and dict comparisons do, so [nan] == [nan] holds here too
+            continue
+        if type(x) is list and type(y) is list:
+            if len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif type(x) is dict and type(y) is dict:
+            if x.keys() != y.keys():
+                return False
+            pending.extend((item, y[key]) for key, item in x.items())
+        elif x != y:
+            return False
+    return True
+
+
+def _deep_copy(value: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(value, memo)`` for JSON values, also nested past the recursion limit.
+
+    Lists and dicts are copied here, anything else by ``copy.deepcopy``; a list or dict found
+    twice is copied once, as deepcopy does.
+    """
+    if type(value) is not list and type(value) is not dict:
+        return copy.deepcopy(value, memo)
+    if id(value) in memo:
+        return memo[id(value)]
+    top: Any = type(value)()
+    memo[id(value)] = top
+    # The copies being filled, each with the items of its original not yet copied.
+    stack: list[tuple[Iterator[Any], Any]] = [(_items(value), top)]
+    while stack:
+        items, into = stack[-1]
+        for key, item in items:
+            if type(item) is not list and type(item) is not dict:
+                _put(into, key, copy.deepcopy(item, memo))
+            elif id(item) in memo:
+                _put(into, key, memo[id(item)])
+            else:
+                memo[id(item)] = child = type(item)()
+                _put(into, key, child)
+                stack.append((_items(item), child))
+                break  # fill the new copy first
+        else:
+            stack.pop()
+    return top
+
+
+def _copy_record(record: _Record, memo: dict[int, Any]) -> _Record:
+    """``copy.deepcopy`` of an object whose attributes (in ``__dict__``) may hold deep JSON values.
+
+    The ``__deepcopy__`` of VM and Fixture: a shallow copy, then each attribute copied.
+    """
+    clone = copy.copy(record)
+    memo[id(record)] = clone
+    vars(clone).update((key, _deep_copy(value, memo)) for key, value in vars(record).items())
+    return clone
+
+
+def _items(value: list[Any] | dict[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    return iter(value.items()) if type(value) is dict else enumerate(value)
+
+
+def _put(into: list[Any] | dict[Any, Any], key: Any, item: Any) -> None:
+    if isinstance(into, dict):
+        into[key] = item
+    else:
+        into.append(item)

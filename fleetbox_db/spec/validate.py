@@ -1,0 +1,51 @@
+"""What a write accepts: a checked copy of the caller's VM and the bytes to write.
+
+Pure. Every refusal here is an InvalidInputError raised before any file or the index is
+touched, so a bad argument never creates a store, a directory or a reservation.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+from fleetbox_db.errors import InvalidValueError
+from fleetbox_db.records import VM
+from fleetbox_db.spec.config import encode_config
+from fleetbox_db.spec.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
+from fleetbox_db.spec.layout import validate_name
+
+__all__ = ["Accepted", "accept"]
+
+
+class Accepted(NamedTuple):
+    """A VM as it will be written, with its config.json bytes."""
+
+    vm: VM
+    data: bytes
+
+
+def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Accepted:
+    """A validated copy of *vm* and its bytes: name checked, MAC lowercased (or derived from
+    the name when empty and *fill_mac*), IP a host of *net* when one is given, every field
+    encodable. Raises InvalidNameError, InvalidValueError.
+    """
+    validate_name(vm.name)
+    # copy, not dataclasses.replace: replace() would drop the created_at text read from disk,
+    # and with it the nanoseconds a save must write back unchanged.
+    vm = copy.copy(vm)
+    vm.fixtures, vm.extra = list(vm.fixtures), dict(vm.extra)
+    if vm.mac:
+        vm.mac = normalize_mac(vm.mac)
+    elif fill_mac:
+        vm.mac = generate_mac(vm.name)
+    if vm.ip:
+        ip = parse_ipv4(vm.ip)
+        if net is not None and not net.is_host(ip):
+            raise InvalidValueError(
+                f"ip {vm.ip} of vm {vm.name!r} is not a host address of subnet {net}; "
+                f"use one of {format_ipv4(net.first_host)}..{format_ipv4(net.last_host)}",
+                name=vm.name,
+                value=vm.ip,
+            )
+    return Accepted(vm, encode_config(vm))
