@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from fleetbox_db import VM, Fixture, generate_mac
-from fleetbox_db.spec.config import encode_config, restore_created_at
+from fleetbox_db.rules.config import encode_config, restore_created_at
 
 #: Bump whenever the generated tree changes, so stale caches are never reused.
 FORMAT_VERSION: Final = 1

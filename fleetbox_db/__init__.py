@@ -29,8 +29,8 @@ from fleetbox_db.errors import (
     VMNotFoundError,
 )
 from fleetbox_db.records import VM, Conflict, Entry, Fixture, Problem, ReconcileReport, Removal
-from fleetbox_db.spec.ipam import generate_mac
-from fleetbox_db.spec.layout import cluster_name
+from fleetbox_db.rules.ipam import generate_mac
+from fleetbox_db.rules.layout import cluster_name
 from fleetbox_db.store import Store
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """The public records: what the Store takes and returns, shared by every part.
 
-VM and Fixture are one member's config.json (fleetbox_db.spec.config reads and writes their
+VM and Fixture are one member's config.json (fleetbox_db.rules.config reads and writes their
 bytes); Entry, Problem, Conflict, ReconcileReport and Removal are the answers of entries(),
 check(), reconcile() and remove(); Key and MemberState name a member directory and its state
 wherever one is passed between modules. Pure: no I/O, and nothing of ours but the errors.

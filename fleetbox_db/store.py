@@ -1,7 +1,7 @@
 """The Store: the Go-compatible tree on disk, with the SQLite index kept in step with it.
 
 Disk is canonical. The Store composes the two parts and holds no SQL: each method checks
-its arguments (spec), does what disk must (disk), and asks or tells the index (a Mirror),
+its arguments (rules), does what disk must (disk), and asks or tells the index (a Mirror),
 which reconciles with disk first; writes that must be unique (names, IPs, MACs) run inside
 the index's one write transaction, so two processes can never both pass the same check.
 When the index cannot be used (IndexAccessError), answers come from disk alone.
@@ -18,14 +18,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from fleetbox_db.disk import files, locks
+from fleetbox_db.disk import files, member
 from fleetbox_db.disk.fallback import DiskAnswers
+from fleetbox_db.disk.locks import Lock
 from fleetbox_db.disk.observe import observe
 from fleetbox_db.disk.problems import disk_problems
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.errors import (
-    ConfigError,
-    DiskError,
     FleetboxError,
     IndexAccessError,
     InvalidValueError,
@@ -43,8 +42,8 @@ from fleetbox_db.records import (
     ReconcileReport,
     Removal,
 )
-from fleetbox_db.spec.config import decode_config, encode_config
-from fleetbox_db.spec.ipam import (
+from fleetbox_db.rules.config import encode_config
+from fleetbox_db.rules.ipam import (
     Subnet,
     addresses,
     format_ipv4,
@@ -52,7 +51,7 @@ from fleetbox_db.spec.ipam import (
     optional_subnet,
     required_subnet,
 )
-from fleetbox_db.spec.layout import (
+from fleetbox_db.rules.layout import (
     Layout,
     cluster_name,
     is_stray,
@@ -60,8 +59,8 @@ from fleetbox_db.spec.layout import (
     validate_cluster,
     validate_name,
 )
-from fleetbox_db.spec.targets import resolve_targets
-from fleetbox_db.spec.validate import accept
+from fleetbox_db.rules.targets import resolve_targets
+from fleetbox_db.rules.validate import accept
 
 __all__ = ["Store"]
 
@@ -135,10 +134,7 @@ class Store(Layout):
 
     def ensure_dir(self, name: str) -> Path:
         """mkdir -p the member directory; idempotent. Raises DiskError for a symlink."""
-        path = self.vm_dir(name)
-        self._refuse_symlinks(name)
-        files.make_dirs(path)
-        return path
+        return member.ensure_dir(self, name)
 
     def exists(self, name: str) -> bool:
         """True when config.json exists (any stat error counts as absent, as in Go)."""
@@ -150,21 +146,7 @@ class Store(Layout):
 
     def load(self, name: str) -> VM:
         """Read config.json from disk. Raises VMNotFoundError, ConfigError."""
-        path = self.config_path(name)
-        try:
-            data, _ = files.read_config_bytes(path)
-        except FileNotFoundError:
-            raise VMNotFoundError(
-                f"vm {name!r} has no config at {path}; create it first", name=name, path=path
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"config of vm {name!r} at {path} cannot be read: {exc.strerror or exc}; "
-                "check its permissions",
-                name=name,
-                path=path,
-            ) from exc
-        return decode_config(data, path)
+        return member.load(self, name)
 
     def create(self, vm: VM, subnet: str | None = None) -> VM:
         """Write a new member's config; returns the VM as written.
@@ -231,15 +213,15 @@ class Store(Layout):
                 path=member_dir,
             )
         try:
-            self._mirror.forget(Key(cluster_name(name), name), lambda: self._remove(name))
+            self._mirror.forget(Key(cluster_name(name), name), lambda: member.remove(self, name))
         except IndexAccessError as exc:
             if os.path.lexists(member_dir):
                 self._warn(exc)
-                self._remove(name)
+                member.remove(self, name)
 
     def remove(self, targets: Sequence[str] | None) -> Removal:
         """Delete members by name or cluster as the Go CLI's `rm` picks them (see
-        spec.targets), or every member when *targets* is None. Members that vanish
+        rules.targets), or every member when *targets* is None. Members that vanish
         meanwhile are reported in ``failed``, not raised. Raises InvalidNameError first."""
         for target in targets or ():
             validate_name(target)
@@ -360,18 +342,9 @@ class Store(Layout):
         assert revision is not None
         return revision
 
-    def try_lock(self, name: str) -> locks.Lock:
+    def try_lock(self, name: str) -> Lock:
         """Non-blocking exclusive flock on <m>/.lock. Raises LockedError, VMNotFoundError."""
-        path = self.lock_path(name)
-        self._refuse_symlinks(name)
-        try:
-            return locks.try_lock(path, name)
-        except FileNotFoundError:
-            raise VMNotFoundError(
-                f"vm {name!r} has no directory at {path.parent}; create it first",
-                name=name,
-                path=path.parent,
-            ) from None
+        return member.try_lock(self, name)
 
     # -- how each operation reaches disk and the index -----------------------------------
 
@@ -392,54 +365,8 @@ class Store(Layout):
 
     def _write_config(self, tx: WriteTransaction, name: str, data: bytes) -> None:
         """Write config.json atomically and record it; inside *tx*."""
-        path = self.config_path(name)
-        self._refuse_symlinks(name)
-        try:
-            signature = files.atomic_write(path, data)
-        except OSError as exc:
-            raise DiskError(
-                f"cannot write the config of vm {name!r} at {path}: {exc.strerror or exc}; "
-                "check who owns the tree (a sudo run may have created it)",
-                name=name,
-                path=path,
-            ) from exc
+        signature = member.write_config(self, name, data)
         tx.record_written(Key(cluster_name(name), name), data, signature)
-
-    def _remove(self, name: str) -> None:
-        """Remove the member directory and its sockets from disk (no index)."""
-        member_dir = self.vm_dir(name)
-        try:
-            removed = files.remove_member(self.clusters_dir, cluster_name(name), name)
-        except OSError as exc:
-            raise DiskError(
-                f"cannot remove vm {name!r} at {member_dir}: {exc.strerror or exc}"
-                f"{f' ({exc.filename})' if exc.filename else ''}; check permissions, or "
-                "retry if another process was writing into it",
-                name=name,
-                path=member_dir,
-            ) from exc
-        if not removed:
-            raise VMNotFoundError(
-                f"vm {name!r} does not exist (no directory at {member_dir}, or its "
-                "cluster directory is a symlink, which delete never follows)",
-                name=name,
-                path=member_dir,
-            )
-        for socket in (self.socket_path(name), self.control_socket_path(name)):
-            try:
-                files.remove_quietly(socket)
-            except OSError as exc:  # best effort, as in Go: the member itself is gone
-                log.warning("could not remove %s: %s", socket, exc.strerror or exc)
-
-    def _refuse_symlinks(self, name: str) -> None:
-        link = files.symlink_on_the_way(self.clusters_dir, cluster_name(name), name)
-        if link is not None:
-            raise DiskError(
-                f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "
-                "not list it either): replace it with a real directory",
-                name=name,
-                path=link,
-            )
 
     def _warn(self, exc: FleetboxError) -> None:
         kind = type(exc).__name__

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from fleetbox_db import VM, cluster_name
-from fleetbox_db.spec.config import encode_config
+from fleetbox_db.rules.config import encode_config
 
 SECOND: Final = 1_000_000_000
 HOUR: Final = 3600 * SECOND

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fleetbox_db import VM, ConfigError, FleetboxError, Store, cluster_name
-from fleetbox_db.spec.config import decode_config
+from fleetbox_db.rules.config import decode_config
 
 STRESS: Final = os.environ.get("FLEETBOX_STRESS", "") not in ("", "0")
 IS_ROOT: Final = os.geteuid() == 0

@@ -39,7 +39,7 @@ from fleetbox_db import (
     cluster_name,
     generate_mac,
 )
-from fleetbox_db.spec.config import decode_config, encode_config
+from fleetbox_db.rules.config import decode_config, encode_config
 
 SUBNET = "192.168.5.0/24"
 STRESS = os.environ.get("FLEETBOX_STRESS", "") not in ("", "0")

@@ -12,7 +12,7 @@ from helpers import CREATED, go_write, put
 from index_lock import write_locked
 
 from fleetbox_db import VM, Problem, Store
-from fleetbox_db.spec.config import encode_config
+from fleetbox_db.rules.config import encode_config
 
 MAC = "02:00:00:00:00:01"
 

@@ -22,7 +22,7 @@ from fleetbox_db.cli import commands as cli_module
 from fleetbox_db.cli.text import age, display, memory, parse_fixtures
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.index.schema import HEAD
-from fleetbox_db.spec.targets import resolve_targets
+from fleetbox_db.rules.targets import resolve_targets
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOCS = Path(__file__).resolve().parent.parent / "README.md"

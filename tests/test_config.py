@@ -18,15 +18,15 @@ from hypothesis import strategies as st
 from fleetbox_db import VM, Fixture, IPConflictError, MACConflictError, Store
 from fleetbox_db.errors import ConfigError, InvalidValueError
 from fleetbox_db.records import ZERO_TIME
-from fleetbox_db.spec import config, deepjson, gojson
-from fleetbox_db.spec.config import (
+from fleetbox_db.rules import config, deepjson, gojson
+from fleetbox_db.rules.config import (
     created_at_text,
     decode_config,
     encode_config,
     restore_created_at,
 )
-from fleetbox_db.spec.gojson import RawFloat, RawInt, decode_json_value, encode_json_value
-from fleetbox_db.spec.gotime import format_go_time, parse_go_time
+from fleetbox_db.rules.gojson import RawFloat, RawInt, decode_json_value, encode_json_value
+from fleetbox_db.rules.gotime import format_go_time, parse_go_time
 
 DATA = Path(__file__).parent / "data"
 # The first four were written by Go's MarshalIndent; unknown-keys.json by hand in its layout.

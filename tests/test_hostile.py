@@ -47,7 +47,7 @@ from fleetbox_db import (
     MACConflictError,
     Store,
 )
-from fleetbox_db.spec.config import decode_config
+from fleetbox_db.rules.config import decode_config
 
 SUBNET = "10.0.0.0/16"
 NEIGHBOUR = VM("db-1", mac="02:00:00:00:00:01", ip="10.0.0.2")

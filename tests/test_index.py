@@ -30,7 +30,7 @@ from fleetbox_db import (
 )
 from fleetbox_db.index import schema
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
-from fleetbox_db.spec.config import encode_config
+from fleetbox_db.rules.config import encode_config
 
 NAMES = ("db", "dev", "web-1", "web-2", "web-10")
 

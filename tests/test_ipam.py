@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetbox_db.errors import InvalidNameError, InvalidValueError
-from fleetbox_db.spec.ipam import (
+from fleetbox_db.rules.ipam import (
     Subnet,
     addresses,
     format_ipv4,

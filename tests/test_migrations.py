@@ -26,7 +26,7 @@ import fleetbox_db
 from fleetbox_db import VM, Fixture, IndexSchemaError, Store
 from fleetbox_db.index import schema
 from fleetbox_db.index.models import Base
-from fleetbox_db.spec.config import encode_config
+from fleetbox_db.rules.config import encode_config
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetbox_db.errors import InvalidNameError, InvalidValueError, StorageRootError
-from fleetbox_db.spec.layout import (
+from fleetbox_db.rules.layout import (
     MAX_NAME_BYTES,
     Layout,
     cluster_name,

@@ -33,7 +33,7 @@ from fleetbox_db import VM, Conflict, Store, cluster_name
 from fleetbox_db.disk.observe import Observation
 from fleetbox_db.disk.scan import MemberDir, scan
 from fleetbox_db.index.reconcile import Reconciler
-from fleetbox_db.spec.config import encode_config
+from fleetbox_db.rules.config import encode_config
 
 REPO = Path(fleetbox_db.__file__).resolve().parent.parent
 MEMBER_COLUMNS = (

@@ -70,8 +70,8 @@ from fleetbox_db import (
     cluster_name,
     generate_mac,
 )
-from fleetbox_db.spec.config import decode_config, encode_config
-from fleetbox_db.spec.gojson import clean
+from fleetbox_db.rules.config import decode_config, encode_config
+from fleetbox_db.rules.gojson import clean
 
 SUBNET = "10.7.0.0/28"  # 13 hosts: runs out within one example
 SMALL = "10.7.1.0/30"  # one host

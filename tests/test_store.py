@@ -36,7 +36,7 @@ from fleetbox_db import (
     VMNotFoundError,
     generate_mac,
 )
-from fleetbox_db.spec.config import encode_config
+from fleetbox_db.rules.config import encode_config
 
 Snapshot = dict[str, tuple[int, int, int, int, bytes]]
 

@@ -1,5 +1,5 @@
 """The fleetbox-db command line: click commands (commands.py), one Store call each, over
-pure text helpers (text.py). Imports only the public API and the pure spec rules.
+pure text helpers (text.py). Imports only the public API and the pure Go rules (fleetbox_db.rules).
 """
 
 from __future__ import annotations

@@ -11,25 +11,32 @@ sqlalchemy`.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
-from fleetbox_db import VM, FleetboxError, Store
+from fleetbox_db import VM
 from fleetbox_db.cli import text
-from fleetbox_db.spec.layout import validate_name
+from fleetbox_db.cli.app import (
+    PROG,
+    App,
+    CommandError,
+    ErrorLines,
+    json_flag,
+    parse_now,
+    print_version,
+    setup_logging,
+)
+from fleetbox_db.rules.layout import validate_name
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
-PROG: Final = "fleetbox-db"
 PROGRESS_THRESHOLD: Final = 1000
 """Reconcile shows a progress bar on a terminal only for stores larger than this."""
 
@@ -39,120 +46,7 @@ _DEFAULTS: Final = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class CommandError(click.ClickException):
-    """A problem the user must act on: one line on stderr, exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        message = " ".join(self.format_message().splitlines())
-        click.echo(f"{PROG}: error: {message}", file=file, err=True)
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FleetboxError as exc:
-            raise CommandError(str(exc)) from exc
-        except OSError as exc:
-            if exc.errno == errno.EPIPE:
-                raise  # click's main() quietly handles `fleetbox-db ls | head`
-            raise CommandError(str(exc)) from exc
-
-
-class _LogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
-
-
-@dataclasses.dataclass
-class App:
-    """What the global options chose; opens the store on first use."""
-
-    root: Path | None
-    as_json: bool = False
-    now: datetime | None = None
-    _store: Store | None = None
-
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store.open(self.root)
-            click.get_current_context().call_on_close(self._store.close)
-        return self._store
-
-    def clock(self) -> datetime:
-        return self.now if self.now is not None else datetime.now(UTC)
-
-    def emit(self, data: object, human: str | Callable[[], str]) -> None:
-        """Print *data* as JSON under --json, else *human* (if non-empty)."""
-        if self.as_json:
-            click.echo(text.to_json(data))
-            return
-        shown = human() if callable(human) else human
-        if shown:
-            click.echo(shown)
-
-
-def _set_json(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.ensure_object(App).as_json = True
-
-
-def _json_flag(command: F) -> F:
-    """`--json` after the command name too (`fleetbox-db ls --json`)."""
-    option = click.option(
-        "--json",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_json,
-        help="Machine-readable JSON on stdout.",
-    )
-    return option(command)
-
-
-def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    try:
-        from importlib.metadata import version
-
-        text = version("fleetbox-db")
-    except Exception:  # running from a checkout that was never installed
-        import fleetbox_db
-
-        text = getattr(fleetbox_db, "__version__", "unknown")
-    click.echo(f"{PROG} {text}")
-    ctx.exit()
-
-
-def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        now = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", ctx, param) from None
-    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-
-
-def _setup_logging(ctx: click.Context, verbose: int) -> None:
-    """Send the library's log records to stderr for this invocation (warnings always)."""
-    logger = logging.getLogger("fleetbox_db")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter())
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel((logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG)
-
-    def restore() -> None:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-
-    ctx.call_on_close(restore)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorLines, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -167,17 +61,17 @@ def _setup_logging(ctx: click.Context, verbose: int) -> None:
     is_flag=True,
     expose_value=False,
     is_eager=True,
-    callback=_print_version,
+    callback=print_version,
     help="Show the version and exit.",
 )
-@click.option("--now", hidden=True, callback=_parse_now, help="Pretend it is this time (tests).")
+@click.option("--now", hidden=True, callback=parse_now, help="Pretend it is this time (tests).")
 @click.pass_context
 def cli(
     ctx: click.Context, root: Path | None, as_json: bool, verbose: int, now: datetime | None
 ) -> None:
     """Inspect and repair the fleetbox VM store that the Go tool writes."""
     ctx.obj = App(root=root, as_json=as_json, now=now)
-    _setup_logging(ctx, verbose)
+    setup_logging(ctx, verbose)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -185,7 +79,7 @@ pass_app = click.make_pass_decorator(App)
 
 @cli.command("ls")
 @click.option("--cluster", metavar="C", help="Only the members of cluster C.")
-@_json_flag
+@json_flag
 @pass_app
 def ls_command(app: App, cluster: str | None) -> None:
     """List members with their config and state.
@@ -202,7 +96,7 @@ def ls_command(app: App, cluster: str | None) -> None:
 
 @cli.command("show")
 @click.argument("name")
-@_json_flag
+@json_flag
 @pass_app
 def show_command(app: App, name: str) -> None:
     """Show one member in full, fixtures included."""
@@ -243,7 +137,7 @@ def _size_option(name: str, help: str) -> Callable[[F], F]:
     metavar="HOST:GUEST",
     help="Export host directory HOST read-only at GUEST (repeatable).",
 )
-@_json_flag
+@json_flag
 @pass_app
 def create_command(
     app: App,
@@ -275,7 +169,7 @@ def create_command(
 @cli.command("rm")
 @click.argument("targets", nargs=-1, metavar="NAME|CLUSTER...")
 @click.option("--all", "remove_all", is_flag=True, help="Remove every member.")
-@_json_flag
+@json_flag
 @pass_app
 @click.pass_context
 def rm_command(ctx: click.Context, app: App, targets: tuple[str, ...], remove_all: bool) -> None:
@@ -305,7 +199,7 @@ def rm_command(ctx: click.Context, app: App, targets: tuple[str, ...], remove_al
 @cli.command("free-ips")
 @click.argument("cidr")
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N addresses.")
-@_json_flag
+@json_flag
 @pass_app
 def free_ips_command(app: App, cidr: str, limit: int | None) -> None:
     """Print free addresses of an IPv4 CIDR.
@@ -321,7 +215,7 @@ def free_ips_command(app: App, cidr: str, limit: int | None) -> None:
 
 @cli.command("who-has")
 @click.argument("value", metavar="IP|MAC")
-@_json_flag
+@json_flag
 @pass_app
 def who_has_command(app: App, value: str) -> None:
     """Print the member holding an IP or MAC.
@@ -359,7 +253,7 @@ class _Progress:
 @cli.command("reconcile")
 @click.option("--full", is_flag=True, help="Re-read every config.json, changed or not.")
 @click.option("--dry-run", is_flag=True, help="Only report what would change.")
-@_json_flag
+@json_flag
 @pass_app
 def reconcile_command(app: App, full: bool, dry_run: bool) -> None:
     """Bring the index in line with disk.
@@ -379,7 +273,7 @@ def reconcile_command(app: App, full: bool, dry_run: bool) -> None:
 
 
 @cli.command("check")
-@_json_flag
+@json_flag
 @pass_app
 @click.pass_context
 def check_command(ctx: click.Context, app: App) -> None:
@@ -398,7 +292,7 @@ def check_command(ctx: click.Context, app: App) -> None:
 
 
 @cli.command("migrate")
-@_json_flag
+@json_flag
 @pass_app
 def migrate_command(app: App) -> None:
     """Upgrade the index schema and print the revision."""

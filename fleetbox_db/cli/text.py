@@ -26,8 +26,8 @@ from fleetbox_db.records import (
     Problem,
     ReconcileReport,
 )
-from fleetbox_db.spec.config import created_at_text
-from fleetbox_db.spec.layout import cluster_name
+from fleetbox_db.rules.config import created_at_text
+from fleetbox_db.rules.layout import cluster_name
 
 HEADERS: Final = ("NAME", "CLUSTER", "IP", "MAC", "CPUS", "MEMORY", "IMAGE", "AGE", "STATE")
 CONFIG_KEYS: Final = VM_FIELDS[1:]  # the name is the entry's own

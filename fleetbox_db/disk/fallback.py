@@ -14,7 +14,7 @@ from pathlib import Path
 from fleetbox_db.disk.observe import Clock, Observation, observe
 from fleetbox_db.disk.scan import Scan
 from fleetbox_db.records import VM, Entry, MemberState
-from fleetbox_db.spec.ipam import Subnet, conflicts_among, free_ranges, ip_key
+from fleetbox_db.rules.ipam import Subnet, conflicts_among, free_ranges, ip_key
 
 __all__ = ["DiskAnswers"]
 
@@ -62,7 +62,7 @@ class DiskAnswers:
         ]
 
     def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
-        """The free runs of *net*'s hosts, inclusive, as spec.ipam.free_ranges gives them."""
+        """The free runs of *net*'s hosts, inclusive, as rules.ipam.free_ranges gives them."""
         taken = (ip_key(vm.ip) for _, vm, _ in self._parsed())
         return free_ranges(net, (ip for ip in taken if ip is not None))
 

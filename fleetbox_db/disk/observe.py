@@ -16,8 +16,8 @@ from fleetbox_db.disk.files import read_config_bytes
 from fleetbox_db.disk.scan import MemberDir, Signature
 from fleetbox_db.errors import ConfigError
 from fleetbox_db.records import VM, Key, MemberState
-from fleetbox_db.spec.config import decode_config
-from fleetbox_db.spec.layout import is_stray, member_file
+from fleetbox_db.rules.config import decode_config
+from fleetbox_db.rules.layout import is_stray, member_file
 
 __all__ = ["Clock", "Observation", "observe", "observe_written"]
 

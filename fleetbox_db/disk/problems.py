@@ -11,8 +11,8 @@ from pathlib import Path
 
 from fleetbox_db.disk.observe import Observation
 from fleetbox_db.records import MemberState, Problem
-from fleetbox_db.spec.ipam import conflicts_among
-from fleetbox_db.spec.layout import CONFIG_NAME, cluster_name
+from fleetbox_db.rules.ipam import conflicts_among
+from fleetbox_db.rules.layout import CONFIG_NAME, cluster_name
 
 __all__ = ["disk_problems"]
 

@@ -16,7 +16,7 @@ from typing import Final, NamedTuple
 
 from fleetbox_db.errors import StorageRootError
 from fleetbox_db.records import Key
-from fleetbox_db.spec.layout import CONFIG_NAME
+from fleetbox_db.rules.layout import CONFIG_NAME
 
 __all__ = ["NOT_REGULAR", "MemberDir", "Scan", "Signature", "scan"]
 

@@ -16,8 +16,8 @@ from fleetbox_db.errors import IPConflictError, MACConflictError, SubnetExhauste
 from fleetbox_db.index import reservations
 from fleetbox_db.index.answers import free_ranges, holders_of_ip, holders_of_mac, ip_in_range
 from fleetbox_db.records import VM, Key
-from fleetbox_db.spec.ipam import Subnet, parse_ipv4
-from fleetbox_db.spec.layout import cluster_name
+from fleetbox_db.rules.ipam import Subnet, parse_ipv4
+from fleetbox_db.rules.layout import cluster_name
 
 __all__ = ["allocate", "check_unique"]
 

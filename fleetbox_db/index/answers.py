@@ -18,8 +18,8 @@ from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_
 from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
-from fleetbox_db.spec.gojson import decode_json_value
-from fleetbox_db.spec.ipam import Subnet, format_ipv4
+from fleetbox_db.rules.gojson import decode_json_value
+from fleetbox_db.rules.ipam import Subnet, format_ipv4
 
 __all__ = [
     "IndexAnswers",
@@ -131,7 +131,7 @@ def names_in_state(conn: sqlite3.Connection, state: str) -> list[str]:
 
 def conflicts(conn: sqlite3.Connection) -> list[Conflict]:
     """Every IP and MAC claimed by more than one member directory's config: the SQL form of
-    spec.ipam.conflicts_among (ip_int and mac_key are its ip_key and mac_key)."""
+    rules.ipam.conflicts_among (ip_int and mac_key are its ip_key and mac_key)."""
     found: list[Conflict] = []
     for kind, column, show in (("ip", "ip_int", format_ipv4), ("mac", "mac_key", str)):
         rows = conn.execute(
@@ -173,7 +173,7 @@ def holders_of_mac(conn: sqlite3.Connection, key: str) -> list[Key]:
 
 def free_ranges(conn: sqlite3.Connection, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
     """Gaps (start, stop inclusive) between taken addresses among *net*'s hosts, ascending:
-    spec.ipam.free_ranges over every config's and reservation's address.
+    rules.ipam.free_ranges over every config's and reservation's address.
 
     With a limit, taken addresses stream in order off the ip_int indexes and the walk stops
     at the limit-th gap; without one, SQLite finds every gap with a window function. Either

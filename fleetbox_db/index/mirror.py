@@ -27,8 +27,8 @@ from fleetbox_db.index.file import IndexCorrupt, IndexFile
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress, Reconciler
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Key, MemberState, Problem, ReconcileReport
-from fleetbox_db.spec.ipam import Subnet, ip_key
-from fleetbox_db.spec.layout import Layout
+from fleetbox_db.rules.ipam import Subnet, ip_key
+from fleetbox_db.rules.layout import Layout
 
 __all__ = ["Mirror", "WriteTransaction"]
 

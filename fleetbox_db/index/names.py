@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from fleetbox_db.records import Key
-from fleetbox_db.spec.layout import name_bytes
+from fleetbox_db.rules.layout import name_bytes
 
 __all__ = ["BYTE_ORDER", "Stored", "key_of", "name_of", "stored", "stored_key"]
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from fleetbox_db.disk.observe import Observation
 from fleetbox_db.records import VM, Conflict, Key, MemberState
-from fleetbox_db.spec.ipam import conflicts_among
-from fleetbox_db.spec.layout import name_bytes
+from fleetbox_db.rules.ipam import conflicts_among
+from fleetbox_db.rules.layout import name_bytes
 
 __all__ = ["outcome"]
 

@@ -18,7 +18,7 @@ from fleetbox_db.index.connection import data_version, one_read
 from fleetbox_db.index.members import racy_keys, signatures
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState
-from fleetbox_db.spec.layout import is_stray
+from fleetbox_db.rules.layout import is_stray
 
 __all__ = ["RecordedScan"]
 

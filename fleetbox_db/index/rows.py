@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from fleetbox_db.records import VM, ZERO_TIME, Fixture
-from fleetbox_db.spec.config import created_at_text, restore_created_at
-from fleetbox_db.spec.gojson import decode_json_value, encode_json_value
-from fleetbox_db.spec.ipam import ip_key, mac_key
+from fleetbox_db.rules.config import created_at_text, restore_created_at
+from fleetbox_db.rules.gojson import decode_json_value, encode_json_value
+from fleetbox_db.rules.ipam import ip_key, mac_key
 
 __all__ = [
     "CONFIG_COLUMNS",

@@ -18,8 +18,8 @@ from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.rows import CONFIG_COLUMNS
 from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState
-from fleetbox_db.spec.gojson import decode_json_value
-from fleetbox_db.spec.gotime import parse_go_time
+from fleetbox_db.rules.gojson import decode_json_value
+from fleetbox_db.rules.gotime import parse_go_time
 
 __all__ = ["Record", "VMCache"]
 

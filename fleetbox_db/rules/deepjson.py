@@ -9,7 +9,7 @@ must read here too, or its member would count as unreadable and its IP and MAC b
 again. Raising the recursion limit instead would change global state and can overflow the C
 stack in a thread with a small one.
 
-So fleetbox_db.spec.gojson falls back to ``decode`` when a ``json.JSONDecoder`` raises
+So fleetbox_db.rules.gojson falls back to ``decode`` when a ``json.JSONDecoder`` raises
 RecursionError: it keeps its own stack of open containers and leaves every scalar (strings,
 numbers, literals, with the decoder's hooks) to the decoder's C scanner, so the result, and
 the error for invalid text, are the ones the decoder gives. (Comparing and copying such

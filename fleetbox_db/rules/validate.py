@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.records import VM
-from fleetbox_db.spec.config import encode_config
-from fleetbox_db.spec.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
-from fleetbox_db.spec.layout import validate_name
+from fleetbox_db.rules.config import encode_config
+from fleetbox_db.rules.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
+from fleetbox_db.rules.layout import validate_name
 
 __all__ = ["Accepted", "accept"]
 

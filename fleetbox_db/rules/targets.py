@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from fleetbox_db.spec.layout import cluster_name
+from fleetbox_db.rules.layout import cluster_name
 
 __all__ = ["resolve_targets"]
 

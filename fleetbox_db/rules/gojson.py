@@ -1,6 +1,6 @@
 """JSON values read and written as Go's ``encoding/json`` does, which Python's ``json`` does not.
 
-spec.config builds config.json from these pieces; the index stores ``extra`` values with
+rules.config builds config.json from these pieces; the index stores ``extra`` values with
 encode_json_value and reads them back with decode_json_value. Kept apart because these are
 Go's rules for any JSON value (``MarshalIndent`` layout,
 HTML-safe escapes, U+FFFD for bad UTF-8 and lone surrogates, numbers kept as written,
@@ -18,8 +18,8 @@ from json.encoder import encode_basestring
 from typing import Any, Final
 
 from fleetbox_db.errors import InvalidValueError
-from fleetbox_db.spec import deepjson
-from fleetbox_db.spec.deepjson import MAX_DEPTH, TOO_DEEP
+from fleetbox_db.rules import deepjson
+from fleetbox_db.rules.deepjson import MAX_DEPTH, TOO_DEEP
 
 __all__ = [
     "Bad",

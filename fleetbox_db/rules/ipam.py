@@ -17,7 +17,7 @@ from typing import Final
 
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.records import VM, Conflict
-from fleetbox_db.spec.layout import name_bytes
+from fleetbox_db.rules.layout import name_bytes
 
 __all__ = [
     "Subnet",

@@ -1,6 +1,6 @@
 """Go's ``time.Time`` JSON text (RFC 3339 with nanoseconds) read and written as Go does.
 
-config.json's ``created_at`` is the one Go time we hold. Kept apart from spec.config so the
+config.json's ``created_at`` is the one Go time we hold. Kept apart from rules.config so the
 time rules, which are Go's parser's and not ours, can be read and tested without the config
 records around them. Pure: no I/O.
 """

@@ -15,22 +15,22 @@ from typing import Any, Final
 
 from fleetbox_db.errors import ConfigError, InvalidValueError
 from fleetbox_db.records import FIXTURE_FIELDS, VM, VM_FIELDS, ZERO_TIME, Fixture
-from fleetbox_db.spec.gojson import EXACT as _EXACT
-from fleetbox_db.spec.gojson import FAST as _FAST
-from fleetbox_db.spec.gojson import GO_REPLACE as _GO_REPLACE
-from fleetbox_db.spec.gojson import INT64_MAX as _INT64_MAX
-from fleetbox_db.spec.gojson import INT64_MIN as _INT64_MIN
-from fleetbox_db.spec.gojson import Bad as _Bad
-from fleetbox_db.spec.gojson import Invalid as _Invalid
-from fleetbox_db.spec.gojson import RawFloat, RawInt
-from fleetbox_db.spec.gojson import canonical as _canonical
-from fleetbox_db.spec.gojson import clean as _clean
-from fleetbox_db.spec.gojson import loads as _loads
-from fleetbox_db.spec.gojson import members_json as _members_json
-from fleetbox_db.spec.gojson import quote as _quote
-from fleetbox_db.spec.gojson import to_python as _to_python
-from fleetbox_db.spec.gotime import GO_TIME_CANONICAL as _GO_TIME_CANONICAL
-from fleetbox_db.spec.gotime import format_go_time, parse_go_time
+from fleetbox_db.rules.gojson import EXACT as _EXACT
+from fleetbox_db.rules.gojson import FAST as _FAST
+from fleetbox_db.rules.gojson import GO_REPLACE as _GO_REPLACE
+from fleetbox_db.rules.gojson import INT64_MAX as _INT64_MAX
+from fleetbox_db.rules.gojson import INT64_MIN as _INT64_MIN
+from fleetbox_db.rules.gojson import Bad as _Bad
+from fleetbox_db.rules.gojson import Invalid as _Invalid
+from fleetbox_db.rules.gojson import RawFloat, RawInt
+from fleetbox_db.rules.gojson import canonical as _canonical
+from fleetbox_db.rules.gojson import clean as _clean
+from fleetbox_db.rules.gojson import loads as _loads
+from fleetbox_db.rules.gojson import members_json as _members_json
+from fleetbox_db.rules.gojson import quote as _quote
+from fleetbox_db.rules.gojson import to_python as _to_python
+from fleetbox_db.rules.gotime import GO_TIME_CANONICAL as _GO_TIME_CANONICAL
+from fleetbox_db.rules.gotime import format_go_time, parse_go_time
 
 __all__ = [
     "created_at_text",

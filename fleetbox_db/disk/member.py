@@ -1,0 +1,117 @@
+"""One member directory, by name: read, make, write and remove it, with the typed errors a
+caller handles (VMNotFoundError, ConfigError, DiskError).
+
+Every path comes from the Layout (rules.layout), so these agree with the Go tool on where
+a member lives; nothing is written through a symlinked cluster or member directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fleetbox_db.disk import files, locks
+from fleetbox_db.disk.scan import Signature
+from fleetbox_db.errors import ConfigError, DiskError, VMNotFoundError
+from fleetbox_db.records import VM
+from fleetbox_db.rules.config import decode_config
+from fleetbox_db.rules.layout import Layout, cluster_name
+
+__all__ = ["ensure_dir", "load", "remove", "try_lock", "write_config"]
+
+log = logging.getLogger("fleetbox_db")
+
+
+def load(layout: Layout, name: str) -> VM:
+    """Read config.json from disk. Raises VMNotFoundError, ConfigError."""
+    path = layout.config_path(name)
+    try:
+        data, _ = files.read_config_bytes(path)
+    except FileNotFoundError:
+        raise VMNotFoundError(
+            f"vm {name!r} has no config at {path}; create it first", name=name, path=path
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config of vm {name!r} at {path} cannot be read: {exc.strerror or exc}; "
+            "check its permissions",
+            name=name,
+            path=path,
+        ) from exc
+    return decode_config(data, path)
+
+
+def ensure_dir(layout: Layout, name: str) -> Path:
+    """mkdir -p the member directory; idempotent. Raises DiskError for a symlink."""
+    path = layout.vm_dir(name)
+    _refuse_symlinks(layout, name)
+    files.make_dirs(path)
+    return path
+
+
+def write_config(layout: Layout, name: str, data: bytes) -> Signature:
+    """Write config.json atomically; the signature of the file written. Raises DiskError."""
+    path = layout.config_path(name)
+    _refuse_symlinks(layout, name)
+    try:
+        return files.atomic_write(path, data)
+    except OSError as exc:
+        raise DiskError(
+            f"cannot write the config of vm {name!r} at {path}: {exc.strerror or exc}; "
+            "check who owns the tree (a sudo run may have created it)",
+            name=name,
+            path=path,
+        ) from exc
+
+
+def remove(layout: Layout, name: str) -> None:
+    """Remove the member directory (never following symlinks out of it), the cluster
+    directory if now empty, and the member's sockets. Raises VMNotFoundError, DiskError."""
+    member_dir = layout.vm_dir(name)
+    try:
+        removed = files.remove_member(layout.clusters_dir, cluster_name(name), name)
+    except OSError as exc:
+        raise DiskError(
+            f"cannot remove vm {name!r} at {member_dir}: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; check permissions, or "
+            "retry if another process was writing into it",
+            name=name,
+            path=member_dir,
+        ) from exc
+    if not removed:
+        raise VMNotFoundError(
+            f"vm {name!r} does not exist (no directory at {member_dir}, or its "
+            "cluster directory is a symlink, which delete never follows)",
+            name=name,
+            path=member_dir,
+        )
+    for socket in (layout.socket_path(name), layout.control_socket_path(name)):
+        try:
+            files.remove_quietly(socket)
+        except OSError as exc:  # best effort, as in Go: the member itself is gone
+            log.warning("could not remove %s: %s", socket, exc.strerror or exc)
+
+
+def try_lock(layout: Layout, name: str) -> locks.Lock:
+    """Non-blocking exclusive flock on <m>/.lock. Raises LockedError, VMNotFoundError."""
+    path = layout.lock_path(name)
+    _refuse_symlinks(layout, name)
+    try:
+        return locks.try_lock(path, name)
+    except FileNotFoundError:
+        raise VMNotFoundError(
+            f"vm {name!r} has no directory at {path.parent}; create it first",
+            name=name,
+            path=path.parent,
+        ) from None
+
+
+def _refuse_symlinks(layout: Layout, name: str) -> None:
+    link = files.symlink_on_the_way(layout.clusters_dir, cluster_name(name), name)
+    if link is not None:
+        raise DiskError(
+            f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "
+            "not list it either): replace it with a real directory",
+            name=name,
+            path=link,
+        )
