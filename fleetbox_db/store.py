@@ -156,7 +156,7 @@ class Store(Layout):
         SubnetExhaustedError, InvalidValueError; nothing is written on any error.
         """
         net = optional_subnet(subnet)
-        vm, data = accept(vm, net, fill_mac=True)
+        vm, data, ip = accept(vm, net, fill_mac=True)
 
         def operation(tx: WriteTransaction) -> VM:
             path = self.config_path(vm.name)
@@ -166,11 +166,12 @@ class Store(Layout):
                     name=vm.name,
                     path=path,
                 )
-            written = data
-            if not vm.ip and net is not None:
-                vm.ip = format_ipv4(tx.allocate(vm.name, net))
+            written, held = data, ip
+            if held is None and net is not None:
+                held = tx.allocate(vm.name, net)
+                vm.ip = format_ipv4(held)
                 written = encode_config(vm)
-            tx.check_unique(vm, path)
+            tx.check_unique(vm, held, path)
             self.ensure_dir(vm.name)
             self._write_config(tx, vm.name, written)
             return vm
@@ -183,7 +184,7 @@ class Store(Layout):
         Raises VMNotFoundError (no member directory), IPConflictError, MACConflictError,
         InvalidValueError; nothing is written on any error.
         """
-        vm, data = accept(vm)
+        vm, data, ip = accept(vm)
         member_dir = self.vm_dir(vm.name)
 
         def operation(tx: WriteTransaction) -> VM:
@@ -193,7 +194,7 @@ class Store(Layout):
                     name=vm.name,
                     path=member_dir,
                 )
-            tx.check_unique(vm, self.config_path(vm.name))
+            tx.check_unique(vm, ip, self.config_path(vm.name))
             self._write_config(tx, vm.name, data)
             return vm
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from fleetbox_db.disk.observe import Clock, Observation, observe
 from fleetbox_db.disk.scan import Scan
 from fleetbox_db.records import VM, Entry, MemberState
-from fleetbox_db.rules.ipam import Subnet, conflicts_among, free_ranges, ip_key
+from fleetbox_db.rules.ipam import Subnet, conflicts_among, free_ranges, ip_key, marked
 
 __all__ = ["DiskAnswers"]
 
@@ -48,18 +48,9 @@ class DiskAnswers:
 
     def entries(self, cluster: str | None = None) -> list[Entry]:
         found = [Entry(o.key.name, o.key.cluster, o.state, o.vm) for o in self._observed()]
-        clashing = {
-            name
-            for conflict in conflicts_among((e.name, e.vm) for e in found if e.vm is not None)
-            for name in conflict.members
-        }
-        return [
-            Entry(e.name, e.cluster, MemberState.CONFLICT, e.vm)
-            if e.state == MemberState.OK and e.name in clashing
-            else e
-            for e in found
-            if cluster is None or e.cluster == cluster
-        ]
+        claims = ((e.name, e.vm) for e in found if e.vm is not None)
+        found = marked(found, conflicts_among(claims))
+        return [e for e in found if cluster is None or e.cluster == cluster]
 
     def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
         """The free runs of *net*'s hosts, inclusive, as rules.ipam.free_ranges gives them."""

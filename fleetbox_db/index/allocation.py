@@ -16,17 +16,17 @@ from fleetbox_db.errors import IPConflictError, MACConflictError, SubnetExhauste
 from fleetbox_db.index import reservations
 from fleetbox_db.index.answers import free_ranges, holders_of_ip, holders_of_mac, ip_in_range
 from fleetbox_db.records import VM, Key
-from fleetbox_db.rules.ipam import Subnet, parse_ipv4
+from fleetbox_db.rules.ipam import Subnet
 from fleetbox_db.rules.layout import cluster_name
 
 __all__ = ["allocate", "check_unique"]
 
 
-def check_unique(conn: sqlite3.Connection, vm: VM, path: Path) -> None:
-    """Refuse an IP or MAC another member (or another name's reservation) holds."""
+def check_unique(conn: sqlite3.Connection, vm: VM, ip: int | None, path: Path) -> None:
+    """Refuse an IP (*ip*, vm.ip parsed) or MAC another member, or another name's
+    reservation, holds."""
     key = Key(cluster_name(vm.name), vm.name)
-    if vm.ip:
-        ip = parse_ipv4(vm.ip)
+    if ip is not None:
         holders = [k for k in holders_of_ip(conn, ip) if k != key]
         reserver = reservations.holder(conn, ip)
         if holders or reserver not in (None, vm.name):

@@ -17,9 +17,9 @@ from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
 from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
 from fleetbox_db.index.vmcache import VMCache
-from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
+from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key
 from fleetbox_db.rules.gojson import decode_json_value
-from fleetbox_db.rules.ipam import Subnet, format_ipv4
+from fleetbox_db.rules.ipam import Subnet, format_ipv4, marked
 
 __all__ = [
     "IndexAnswers",
@@ -73,29 +73,20 @@ class IndexAnswers:
 def entries(conn: sqlite3.Connection, cluster: str | None = None) -> list[Entry]:
     """Every member directory (of *cluster*) with its state and last good config."""
     with one_read(conn):
-        clashing = {name for c in conflicts(conn) for name in c.members}
-        members = all_members(conn)
-    return [
-        Entry(
-            name,
-            c,
-            MemberState.CONFLICT if state == MemberState.OK and name in clashing else state,
-            vm,
-        )
-        for c, name, state, vm in members
-        if cluster is None or c == cluster
-    ]
+        found = marked(all_members(conn), conflicts(conn))
+    return [e for e in found if cluster is None or e.cluster == cluster]
 
 
-def all_members(conn: sqlite3.Connection) -> list[tuple[str, str, str, VM | None]]:
-    """(cluster, name, state, last good config or None) of every row, in Go List() order."""
+def all_members(conn: sqlite3.Connection) -> list[Entry]:
+    """Every row as recorded (state, last good config or None), in Go List() order."""
     fixtures = _fixtures_by_member(conn, "1")
     rows = conn.execute(
         f"SELECT id, cluster, name, state, {CONFIG_COLUMNS} FROM members ORDER BY {BYTE_ORDER}"
     )
     return [
-        (
-            *key_of(r[1], r[2]),
+        Entry(
+            name_of(r[2]),
+            name_of(r[1]),
             r[3],
             None if r[4] is None else vm_from_row(r[4:], fixtures.get(r[0], [])),
         )

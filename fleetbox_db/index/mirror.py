@@ -27,7 +27,7 @@ from fleetbox_db.index.file import IndexCorrupt, IndexFile
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress, Reconciler
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Key, MemberState, Problem, ReconcileReport
-from fleetbox_db.rules.ipam import Subnet, ip_key
+from fleetbox_db.rules.ipam import Subnet
 from fleetbox_db.rules.layout import Layout
 
 __all__ = ["Mirror", "WriteTransaction"]
@@ -47,9 +47,10 @@ class WriteTransaction:
         """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError."""
         return allocation.allocate(self._conn, name, net)
 
-    def check_unique(self, vm: VM, path: Path) -> None:
-        """Raise IPConflictError or MACConflictError if another member holds vm's address."""
-        allocation.check_unique(self._conn, vm, path)
+    def check_unique(self, vm: VM, ip: int | None, path: Path) -> None:
+        """Raise IPConflictError or MACConflictError if another member holds vm's address
+        (*ip* is vm.ip parsed)."""
+        allocation.check_unique(self._conn, vm, ip, path)
 
     def record_written(self, key: Key, data: bytes, signature: Signature) -> None:
         """Record the config the caller has just written (its bytes, and the signature
@@ -59,9 +60,7 @@ class WriteTransaction:
             self._reconciler.clusters_dir, key, data, signature, self._reconciler.clock()
         )
         members.put_member(self._conn, obs)
-        ip = ip_key(obs.vm.ip) if obs.vm is not None else None
-        if ip is not None:
-            reservations.release(self._conn, key.name, ip_int=ip)
+        reservations.release_held(self._conn, key)
 
 
 class Mirror:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fleetbox_db.disk.observe import Observation
-from fleetbox_db.records import VM, Conflict, Key, MemberState
+from fleetbox_db.records import VM, Conflict, Entry, Key, MemberState
 from fleetbox_db.rules.ipam import conflicts_among
 from fleetbox_db.rules.layout import name_bytes
 
@@ -18,15 +18,17 @@ __all__ = ["outcome"]
 
 
 def outcome(
-    rows: Iterable[tuple[str, str, str, VM | None]],
+    rows: Iterable[Entry],
     removed: Iterable[Key],
     observed: Iterable[Observation],
 ) -> tuple[list[str], list[Conflict]]:
     """Unreadable member names and conflicts once *observed* is written and *removed* dropped.
 
-    *rows* are the index's (cluster, name, state, last good config) before the change.
+    *rows* are the index's members as recorded before the change.
     """
-    after = {Key(c, n): (state, vm) for c, n, state, vm in rows}
+    after: dict[Key, tuple[str, VM | None]] = {
+        Key(e.cluster, e.name): (e.state, e.vm) for e in rows
+    }
     for key in removed:
         after.pop(key, None)
     for obs in observed:

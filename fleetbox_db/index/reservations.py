@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fleetbox_db.disk.owners import Owner
 from fleetbox_db.index.names import name_of, stored
+from fleetbox_db.records import Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,16 @@ def add(
 
 def delete(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
     conn.executemany("DELETE FROM reservations WHERE id = ?", ((i,) for i in ids))
+
+
+def release_held(conn: sqlite3.Connection, key: Key) -> None:
+    """Drop the reservation of the address the member row of *key* now holds: its config
+    claims it itself."""
+    conn.execute(
+        "DELETE FROM reservations WHERE name = :name AND ip_int ="
+        " (SELECT ip_int FROM members WHERE cluster = :cluster AND name = :name)",
+        {"cluster": stored(key.cluster), "name": stored(key.name)},
+    )
 
 
 def release(

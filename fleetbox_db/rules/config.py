@@ -234,6 +234,17 @@ def _exact_vm(pairs: Any) -> VM:
     return vm
 
 
+def _known_once(pairs: Any, known: frozenset[str]) -> dict[str, Any]:
+    """A decoded JSON object as a dict, when each of its keys is in *known* and appears once
+    (exactly as written: case-folded or duplicate keys need the exact path); else _Slow."""
+    if type(pairs) is not tuple:
+        raise _Slow
+    fields = dict(pairs)
+    if len(fields) != len(pairs) or not fields.keys() <= known:
+        raise _Slow
+    return fields
+
+
 def _fast_fixtures(value: Any, plain: bool) -> list[Fixture]:
     if value is None:
         return []
@@ -241,12 +252,7 @@ def _fast_fixtures(value: Any, plain: bool) -> list[Fixture]:
         raise _Slow
     fixtures = []
     for item in value:
-        if type(item) is not tuple:
-            raise _Slow
-        fields = dict(item)
-        if len(fields) != len(item) or not fields.keys() <= _FIXTURE_KEYS:
-            raise _Slow
-        get = fields.get
+        get = _known_once(item, _FIXTURE_KEYS).get
         host, guest, label = get("host_path", ""), get("guest_path", ""), get("label", "")
         if not type(host) is type(guest) is type(label) is str:
             raise _Slow
@@ -261,12 +267,7 @@ def _fast_vm(pairs: Any, plain: bool) -> VM:
 
     ``plain`` says the text has no ``\\u`` escape, so no string can hold a lone surrogate.
     """
-    if type(pairs) is not tuple:
-        raise _Slow
-    fields = dict(pairs)
-    if len(fields) != len(pairs) or not fields.keys() <= _TOP_KEYS:
-        raise _Slow
-    get = fields.get
+    get = _known_once(pairs, _TOP_KEYS).get
     name, mac, image, ip = get("name", ""), get("mac", ""), get("image", ""), get("ip", "")
     cpus, memory_mb, disk_mb = get("cpus", 0), get("memory_mb", 0), get("disk_mb", 0)
     if not (

@@ -11,18 +11,19 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Final
 
 from fleetbox_db.errors import InvalidValueError
-from fleetbox_db.records import VM, Conflict
+from fleetbox_db.records import VM, Conflict, Entry, MemberState
 from fleetbox_db.rules.layout import name_bytes
 
 __all__ = [
     "Subnet",
     "addresses",
     "conflicts_among",
+    "marked",
     "format_ipv4",
     "free_ranges",
     "generate_mac",
@@ -292,3 +293,14 @@ def conflicts_among(configs: Iterable[tuple[str, VM]]) -> list[Conflict]:
     found = [Conflict("ip", format_ipv4(v), tuple(n)) for v, n in sorted(by_ip.items())]
     found += [Conflict("mac", v, tuple(n)) for v, n in sorted(by_mac.items())]
     return [c for c in found if len(c.members) > 1]
+
+
+def marked(entries: Iterable[Entry], conflicts: Iterable[Conflict]) -> list[Entry]:
+    """*entries* with every ok member that a conflict names shown as ``conflict``."""
+    clashing = {name for conflict in conflicts for name in conflict.members}
+    return [
+        replace(e, state=MemberState.CONFLICT)
+        if e.state == MemberState.OK and e.name in clashing
+        else e
+        for e in entries
+    ]

@@ -19,10 +19,11 @@ __all__ = ["Accepted", "accept"]
 
 
 class Accepted(NamedTuple):
-    """A VM as it will be written, with its config.json bytes."""
+    """A VM as it will be written, with its config.json bytes and its address as an int."""
 
     vm: VM
     data: bytes
+    ip: int | None
 
 
 def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Accepted:
@@ -39,13 +40,12 @@ def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Acce
         vm.mac = normalize_mac(vm.mac)
     elif fill_mac:
         vm.mac = generate_mac(vm.name)
-    if vm.ip:
-        ip = parse_ipv4(vm.ip)
-        if net is not None and not net.is_host(ip):
-            raise InvalidValueError(
-                f"ip {vm.ip} of vm {vm.name!r} is not a host address of subnet {net}; "
-                f"use one of {format_ipv4(net.first_host)}..{format_ipv4(net.last_host)}",
-                name=vm.name,
-                value=vm.ip,
-            )
-    return Accepted(vm, encode_config(vm))
+    ip = parse_ipv4(vm.ip) if vm.ip else None
+    if ip is not None and net is not None and not net.is_host(ip):
+        raise InvalidValueError(
+            f"ip {vm.ip} of vm {vm.name!r} is not a host address of subnet {net}; "
+            f"use one of {format_ipv4(net.first_host)}..{format_ipv4(net.last_host)}",
+            name=vm.name,
+            value=vm.ip,
+        )
+    return Accepted(vm, encode_config(vm), ip)
