@@ -138,7 +138,9 @@ def stored_row(conn: sqlite3.Connection, key: Key) -> StoredRow | None:
 def _head(obs: Observation) -> tuple[Any, ...]:
     """The key and SIGNATURE_FIELDS values of the row that records *obs*."""
     sig = _NO_SIGNATURE if obs.signature is None else obs.signature
-    return (*stored_key(obs.key), obs.state, *sig, obs.verified_ns, obs.digest)
+    # str(): sqlite3 binds a str subclass (a MemberState) through its adapter lookup, at
+    # twice the cost of a str, once per row of a rebuild.
+    return (*stored_key(obs.key), str(obs.state), *sig, obs.verified_ns, obs.digest)
 
 
 def put_member(conn: sqlite3.Connection, obs: Observation, *, keep_config: bool = False) -> None:

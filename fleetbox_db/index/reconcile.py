@@ -57,7 +57,7 @@ class Plan:
     scan: Scan
     full: bool
     reads: list[MemberDir]
-    old: dict[Key, StoredRow]
+    old: dict[tuple[str, str], StoredRow]  # by (cluster, name): a Key or a plain tuple
     removed: list[Key]
     dead: list[Reservation]
     # The index version the plan was made against; apply() re-plans if another process
@@ -152,15 +152,16 @@ class Reconciler:
 
     def _stored(
         self, conn: sqlite3.Connection, full: bool, touched: list[MemberDir], removed: list[Key]
-    ) -> dict[Key, StoredRow]:
+    ) -> dict[tuple[str, str], StoredRow]:
         """The index rows of the keys a plan touches: all at once for a full run, else one
         indexed lookup each (an incremental run touches few)."""
-        keys = [m.key for m in touched] + removed
-        if full or len(keys) > _ROW_LOOKUPS:
+        if full or len(touched) + len(removed) > _ROW_LOOKUPS:
             every = members.stored_rows(conn)
+            # Plain (cluster, name) tuples, equal to Keys: a rebuild looks up every member.
+            keys = [(m[0], m[1]) for m in touched] + removed
             return {key: every[key] for key in keys if key in every}
-        found: dict[Key, StoredRow] = {}
-        for key in keys:
+        found: dict[tuple[str, str], StoredRow] = {}
+        for key in [m.key for m in touched] + removed:
             row = members.stored_row(conn, key)
             if row is not None:
                 found[key] = row
@@ -207,7 +208,7 @@ class Reconciler:
         for start in range(0, len(plan.reads), _BATCH):
             fresh: list[Observation] = []
             for member in plan.reads[start : start + _BATCH]:
-                obs = plan.observed.get(member.key) or self.observe(member)
+                obs = (plan.observed and plan.observed.get(member.key)) or self.observe(member)
                 old = plan.old.get(obs.key)
                 if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
                     if old is not None:  # the member directory went away after the scan
