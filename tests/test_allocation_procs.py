@@ -348,9 +348,11 @@ def test_a_stale_plan_never_releases_a_live_reservation(
 ) -> None:
     """A reader plans (no lock) while a writer releases the dead row and reserves anew.
 
-    The write lock is held from here so that the reader has planned and sits in its busy
-    wait (polling every 100 ms by then) when the allocator arrives (polling every few ms);
-    the allocator then almost always goes first. Three rounds make a miss negligible.
+    The write lock is held from here, so the reader has planned (the gone-* row is dead)
+    and, since readers never wait for the lock, answers from its snapshot with the plan
+    applied in memory: the address is free as of then. The allocator then takes the lock,
+    releases the dead row and reserves the same address for a live owner, whose row must
+    survive every later reconcile, the reader's included.
     """
     reader, allocator = spawn(), spawn()
     for attempt in range(3):
@@ -369,10 +371,11 @@ def test_a_stale_plan_never_releases_a_live_reservation(
             time.sleep(0.05)
         finally:
             hold.close()  # rolls back, releasing the lock
-        free = reader.answer()["ok"]
+        reader.answer()
         reserved = allocator.answer()["ok"]
         assert (f"live-{attempt}", reserved, allocator.pid) in reservation_rows(root)
-        assert reserved not in free
+        assert reserved not in reader.call("free", subnet=SUBNET)["ok"]
+        assert (f"live-{attempt}", reserved, allocator.pid) in reservation_rows(root)
 
 
 def test_reservation_from_a_child_turns_into_a_config(store: Store, root: Path, spawn: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Final, Literal
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
     "Failure",
+    "begin_immediate_now",
     "classify_error",
     "connect",
     "data_version",
@@ -52,6 +53,8 @@ def connect(
         conn.execute("PRAGMA foreign_keys = ON")
         # The index is rebuilt from disk after a crash, so the fsync NORMAL skips is cheap.
         conn.execute("PRAGMA synchronous = NORMAL")
+        # A reader's in-memory reconcile (index/overlay.py) copies tables into TEMP ones.
+        conn.execute("PRAGMA temp_store = MEMORY")
         if wal:
             enable_wal(conn)
     except BaseException:
@@ -104,3 +107,13 @@ def one_read(conn: sqlite3.Connection) -> Iterator[None]:
     finally:
         if conn.in_transaction:
             conn.execute("COMMIT")
+
+
+def begin_immediate_now(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """BEGIN IMMEDIATE without waiting: sqlite3.OperationalError ("database is locked") at
+    once when another connection holds the write lock."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")

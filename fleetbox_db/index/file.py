@@ -26,7 +26,7 @@ from fleetbox_db.index import connection as dbconn
 from fleetbox_db.index import schema
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 
-__all__ = ["Identity", "IndexCorrupt", "IndexFile", "chown_to_invoker"]
+__all__ = ["Identity", "IndexCorrupt", "IndexFile", "WriteLockBusy", "chown_to_invoker"]
 
 log = logging.getLogger("fleetbox_db")
 
@@ -43,6 +43,10 @@ class IndexCorrupt(Exception):
     def __init__(self, reason: str, ident: Identity | None = None) -> None:
         super().__init__(reason)
         self.ident: Identity | None = ident
+
+
+class WriteLockBusy(Exception):
+    """Internal: another connection holds the write lock right now (write(wait=False))."""
 
 
 class IndexFile:
@@ -209,12 +213,21 @@ class IndexFile:
     # -- transactions ----------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A BEGIN IMMEDIATE transaction: the one critical section every writer shares."""
+    def write(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """A BEGIN IMMEDIATE transaction: the one critical section every writer shares.
+
+        With wait=False the lock is taken only if it is free at this instant; otherwise
+        WriteLockBusy is raised at once (a reader then answers without recording).
+        """
         conn = self.connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if wait:
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                dbconn.begin_immediate_now(conn, self.busy_timeout)
         except sqlite3.Error as exc:
+            if not wait and dbconn.classify_error(exc) == "busy":
+                raise WriteLockBusy(str(exc)) from exc
             raise self.translate(exc) from exc
         try:
             yield conn

@@ -23,8 +23,9 @@ from fleetbox_db.index import allocation, members, reservations, schema
 from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
 from fleetbox_db.index.check import find_problems
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
-from fleetbox_db.index.file import IndexCorrupt, IndexFile
-from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress, Reconciler
+from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
+from fleetbox_db.index.overlay import in_memory_copy
+from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Key, MemberState, Problem, ReconcileReport
 from fleetbox_db.rules.ipam import Subnet
@@ -94,15 +95,27 @@ class Mirror:
     # -- reads ----------------------------------------------------------------------------
 
     def sync(self, scan: Scan) -> None:
-        """Bring the index in line with *scan*."""
-        self._retrying(lambda: self._bring_current(self._file.connection(), scan))
+        """Bring the index in line with *scan* if the write lock is free; never waits."""
+
+        def run() -> None:
+            plan = self._changes(self._file.connection(), scan)
+            if plan is not None:
+                self._record_if_free(plan)
+
+        self._retrying(run)
 
     def answer(self, scan: Scan, question: Callable[[IndexAnswers], T]) -> T:
-        """Bring the index in line with *scan*, then ask it *question*."""
+        """*question* asked of the index brought in line with *scan*. Never waits for the
+        write lock: when another process holds it, the reconcile is applied to an
+        in-memory copy for this answer only (index/overlay.py)."""
 
         def run() -> T:
             conn = self._file.connection()
-            self._bring_current(conn, scan)
+            plan = self._changes(conn, scan)
+            if plan is not None and not self._record_if_free(plan):
+                with in_memory_copy(conn):
+                    self._reconciler.apply(conn, plan)
+                    return question(IndexAnswers(conn, scan, self._vms, None))
             return question(IndexAnswers(conn, scan, self._vms, self._reconciler.version))
 
         return self._retrying(run)
@@ -124,7 +137,7 @@ class Mirror:
 
         def run() -> T:
             with self._file.write() as conn:
-                self._bring_current(conn, scan(self._clusters_dir), locked=True)
+                self._bring_current(conn, scan(self._clusters_dir))
                 try:
                     return operation(WriteTransaction(conn, self._reconciler))
                 finally:
@@ -170,17 +183,27 @@ class Mirror:
 
     # -- the life cycle -------------------------------------------------------------------
 
-    def _bring_current(self, conn: sqlite3.Connection, scan: Scan, locked: bool = False) -> None:
+    def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
+        """The reconcile *scan* calls for, or None when the index already says it."""
         if self._reconciler.is_current(conn, scan):
-            return
+            return None
         plan = self._reconciler.plan(conn, scan)
-        if plan.empty:
-            return
-        if locked:
+        return None if plan.empty else plan
+
+    def _record_if_free(self, plan: Plan) -> bool:
+        """Apply *plan* if the write lock is free this instant; False when it is not."""
+        try:
+            with self._file.write(wait=False) as wconn:
+                self._reconciler.apply(wconn, plan)
+        except WriteLockBusy:
+            return False
+        return True
+
+    def _bring_current(self, conn: sqlite3.Connection, scan: Scan) -> None:
+        """Reconcile inside the write transaction the caller holds."""
+        plan = self._changes(conn, scan)
+        if plan is not None:
             self._reconciler.apply(conn, plan)
-            return
-        with self._file.write() as wconn:
-            self._reconciler.apply(wconn, plan)
 
     def _retrying(self, run: Callable[[], T]) -> T:
         """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once

@@ -1,0 +1,147 @@
+"""Readers never wait for writers (issue 12).
+
+Every answer reconciles the index with disk first; when another process holds the write
+lock at that instant, the reader answers from a read snapshot with this scan's reconcile
+applied in memory (in TEMP tables of its own connection, rolled back) and leaves the
+recording to the next writer. Its answer must be the one a real reconcile would give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import later, put
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from index_lock import write_locked
+
+from fleetbox_db import Store
+
+QUESTIONS: dict[str, Callable[[Store], Any]] = {
+    "list": lambda s: s.list(),
+    "vms": lambda s: s.vms(),
+    "entries": lambda s: s.entries(),
+    "members": lambda s: s.members("web"),
+    "free_ips": lambda s: s.free_ips("10.0.0.0/28"),
+    "who_has_ip": lambda s: [s.who_has(f"10.0.0.{i}") for i in range(2, 12)],
+    "who_has_mac": lambda s: s.who_has("02:00:00:00:00:03"),
+}
+
+
+@contextlib.contextmanager
+def locked_in_process(root: Path) -> Iterator[None]:
+    """Another connection holds BEGIN IMMEDIATE (as another process would) meanwhile."""
+    holder = sqlite3.connect(root / "index.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+def fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def settled_tree(root: Path) -> None:
+    put(root, "web-1", "10.0.0.2", "02:00:00:00:00:01")
+    put(root, "web-2", "10.0.0.3", "02:00:00:00:00:02")
+    put(root, "db-1", "10.0.0.4")
+
+
+def change_behind_the_back(root: Path) -> None:
+    put(root, "web-3", "10.0.0.9", "02:00:00:00:00:03")  # added
+    put(root, "web-1", "10.0.0.7")  # changed
+    shutil.rmtree(root / "clusters" / "web" / "web-2")  # removed
+    put(root, "db-1", data=b"{")  # unreadable now: keeps its last good config
+
+
+@pytest.mark.parametrize("question", list(QUESTIONS), ids=list(QUESTIONS))
+def test_a_reader_answers_while_another_process_holds_the_write_lock(
+    seeded_root: Path, question: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ask = QUESTIONS[question]
+    settled_tree(seeded_root)
+    with Store.open(seeded_root, clock=later, busy_timeout=10) as store:
+        store.list()
+        change_behind_the_back(seeded_root)
+        with write_locked(seeded_root), caplog.at_level(logging.WARNING, "fleetbox_db"):
+            during = ask(store)
+        assert fallbacks(caplog) == []  # not the disk-only fallback after 10 s
+        assert ask(store) == during  # now recorded for real: the same answer
+    with Store.open(seeded_root, clock=later) as fresh:
+        assert ask(fresh) == during
+
+
+def test_the_next_writer_records_what_a_reader_only_answered(seeded_root: Path) -> None:
+    settled_tree(seeded_root)
+    with Store.open(seeded_root, clock=later, busy_timeout=10) as store:
+        store.list()
+        change_behind_the_back(seeded_root)
+        with locked_in_process(seeded_root):
+            assert store.who_has("10.0.0.9") == "web-3"
+        report = store.reconcile()
+        assert report.added == ["web-3"]  # the reader wrote nothing
+        assert store.who_has("10.0.0.9") == "web-3"
+
+
+# -- the overlay answers as a serial reconcile would -----------------------------------------
+
+NAMES = ["web-1", "web-2", "web-3", "db-1", "db-2"]
+edit = st.tuples(
+    st.sampled_from(NAMES),
+    st.sampled_from(["put", "remove", "unreadable", "configless", "stray"]),
+    st.sampled_from(["", "10.0.0.2", "10.0.0.3", "10.0.0.5"]),
+    st.sampled_from(["", "02:00:00:00:00:01", "02:00:00:00:00:0A"]),
+)
+
+
+def apply_edit(root: Path, name: str, how: str, ip: str, mac: str) -> None:
+    from fleetbox_db import cluster_name
+
+    member = root / "clusters" / cluster_name(name) / name
+    if how == "remove":
+        shutil.rmtree(member, ignore_errors=True)
+    elif how == "unreadable":
+        put(root, name, data=b'{"cpus": "many"}')
+    elif how == "configless":
+        shutil.rmtree(member, ignore_errors=True)
+        member.mkdir(parents=True)
+    elif how == "stray":
+        put(root, name, ip, mac, cluster="strays")
+    else:
+        put(root, name, ip, mac)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(edit, max_size=5), st.lists(edit, min_size=1, max_size=5))
+def test_overlay_answers_equal_answers_after_a_real_reconcile(
+    before: list[tuple[str, str, str, str]], after: list[tuple[str, str, str, str]]
+) -> None:
+    top = Path(tempfile.mkdtemp())
+    try:
+        root = top / "fleetbox"
+        root.mkdir()
+        for e in before:
+            apply_edit(root, *e)
+        with Store.open(root, clock=later, busy_timeout=10) as store:
+            store.allocate_ip("new-1", "10.0.0.0/29")  # a live reservation among the rows
+            store.list()
+            for e in after:
+                apply_edit(root, *e)
+            with locked_in_process(root):
+                overlay = {name: ask(store) for name, ask in QUESTIONS.items()}
+            store.reconcile()
+            real = {name: ask(store) for name, ask in QUESTIONS.items()}
+        assert overlay == real
+    finally:
+        shutil.rmtree(top)
