@@ -10,6 +10,7 @@ from __future__ import annotations
 from fleetbox_db.disk.locks import Lock
 from fleetbox_db.errors import (
     AddressConflictError,
+    AddressUnknownError,
     ConfigError,
     DiskError,
     FleetboxError,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AddressConflictError",
+    "AddressUnknownError",
     "ConfigError",
     "Conflict",
     "DiskError",

@@ -14,6 +14,7 @@
     │   ├── IPConflictError         the IP is held by another member or a live reservation
     │   └── MACConflictError        the MAC is held by another member (compared case-insensitively)
     ├── SubnetExhaustedError        no free host address is left in the subnet
+    ├── AddressUnknownError         a member's config cannot be read now, so allocating is blind
     └── IndexAccessError            the index cannot be used now: answers come from disk
         ├── IndexBusyError          the index stayed locked past the busy timeout (TimeoutError)
         ├── IndexSchemaError        the index is at a revision newer than this code; writes refused
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "AddressConflictError",
+    "AddressUnknownError",
     "ConfigError",
     "DiskError",
     "FleetboxError",
@@ -122,6 +124,11 @@ class IPConflictError(AddressConflictError):
 
 class MACConflictError(AddressConflictError):
     """Raised when a MAC is already held by another member."""
+
+
+class AddressUnknownError(FleetboxError):
+    """Raised when allocation would be blind: a member's config could not be read (an OS
+    error: permissions, too many open files, I/O) and no earlier read gave its address."""
 
 
 class SubnetExhaustedError(FleetboxError):

@@ -55,6 +55,7 @@ EXTRA_NAMES = {
     "InvalidInputError",
     "AddressConflictError",
     "IndexAccessError",
+    "AddressUnknownError",
 }
 
 ERROR_CLASSES: list[type[FleetboxError]] = [

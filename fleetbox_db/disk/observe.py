@@ -57,8 +57,11 @@ def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observ
         state = MemberState.STRAY if stray else MemberState.CONFIGLESS
         return Observation(key, state, None, verified, None, None, False)
     except OSError:
+        # No signature: recorded under the file's unchanged one, a passing error (EACCES
+        # fixed later, EMFILE, EIO) would never be read again, and the member's address
+        # would stay unknown. Without one, every listing retries the read.
         state = MemberState.STRAY if stray else MemberState.UNREADABLE
-        return Observation(key, state, member.signature, verified, None, None, True)
+        return Observation(key, state, None, verified, None, None, True)
     return _parsed(key, stray, path, data, sig, verified)
 
 

@@ -12,12 +12,23 @@ import time
 from pathlib import Path
 
 from fleetbox_db.disk import owners
-from fleetbox_db.errors import IPConflictError, MACConflictError, SubnetExhaustedError
+from fleetbox_db.errors import (
+    AddressUnknownError,
+    IPConflictError,
+    MACConflictError,
+    SubnetExhaustedError,
+)
 from fleetbox_db.index import reservations
-from fleetbox_db.index.answers import free_ranges, holders_of_ip, holders_of_mac, ip_in_range
+from fleetbox_db.index.answers import (
+    address_unknown,
+    free_ranges,
+    holders_of_ip,
+    holders_of_mac,
+    ip_in_range,
+)
 from fleetbox_db.records import VM, Key
 from fleetbox_db.rules.ipam import Subnet
-from fleetbox_db.rules.layout import cluster_name
+from fleetbox_db.rules.layout import cluster_name, member_file
 
 __all__ = ["allocate", "check_unique"]
 
@@ -50,10 +61,10 @@ def check_unique(conn: sqlite3.Connection, vm: VM, ip: int | None, path: Path) -
             )
 
 
-def allocate(conn: sqlite3.Connection, name: str, net: Subnet) -> int:
+def allocate(conn: sqlite3.Connection, clusters_dir: str, name: str, net: Subnet) -> int:
     """Reserve the lowest free host of *net* for *name* (or return what it already holds).
 
-    Raises SubnetExhaustedError.
+    Raises SubnetExhaustedError, AddressUnknownError.
     """
     key = Key(cluster_name(name), name)
     reserved = reservations.for_name(conn, name, net.text)
@@ -65,6 +76,17 @@ def allocate(conn: sqlite3.Connection, name: str, net: Subnet) -> int:
     own = ip_in_range(conn, key, net)
     if own is not None:
         return own
+    unknown = address_unknown(conn)
+    if unknown is not None:
+        path = member_file(clusters_dir, *unknown)
+        raise AddressUnknownError(
+            f"cannot allocate an address in {net} for vm {name!r}: the config of vm "
+            f"{unknown.name!r} at {path} could not be read, so the address it holds is "
+            "unknown; fix its permissions (or remove it) and retry",
+            name=unknown.name,
+            path=path,
+            value=net.text,
+        )
     gaps = free_ranges(conn, net, 1)
     if not gaps:
         raise SubnetExhaustedError(

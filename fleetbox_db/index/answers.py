@@ -17,12 +17,13 @@ from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
 from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
 from fleetbox_db.index.vmcache import VMCache
-from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key
+from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.ipam import Subnet, format_ipv4, marked
 
 __all__ = [
     "IndexAnswers",
+    "address_unknown",
     "all_members",
     "conflicts",
     "entries",
@@ -209,3 +210,14 @@ def ip_in_range(conn: sqlite3.Connection, key: Key, net: Subnet) -> int | None:
         (*stored_key(key), net.first_host, net.last_host),
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+def address_unknown(conn: sqlite3.Connection) -> Key | None:
+    """A member whose config could not be read (no signature, no digest: an OS error) and
+    that holds no last good config: the address it holds is unknown."""
+    row = conn.execute(
+        "SELECT cluster, name FROM members WHERE state = ? AND ino IS NULL"
+        f" AND digest IS NULL AND config_name IS NULL ORDER BY {BYTE_ORDER} LIMIT 1",
+        (str(MemberState.UNREADABLE),),
+    ).fetchone()
+    return None if row is None else key_of(row[0], row[1])

@@ -45,8 +45,9 @@ class WriteTransaction:
         self._reconciler = reconciler
 
     def allocate(self, name: str, net: Subnet) -> int:
-        """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError."""
-        return allocation.allocate(self._conn, name, net)
+        """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError,
+        AddressUnknownError."""
+        return allocation.allocate(self._conn, self._reconciler.clusters_dir, name, net)
 
     def check_unique(self, vm: VM, ip: int | None, path: Path) -> None:
         """Raise IPConflictError or MACConflictError if another member holds vm's address

@@ -124,24 +124,30 @@ class Reconciler:
 
     def plan(self, conn: sqlite3.Connection, scan: Scan, full: bool = False) -> Plan:
         """Diff *scan* against the recorded scan; takes no lock and reads no config except
-        racy rows (re-read now so that one whose bytes did not change needs no write).
+        racy rows and rows whose last read failed (re-read now, so that one that did not
+        change needs no write).
         """
         recorded = self._load(conn)
         remaining = dict(recorded.by_key)
         reads: list[MemberDir] = []
-        racy: list[MemberDir] = []
+        reread: list[MemberDir] = []  # racy, or their last read failed: observed here
         for member in scan.members:
             key = (member[0], member[1])
             entry = remaining.pop(key, None)
-            if entry is None or full or entry != member:
+            if entry is None or full:
                 reads.append(member)
+            elif entry != member:
+                # Recorded without a signature (its read failed) but stat-able now: retried
+                # here, lock-free, and written only if the read now gives something else.
+                unsigned = entry.signature is None and member.signature is not None
+                (reread if unsigned else reads).append(member)
             elif key in recorded.racy:
-                racy.append(member)
+                reread.append(member)
         unlisted = set(scan.unreadable_clusters)
         removed = [Key(*k) for k in remaining if k[0] not in unlisted]
-        old = self._stored(conn, full, [*reads, *racy], removed)
+        old = self._stored(conn, full, [*reads, *reread], removed)
         observed: dict[Key, Observation] = {}
-        for member in racy:
+        for member in reread:
             obs = self.observe(member)
             row = old.get(obs.key)  # None: another process dropped it since it was loaded
             if row is None or not self._noop(row, obs):
