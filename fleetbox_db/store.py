@@ -93,7 +93,7 @@ class Store(Layout):
         root: Path | str,
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Callable[[], int] | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
     ) -> None:
         super().__init__(root)
@@ -108,7 +108,8 @@ class Store(Layout):
 
         Creates <root>, clusters/, images/ and run/ (mode 0755) and nothing else; the index
         is opened on first use. Options (tests and tuning): busy_timeout (seconds),
-        clock (a time.time_ns stand-in), granularity_ns. Raises StorageRootError.
+        clock (the filesystem's "now" in ns; default: read off a file in the root),
+        granularity_ns. Raises StorageRootError.
         """
         store = cls(resolve_root() if path is None else Path(path), **options)  # type: ignore[arg-type]
         for directory in (store.base_dir, store.clusters_dir, store.images_dir, store.run_dir):
@@ -357,11 +358,11 @@ class Store(Layout):
             return self._mirror.answer(found, question)
         except IndexAccessError as exc:
             self._warn(exc)
-            return question(DiskAnswers(self.clusters_dir, found, self._mirror.clock))
+            # The process clock: nothing is recorded, and the filesystem's touches a file.
+            return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
 
     def _disk_problems(self, found: Scan) -> builtins.list[Problem]:
-        clock = self._mirror.clock
-        observations = [observe(self.clusters_dir, m, clock) for m in found.members]
+        observations = [observe(self.clusters_dir, m, time.time_ns) for m in found.members]
         return disk_problems(self.clusters_dir, observations, found.unreadable_clusters)
 
     def _write_config(self, tx: WriteTransaction, name: str, data: bytes) -> None:

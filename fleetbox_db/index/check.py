@@ -8,24 +8,25 @@ also uses alone when there is no index to compare with.
 from __future__ import annotations
 
 import sqlite3
+import time
 
-from fleetbox_db.disk.observe import Observation
+from fleetbox_db.disk.observe import Observation, observe
 from fleetbox_db.disk.problems import disk_problems
 from fleetbox_db.disk.scan import Scan
 from fleetbox_db.index import members
 from fleetbox_db.index.answers import member_names
-from fleetbox_db.index.reconcile import Reconciler
 from fleetbox_db.records import Problem
 
 __all__ = ["find_problems"]
 
 
-def find_problems(conn: sqlite3.Connection, reconciler: Reconciler, scan: Scan) -> list[Problem]:
+def find_problems(conn: sqlite3.Connection, clusters_dir: str, scan: Scan) -> list[Problem]:
     """disk.problems' findings (unlistable clusters naming the members the index holds
     there), then the index's drift from disk."""
-    observations = [reconciler.observe(m) for m in scan.members]
+    # The process clock: nothing is recorded, and the filesystem's would touch a file.
+    observations = [observe(clusters_dir, m, time.time_ns) for m in scan.members]
     problems = disk_problems(
-        reconciler.clusters_dir,
+        clusters_dir,
         observations,
         scan.unreadable_clusters,
         lambda cluster: tuple(member_names(conn, cluster)),

@@ -10,11 +10,11 @@ only remembers what disk said.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from fleetbox_db.disk.clock import FilesystemClock
 from fleetbox_db.disk.observe import Clock, observe_written
 from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
@@ -73,17 +73,15 @@ class Mirror:
         layout: Layout,
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-        clock: Clock = time.time_ns,
+        clock: Clock | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
     ) -> None:
+        if clock is None:  # the clock that stamps the files: index.lock is in the tree
+            clock = FilesystemClock(layout.index_lock_path)
         self._clusters_dir = layout.clusters_dir
         self._file = IndexFile(layout.index_path, layout.index_lock_path, busy_timeout)
         self._reconciler = Reconciler(layout.clusters_dir, clock, granularity_ns)
         self._vms = VMCache()
-
-    @property
-    def clock(self) -> Clock:
-        return self._reconciler.clock
 
     def exists(self) -> bool:
         """Whether there is an index file at all (check() must not create one)."""
@@ -124,7 +122,7 @@ class Mirror:
     def check(self, scan: Scan) -> list[Problem]:
         """Problems on disk and the index's drift from *scan*; writes nothing."""
         return self._retrying(
-            lambda: find_problems(self._file.connection(), self._reconciler, scan)
+            lambda: find_problems(self._file.connection(), self._reconciler.clusters_dir, scan)
         )
 
     def revision(self) -> str | None:
