@@ -8,7 +8,9 @@ first read), which turns lock waits into instant "database is locked" errors in 
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Final, Literal
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
     "Failure",
-    "begin_immediate_now",
+    "begin_immediate",
     "classify_error",
     "connect",
     "data_version",
@@ -27,6 +29,7 @@ __all__ = [
 
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 """Seconds a connection waits for another process's write lock before IndexBusyError."""
+_POLL_S: Final = 0.001
 
 #: Primary SQLite result codes we tell apart (sqlite3.h).
 _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
@@ -109,11 +112,25 @@ def one_read(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("COMMIT")
 
 
-def begin_immediate_now(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """BEGIN IMMEDIATE without waiting: sqlite3.OperationalError ("database is locked") at
-    once when another connection holds the write lock."""
+def begin_immediate(conn: sqlite3.Connection, busy_timeout: float, *, wait: bool) -> None:
+    """BEGIN IMMEDIATE: the write lock. With *wait*, tried every millisecond or so until
+    *busy_timeout* has passed; without, tried once. sqlite3.OperationalError ("database is
+    locked") when it stays taken.
+
+    Not SQLite's own busy handler: it backs off to 100 ms between tries, so a process that
+    writes in a loop takes the lock again and again while the others sleep (a create
+    waited 5 s beside an allocate_ip loop, the full busy timeout).
+    """
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        deadline = time.monotonic() + (busy_timeout if wait else 0.0)
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if classify_error(exc) != "busy" or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0.5, 1.5) * _POLL_S)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")

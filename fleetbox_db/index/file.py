@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = ["Identity", "IndexCorrupt", "IndexFile", "WriteLockBusy", "chown_to_i
 log = logging.getLogger("fleetbox_db")
 
 _OPEN_ATTEMPTS: Final = 3
+_LOCK_SAMPLES: Final = 4096
 
 
 #: (st_dev, st_ino) of an index file: tells the file we opened from one put in its place.
@@ -58,6 +60,9 @@ class IndexFile:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._ident: Identity | None = None
+        #: (seconds waited for, seconds held) of the latest write locks taken, for the
+        #: contention benchmark.
+        self.lock_times: deque[tuple[float, float]] = deque(maxlen=_LOCK_SAMPLES)
 
     # -- connection ------------------------------------------------------------------
 
@@ -220,15 +225,14 @@ class IndexFile:
         WriteLockBusy is raised at once (a reader then answers without recording).
         """
         conn = self.connection()
+        asked = time.perf_counter()
         try:
-            if wait:
-                conn.execute("BEGIN IMMEDIATE")
-            else:
-                dbconn.begin_immediate_now(conn, self.busy_timeout)
+            dbconn.begin_immediate(conn, self.busy_timeout, wait=wait)
         except sqlite3.Error as exc:
             if not wait and dbconn.classify_error(exc) == "busy":
                 raise WriteLockBusy(str(exc)) from exc
             raise self.translate(exc) from exc
+        taken = time.perf_counter()
         try:
             yield conn
             conn.execute("COMMIT")
@@ -237,6 +241,8 @@ class IndexFile:
             if isinstance(exc, sqlite3.Error):
                 raise self.translate(exc) from exc
             raise
+        finally:
+            self.lock_times.append((taken - asked, time.perf_counter() - taken))
 
     def translate(self, exc: sqlite3.Error) -> Exception:
         """A typed error for *exc*; IndexCorrupt when the file should be rebuilt."""

@@ -135,8 +135,14 @@ class Mirror:
         """Run *operation* inside the one write transaction, the index reconciled first."""
 
         def run() -> T:
+            # Scan and plan before taking the lock, so it is held for the apply and the
+            # write alone; apply() re-plans if another process wrote meanwhile, and reads
+            # every config it records then, under the lock.
+            found = scan(self._clusters_dir)
+            plan = self._changes(self._file.connection(), found)
             with self._file.write() as conn:
-                self._bring_current(conn, scan(self._clusters_dir))
+                if plan is not None:
+                    self._reconciler.apply(conn, plan)
                 try:
                     return operation(WriteTransaction(conn, self._reconciler))
                 finally:
@@ -197,12 +203,6 @@ class Mirror:
         except WriteLockBusy:
             return False
         return True
-
-    def _bring_current(self, conn: sqlite3.Connection, scan: Scan) -> None:
-        """Reconcile inside the write transaction the caller holds."""
-        plan = self._changes(conn, scan)
-        if plan is not None:
-            self._reconciler.apply(conn, plan)
 
     def _retrying(self, run: Callable[[], T]) -> T:
         """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once
