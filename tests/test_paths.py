@@ -124,6 +124,19 @@ def test_validate_name_rejects(name: str) -> None:
     assert "must be non-empty" in message  # says what is allowed
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_names_every_refused_name_with_its_reason() -> None:
+    """The README's list of refused names covers each rule validate_name enforces."""
+    text = README.read_text()
+    assert "### Names" in text
+    section = text.split("### Names", 1)[1].split("\n#", 1)[0]
+    for refused in ("empty", "`.` or `..`", "`/`", "NUL", "255 bytes", "`.-1`", "`..-2`"):
+        assert refused in section, refused
+    assert "outside `clusters/`" in section  # and why the cluster rule exists
+
+
 @pytest.mark.parametrize(
     "value",
     [
