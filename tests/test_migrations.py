@@ -21,6 +21,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from helpers import put
 
 import fleetbox_db
 from fleetbox_db import VM, Fixture, IndexSchemaError, Store
@@ -218,6 +219,28 @@ def test_index_at_first_revision_with_rows_upgrades_when_a_store_opens_it(root: 
         assert store.vms()[1].fixtures == web.fixtures
         assert store.who_has("10.0.0.2") == "web-1"
     assert not list(root.glob("index.db.corrupt-*"))
+
+
+def test_upgrade_to_the_spelling_revision_rereads_configs_that_hold_u_fffd(root: Path) -> None:
+    """Rows written before fleetbox_0004 forgot how a Go 1.26 file spelled U+FFFD: the upgrade
+    has the next reconcile read those files again (and no other), so a save keeps the bytes."""
+    go126 = (Path(__file__).parent / "data" / "go126-invalid-utf8.json").read_bytes()
+    web = put(root, "web-1", data=go126)
+    put(root, "dev")
+    with Store.open(root) as store:
+        assert store.list() == ["dev", "web-1"]
+        path = store.index_path
+    # What an older release left: the rows, and no spelling.
+    schema.run_alembic(path, "downgrade", "fleetbox_0003")
+    assert rows_of(path, "SELECT count(*) FROM members WHERE state = 'ok'") == [(2,)]
+
+    with Store.open(root) as store:
+        report = store.reconcile()
+        assert report.updated == ["web-1"]
+        assert revision_of(path) == schema.HEAD
+        _, web_1 = store.vms()
+        store.save(web_1)
+    assert web.read_bytes() == go126
 
 
 # -- a failing revision -----------------------------------------------------------------

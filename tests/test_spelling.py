@@ -13,13 +13,16 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import put
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetbox_db import VM, Fixture
+from fleetbox_db import VM, Fixture, Store
 from fleetbox_db.rules.config import decode_config, encode_config, restore_created_at
 from fleetbox_db.rules.gojson import EXACT, clean, decode_json_value, encode_json_value, loads
 from fleetbox_db.rules.spelling import Spelled, escapes, respell
@@ -225,3 +228,71 @@ def test_json_values_round_trip_with_their_spelling(items: dict[str, str]) -> No
     if len(json.loads(text)) != len(items):
         return  # two literals of one key
     assert encode_json_value(decode_json_value(text), compact=True) == text
+
+
+# --- through the Store and its index -------------------------------------------------------
+
+
+def _saved_back(store: Store, vms: list[VM]) -> None:
+    for vm in vms:
+        store.save(vm)
+
+
+@pytest.mark.parametrize("via", ["load", "vms", "entries", "vms-cached"])
+def test_store_saves_go_126_members_back_byte_identical(root: Path, via: str) -> None:
+    """load() reads the file; vms() and entries() build the VMs from the index's rows."""
+    files = {"web-1": GO126.read_bytes(), "db-3": GO126_EXTRA.read_bytes()}
+    paths = {name: put(root, name, data=data) for name, data in files.items()}
+    with Store.open(root) as store:
+        assert store.list() == ["db-3", "web-1"]  # the index records both
+        if via == "vms-cached":
+            store.vms()
+    with Store.open(root) as store:  # a new Store: nothing cached but the index file
+        if via == "load":
+            vms = [store.load(name) for name in files]
+        elif via == "entries":
+            vms = [e.vm for e in store.entries() if e.vm is not None]
+        else:
+            vms = store.vms()
+            if via == "vms-cached":
+                vms = store.vms()
+        assert len(vms) == 2
+        _saved_back(store, vms)
+        assert store.vms() == [decode_config(files["db-3"]), decode_config(files["web-1"])]
+    for name, data in files.items():
+        assert paths[name].read_bytes() == data
+
+
+def test_index_keeps_the_spelling_of_column_strings_only(root: Path) -> None:
+    put(root, "web-1", data=GO126.read_bytes())
+    put(root, "db-3", data=GO126_EXTRA.read_bytes())
+    put(root, "dev", data=GO127.read_bytes().replace(b'"web-1"', b'"dev"'))
+    with Store.open(root) as store:
+        store.list()
+    with sqlite3.connect(root / "index.db") as conn:
+        rows = dict(conn.execute("SELECT config_name, spelling FROM members").fetchall())
+    assert rows == {
+        "web-1": (
+            f'{{"image":"ok{E}","fixtures.0.host_path":"/home/alice/caf{E} {E}{E}x",'
+            f'"fixtures.0.label":"FBFIX0{R}{E}"}}'
+        ),
+        "db-3": f'{{"fixtures.0.host_path":"/src/{E}"}}',  # its extra's JSON keeps its own
+        "dev": None,
+    }
+
+
+@settings(fuzz, max_examples=30)
+@given(st.lists(go_literals, min_size=9, max_size=9))
+def test_any_go_file_saves_back_byte_identical_through_the_index(lits: list[str]) -> None:
+    name = "web-1"
+    # save() checks the MAC and IP: those two are valid ones.
+    data = go_file(['"web-1"', '"02:00:00:00:00:01"', lits[2], '"10.0.0.2"', *lits[4:]])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "fleetbox"
+        path = put(root, name, data=data)
+        with Store.open(root) as store:
+            store.list()
+        with Store.open(root) as store:
+            (vm,) = store.vms()
+            store.save(vm)
+        assert path.read_bytes() == data
