@@ -75,6 +75,9 @@ class VM:
 
     A ``created_at`` read from disk remembers its exact text (nanoseconds, offset spelling), so
     an unchanged value is written back byte-identical; assign a new datetime to reformat it.
+    Likewise a string in which Go 1.26 wrote an invalid byte as ``\\ufffd`` is read as a
+    rules.spelling.Spelled str, equal to the plain one, and written back with the escape; a
+    new value is written as Go 1.27 writes it, U+FFFD raw. Neither memory affects ``==``.
     """
 
     name: str

@@ -21,10 +21,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from helpers import put
 
 import fleetbox_db
 from fleetbox_db import VM, Fixture, IndexSchemaError, Store
 from fleetbox_db.index import schema
+from fleetbox_db.index.file import IndexFile
 from fleetbox_db.index.models import Base
 from fleetbox_db.rules.config import encode_config
 
@@ -219,6 +221,28 @@ def test_index_at_first_revision_with_rows_upgrades_when_a_store_opens_it(root: 
     assert not list(root.glob("index.db.corrupt-*"))
 
 
+def test_upgrade_to_the_spelling_revision_rereads_configs_that_hold_u_fffd(root: Path) -> None:
+    """Rows written before fleetbox_0004 forgot how a Go 1.26 file spelled U+FFFD: the upgrade
+    has the next reconcile read those files again (and no other), so a save keeps the bytes."""
+    go126 = (Path(__file__).parent / "data" / "go126-invalid-utf8.json").read_bytes()
+    web = put(root, "web-1", data=go126)
+    put(root, "dev")
+    with Store.open(root) as store:
+        assert store.list() == ["dev", "web-1"]
+        path = store.index_path
+    # What an older release left: the rows, and no spelling.
+    schema.run_alembic(path, "downgrade", "fleetbox_0003")
+    assert rows_of(path, "SELECT count(*) FROM members WHERE state = 'ok'") == [(2,)]
+
+    with Store.open(root) as store:
+        report = store.reconcile()
+        assert report.updated == ["web-1"]
+        assert revision_of(path) == schema.HEAD
+        _, web_1 = store.vms()
+        store.save(web_1)
+    assert web.read_bytes() == go126
+
+
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.
@@ -333,17 +357,31 @@ def test_alembic_upgrade_head_from_the_checkout(tmp_path: Path) -> None:
 # -- an index newer than this code ------------------------------------------------------
 
 
+#: Revisions this code does not know, in an index.db that carries our application id: a
+#: later release's, however it spells them (a hex id, as Alembic generates by default).
+UNKNOWN_REVISIONS = [
+    pytest.param("fleetbox_9999", id="fleetbox-prefix"),
+    pytest.param("ffffffffffff", id="hex-id"),
+    pytest.param("ae1027a6acf", id="alembic-style-id"),
+]
+
+
+def _set_revision(path: Path, revision: str) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    conn.close()
+
+
+@pytest.mark.parametrize("revision", UNKNOWN_REVISIONS)
 def test_newer_revision_is_never_downgraded_and_reads_come_from_disk(
-    root: Path, caplog: pytest.LogCaptureFixture
+    root: Path, revision: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with Store.open(root) as store:
         store.create(VM("web-1", ip="10.0.0.2"))
         store.create(VM("dev"))
         path = store.index_path
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'fleetbox_9999'")
-    conn.close()
+    _set_revision(path, revision)
     inode = path.stat().st_ino
 
     with Store.open(root) as store, caplog.at_level("WARNING", logger="fleetbox_db"):
@@ -366,7 +404,26 @@ def test_newer_revision_is_never_downgraded_and_reads_come_from_disk(
         assert store.free_ips("10.0.0.0/29") == ["10.0.0.4", "10.0.0.5", "10.0.0.6"]
     assert any("newer" in r.getMessage() for r in caplog.records)
     assert path.stat().st_ino == inode
-    assert revision_of(path) == "fleetbox_9999"
+    assert revision_of(path) == revision
+    assert not list(root.glob("index.db.corrupt-*"))
+
+
+@pytest.mark.parametrize("revision", UNKNOWN_REVISIONS)
+def test_unknown_revision_with_our_application_id_is_newer(root: Path, revision: str) -> None:
+    """The application id makes the file ours; the spelling of its revision does not."""
+    with Store.open(root) as store:
+        store.create(VM("dev"))
+        path = store.index_path
+    _set_revision(path, revision)
+    conn = sqlite3.connect(path)
+    try:
+        assert schema.classify(conn) == "newer"
+    finally:
+        conn.close()
+    # Asked to move it aside (as after a failed query), the index file declines: not broken.
+    index = IndexFile(path, root / "index.lock")
+    index.quarantine("a query failed")
+    assert revision_of(path) == revision
     assert not list(root.glob("index.db.corrupt-*"))
 
 

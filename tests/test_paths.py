@@ -15,6 +15,7 @@ from fleetbox_db.rules.layout import (
     MAX_NAME_BYTES,
     Layout,
     cluster_name,
+    go_join,
     resolve_home,
     resolve_root,
     socket_hash,
@@ -122,6 +123,19 @@ def test_validate_name_rejects(name: str) -> None:
     message = str(info.value)
     assert "invalid VM name" in message
     assert "must be non-empty" in message  # says what is allowed
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_names_every_refused_name_with_its_reason() -> None:
+    """The README's list of refused names covers each rule validate_name enforces."""
+    text = README.read_text()
+    assert "### Names" in text
+    section = text.split("### Names", 1)[1].split("\n#", 1)[0]
+    for refused in ("empty", "`.` or `..`", "`/`", "NUL", "255 bytes", "`.-1`", "`..-2`"):
+        assert refused in section, refused
+    assert "outside `clusters/`" in section  # and why the cluster rule exists
 
 
 @pytest.mark.parametrize(
@@ -269,6 +283,107 @@ def test_layout_keeps_relative_root_verbatim() -> None:
     layout = Layout("rel/root")
     assert layout.vm_dir("dev") == Path("rel/root/clusters/dev/dev")
     assert not layout.root.is_absolute()
+
+
+# Go's path/filepath tests (TestJoin, TestClean): Join drops empty elements, then cleans.
+GO_JOIN_CASES = [
+    ((), ""),
+    (("",), ""),
+    (("", ""), ""),
+    (("a",), "a"),
+    (("a", "b"), "a/b"),
+    (("a", ""), "a"),
+    (("", "b"), "b"),
+    (("/", "a"), "/a"),
+    (("/", "a/b"), "/a/b"),
+    (("/", ""), "/"),
+    (("/a", "b"), "/a/b"),
+    (("a/", "b"), "a/b"),
+    (("a/", ""), "a"),
+    (("//", "a"), "/a"),
+    (("", "."), "."),
+    ((".", "clusters"), "clusters"),
+    (("abc/",), "abc"),
+    (("//abc//",), "/abc"),
+    (("abc//def//ghi",), "abc/def/ghi"),
+    (("/./abc/def",), "/abc/def"),
+    (("abc/.",), "abc"),
+    (("abc/def/ghi/../jkl",), "abc/def/jkl"),
+    (("abc/def/../..",), "."),
+    (("/abc/def/../../..",), "/"),
+    (("abc/def/../../..",), ".."),
+    (("abc/def/../../../ghi/jkl/../../../mno",), "../../mno"),
+    (("/../abc",), "/abc"),
+    (("abc/./../def",), "def"),
+    (("abc/../../././../def",), "../../def"),
+    (("/x/lnk/../root", "clusters"), "/x/root/clusters"),
+]
+
+
+@pytest.mark.parametrize(("parts", "expected"), GO_JOIN_CASES, ids=repr)
+def test_go_join_is_filepath_join(parts: tuple[str, ...], expected: str) -> None:
+    assert go_join(*parts) == expected
+
+
+# Roots as given, and the clusters/ Go's filepath.Join(root, "clusters") makes of each.
+SPELLED_ROOTS = [
+    pytest.param("/x/lnk/../root", "/x/root/clusters", id="dotdot-after-a-link"),
+    pytest.param("/x/./root/", "/x/root/clusters", id="dot-and-trailing-slash"),
+    pytest.param("//x", "/x/clusters", id="two-leading-slashes"),
+    pytest.param("/..", "/clusters", id="above-the-top"),
+    pytest.param("/", "/clusters", id="the-top"),
+    pytest.param("rel/../root", "root/clusters", id="relative-dotdot"),
+    pytest.param("../up", "../up/clusters", id="relative-up"),
+    pytest.param(".", "clusters", id="dot"),
+    pytest.param("", "clusters", id="empty"),
+]
+
+
+@pytest.mark.parametrize(("given", "clusters"), SPELLED_ROOTS)
+def test_paths_from_the_root_are_cleaned_as_go_joins_them(given: str, clusters: str) -> None:
+    layout = Layout(given)
+    assert layout.root == Path(given)  # the root itself stays as given, as Go's BaseDir
+    assert layout.base_dir == Path(given)
+    assert layout.clusters_dir == Path(clusters)
+    top = Path(clusters).parent
+    assert layout.vm_dir("web-2") == Path(clusters) / "web" / "web-2"
+    assert layout.config_path("web-2") == Path(clusters) / "web" / "web-2" / "config.json"
+    assert layout.socket_path("web-2") == top / "run" / "612f7a0edd33d5c1.sock"
+    assert layout.index_path == top / "index.db"
+
+
+ROOT_LEAVES: list[tuple[Callable[[Layout], Path], tuple[str, ...]]] = [
+    (lambda layout: layout.clusters_dir, ("clusters",)),
+    (lambda layout: layout.images_dir, ("images",)),
+    (lambda layout: layout.bin_dir, ("bin",)),
+    (lambda layout: layout.network_state_dir, ("networks",)),
+    (lambda layout: layout.run_dir, ("run",)),
+    (lambda layout: layout.ssh_key_path, ("id_ed25519",)),
+    (lambda layout: layout.index_path, ("index.db",)),
+    (lambda layout: layout.index_lock_path, ("index.lock",)),
+    (lambda layout: layout.vm_dir("web-2"), ("clusters", "web", "web-2")),
+    (lambda layout: layout.config_path("web-2"), ("clusters", "web", "web-2", "config.json")),
+    (lambda layout: layout.disk_path("web-2"), ("clusters", "web", "web-2", "disk.raw")),
+    (lambda layout: layout.seed_path("web-2"), ("clusters", "web", "web-2", "seed.iso")),
+    (lambda layout: layout.efi_path("web-2"), ("clusters", "web", "web-2", "efi.nvram")),
+    (lambda layout: layout.pidfile_path("web-2"), ("clusters", "web", "web-2", "pid")),
+    (lambda layout: layout.serial_log_path("web-2"), ("clusters", "web", "web-2", "serial.log")),
+    (lambda layout: layout.lock_path("web-2"), ("clusters", "web", "web-2", ".lock")),
+    (lambda layout: layout.fixture_path("web-2", 3), ("clusters", "web", "web-2", "fixture-3.img")),
+    (lambda layout: layout.socket_path("web-2"), ("run", "612f7a0edd33d5c1.sock")),
+    (lambda layout: layout.control_socket_path("web-2"), ("run", "612f7a0edd33d5c1.ctl")),
+]
+
+root_spellings = st.lists(st.sampled_from(["", ".", "..", "a", "lnk", "b.c", "/"]), max_size=6).map(
+    "".join
+) | st.lists(st.sampled_from(["a", ".", "..", "", "lnk"]), max_size=5).map("/".join)
+
+
+@given(root_spellings)
+def test_every_derived_path_is_go_join_of_its_parts(root: str) -> None:
+    layout = Layout(root)
+    for accessor, parts in ROOT_LEAVES:
+        assert accessor(layout) == Path(go_join(root, *parts)), parts
 
 
 NAME_ACCESSORS: list[Callable[[Layout, str], Path]] = [
@@ -484,6 +599,7 @@ def test_resolve_home_without_home_is_an_error(environ: dict[str, str], euid: in
         pytest.param("/srv/branded", Path("/srv/branded"), id="absolute"),
         pytest.param("rel/root", Path("rel/root"), id="relative-not-absolutised"),
         pytest.param("~/fb", Path("~/fb"), id="tilde-not-expanded"),
+        pytest.param("/srv/lnk/../fb", Path("/srv/lnk/../fb"), id="dotdot-kept"),
     ],
 )
 def test_resolve_root_honours_fleetbox_home(value: str, expected: Path) -> None:
@@ -499,6 +615,20 @@ def test_resolve_root_empty_fleetbox_home_counts_as_unset() -> None:
     """TestNewDefaultUnchanged from the Go store."""
     environ = {"FLEETBOX_HOME": "", "HOME": "/home/bob"}
     assert resolve_root(environ, 1000, _lookup_must_not_run) == Path("/home/bob/.fleetbox")
+
+
+@pytest.mark.parametrize(
+    ("home", "expected"),
+    [
+        pytest.param("/home/lnk/../bob", "/home/bob/.fleetbox", id="dotdot"),
+        pytest.param("/home/bob/", "/home/bob/.fleetbox", id="trailing-slash"),
+        pytest.param("//home/./bob", "/home/bob/.fleetbox", id="slashes-and-dot"),
+    ],
+)
+def test_resolve_root_joins_home_as_go_does(home: str, expected: str) -> None:
+    """filepath.Join(home, ".fleetbox") cleans; only FLEETBOX_HOME is taken verbatim."""
+    environ = {"HOME": home}
+    assert str(resolve_root(environ, 1000, _lookup_must_not_run)) == expected
 
 
 def test_resolve_root_under_sudo() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import go_write
 
 from fleetbox_db import (
     VM,
@@ -115,6 +116,37 @@ def test_store_basic(tmp_path: Path) -> None:
         assert store.vm_dir("test") == tmp_path / "clusters" / "test" / "test"
         assert store.images_dir == tmp_path / "images"
         assert store.ssh_key_path == tmp_path / "id_ed25519"
+
+
+def test_a_root_spelled_with_dotdot_after_a_symlink_lands_where_go_puts_it(
+    tmp_path: Path,
+) -> None:
+    """Go joins every path with filepath.Join, which cleans ``lnk/..`` away before the kernel
+    sees it; kept, the kernel would resolve ``..`` from the link's target instead."""
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "lnk").symlink_to(tmp_path / "elsewhere" / "deep")
+    spelled = f"{tmp_path}/x/lnk/../root"
+    go_root = tmp_path / "x" / "root"  # what filepath.Join(spelled, ...) starts with
+    member = go_root / "clusters" / "db" / "db-1"
+    with Store.open(spelled) as store:
+        assert store.base_dir == Path(spelled)  # as given, as Go's BaseDir()
+        assert store.clusters_dir == go_root / "clusters"
+        assert store.index_path == go_root / "index.db"
+        assert store.socket_path("web-1") == go_root / "run" / "c4719afa76fa448b.sock"
+        store.create(VM("web-1"))
+        assert store.vm_dir("web-1") == go_root / "clusters" / "web" / "web-1"
+        assert (go_root / "clusters" / "web" / "web-1" / "config.json").is_file()
+        # The Go tool, on the same spelling, writes its member there too: we see it.
+        member.mkdir(parents=True)
+        go_write(member / "config.json", encode_config(VM("db-1")))
+        assert store.list() == ["db-1", "web-1"]
+        assert store.load("db-1").name == "db-1"
+    assert (go_root / "index.db").is_file()
+    # Only the root itself, made as given (Go's MkdirAll(base) does the same), is reached
+    # through the link; nothing of ours is under it.
+    assert listing(tmp_path / "elsewhere") == ["deep", "root"]
+    assert listing(tmp_path / "elsewhere" / "root") == []
 
 
 def test_store_create_load_delete(store: Store) -> None:

@@ -67,6 +67,9 @@ class MemberRow(Base):
     ip: Mapped[str | None] = mapped_column(Text)
     ip_int: Mapped[int | None] = mapped_column(Integer)
     extra: Mapped[str | None] = mapped_column(Text)
+    # The config's strings (fixtures' too) that Go 1.26 wrote with the escape \ufffd, as
+    # JSON that keeps it (index/rows.py); NULL when none did, which is nearly always.
+    spelling: Mapped[str | None] = mapped_column(Text)
 
 
 class FixtureRow(Base):

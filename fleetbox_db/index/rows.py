@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from fleetbox_db.records import VM, ZERO_TIME, Fixture
+from fleetbox_db.records import FIXTURE_FIELDS, VM, ZERO_TIME, Fixture
 from fleetbox_db.rules.config import created_at_text, restore_created_at
 from fleetbox_db.rules.gojson import decode_json_value, encode_json_value
 from fleetbox_db.rules.ipam import ip_key, mac_key
+from fleetbox_db.rules.spelling import Spelled
 
 __all__ = [
     "CONFIG_COLUMNS",
@@ -23,18 +24,21 @@ __all__ = [
     "config_values",
     "fixture_rows",
     "placeholders",
+    "respell",
     "vm_from_row",
 ]
 
 SIGNATURE_FIELDS: Final = ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
 CONFIG_FIELDS: Final = (
     "config_name", "mac", "mac_key", "cpus", "memory_mb", "disk_mb", "image", "created_at", "ip",
-    "ip_int", "extra",
+    "ip_int", "extra", "spelling",
 )  # fmt: skip
 CONFIG_COLUMNS: Final = ", ".join(CONFIG_FIELDS)
 #: A whole member row as insert_members writes it.
 MEMBER_FIELDS: Final = ("id", "cluster", "name", *SIGNATURE_FIELDS, *CONFIG_FIELDS)
 FIXTURE_COLUMNS: Final = "member_id, position, host_path, guest_path, label, extra"
+#: The VM's str fields that sit in plain columns (its fixtures' sit in the fixtures table).
+_VM_STRINGS: Final = ("name", "mac", "image", "ip")
 
 
 def placeholders(count: int) -> str:
@@ -57,11 +61,51 @@ def config_values(vm: VM) -> tuple[Any, ...]:
         vm.ip,
         ip_key(vm.ip),
         extra,
+        _spelling(vm),
     )
 
 
+def _spelling(vm: VM) -> str | None:
+    """The spelling column: the VM's Spelled strs (rules.spelling) that sit in plain columns,
+    by field (``image``, ``fixtures.0.host_path``), in JSON that keeps their escapes; None
+    when there are none. The ``extra`` columns need no entry: their JSON keeps them."""
+    # Spelled out, not looped: this runs for every row a rebuild writes, and almost always
+    # finds nothing.
+    if (
+        type(vm.image) is not Spelled
+        and type(vm.name) is not Spelled
+        and type(vm.mac) is not Spelled
+        and type(vm.ip) is not Spelled
+        and (not vm.fixtures or all(map(_plain_fixture, vm.fixtures)))
+    ):
+        return None
+    found = {f: v for f in _VM_STRINGS if type(v := getattr(vm, f)) is Spelled}
+    for i, fixture in enumerate(vm.fixtures):
+        for f in FIXTURE_FIELDS:
+            if type(value := getattr(fixture, f)) is Spelled:
+                found[f"fixtures.{i}.{f}"] = value
+    return encode_json_value(found, compact=True)
+
+
+def _plain_fixture(f: Fixture) -> bool:
+    return (
+        type(f.host_path) is not Spelled
+        and type(f.guest_path) is not Spelled
+        and (type(f.label) is not Spelled)
+    )
+
+
+def respell(vm: VM, spelling: str) -> None:
+    """Give *vm*'s strings (its fixtures' too) the spellings its spelling column recorded."""
+    for where, value in decode_json_value(spelling).items():
+        *fixture, name = where.split(".")
+        target: VM | Fixture = vm.fixtures[int(fixture[1])] if fixture else vm
+        if getattr(target, name) == value:  # a spelling of this very value, and of no other
+            setattr(target, name, value)
+
+
 def vm_from_row(row: Sequence[Any], fixtures: list[Fixture]) -> VM:
-    name, mac, _, cpus, memory_mb, disk_mb, image, created_at, ip, _, extra = row
+    name, mac, _, cpus, memory_mb, disk_mb, image, created_at, ip, _, extra, spelling = row
     vm = VM(
         name=name,
         mac=mac,
@@ -75,6 +119,8 @@ def vm_from_row(row: Sequence[Any], fixtures: list[Fixture]) -> VM:
         extra=decode_json_value(extra) if extra else {},
     )
     restore_created_at(vm, created_at)
+    if spelling is not None:
+        respell(vm, spelling)
     return vm
 
 

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 APPLICATION_ID: Final = 0x46425844  # "FBXD", set by the first revision
+#: How our revision ids are spelled: a naming convention only, never how a file is judged.
 REVISION_PREFIX: Final = "fleetbox_"
-KNOWN_REVISIONS: Final = ("fleetbox_0001", "fleetbox_0002", "fleetbox_0003")
+KNOWN_REVISIONS: Final = ("fleetbox_0001", "fleetbox_0002", "fleetbox_0003", "fleetbox_0004")
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
 HEAD_TABLES: Final = frozenset({"members", "fixtures", "reservations"})
@@ -57,9 +58,9 @@ def classify(conn: sqlite3.Connection) -> Status:
             tuple(HEAD_TABLES),
         ).fetchone()[0]
         return "current" if present == len(HEAD_TABLES) else "foreign"
-    if version in KNOWN_REVISIONS:
-        return "older"
-    return "newer" if version.startswith(REVISION_PREFIX) else "foreign"
+    # Our application id makes the file ours, whatever its revision is called: one this code
+    # does not know is a later release's (SPEC §6: never moved aside, never downgraded).
+    return "older" if version in KNOWN_REVISIONS else "newer"
 
 
 def current_revision(conn: sqlite3.Connection) -> str | None:

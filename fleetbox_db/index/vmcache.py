@@ -16,7 +16,7 @@ from typing import Final, NamedTuple
 
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
-from fleetbox_db.index.rows import CONFIG_COLUMNS
+from fleetbox_db.index.rows import CONFIG_COLUMNS, respell
 from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.gotime import parse_go_time
@@ -44,6 +44,7 @@ class Record(NamedTuple):
     ip: str
     extra: str | None  # JSON text of VM.extra
     created_text: str  # created_at as the file spells it
+    spelling: str | None  # the spelling column (rows.py): how its strings spelled U+FFFD
 
 
 assert Record._fields[: len(VM_FIELDS)] == VM_FIELDS
@@ -127,13 +128,26 @@ def _read_records(
         fixtures.setdefault(mid, []).append(tuple(fixture))
     found: dict[RowId, Record] = {}
     new = tuple.__new__  # skips the NamedTuple constructor: this runs once per row
-    for mid, digest, name, mac, _, cpus, mem, disk, image, created, ip, _, extra in conn.execute(
-        f"SELECT id, digest, {CONFIG_COLUMNS} FROM members WHERE {where}{order}"
-    ):
+    for (
+        mid,
+        digest,
+        name,
+        mac,
+        _,
+        cpus,
+        mem,
+        disk,
+        image,
+        created,
+        ip,
+        _,
+        extra,
+        spelling,
+    ) in conn.execute(f"SELECT id, digest, {CONFIG_COLUMNS} FROM members WHERE {where}{order}"):
         when = parse_go_time(created)
         held = tuple(fixtures.get(mid, ()))
         found[(mid, digest)] = new(
-            Record, (name, mac, cpus, mem, disk, image, when, held, ip, extra, created)
+            Record, (name, mac, cpus, mem, disk, image, when, held, ip, extra, created, spelling)
         )
     return found
 
@@ -144,7 +158,9 @@ def _vm(record: Record) -> VM:
     The keys are spelled out, not zipped from VM_FIELDS: a literal is twice as fast, and
     this runs for every VM of every vms(); the assert below the function ties the two.
     """
-    name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, extra, text = record
+    name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, extra, text, spelling = (
+        record
+    )
     vm = object.__new__(VM)
     vm.__dict__ = {
         "name": name,
@@ -159,10 +175,12 @@ def _vm(record: Record) -> VM:
         "extra": decode_json_value(extra) if extra else {},
         "_created_at_raw": (text, created),
     }
+    if spelling is not None:
+        respell(vm, spelling)
     return vm
 
 
-_sample = _vm(Record("", "", 0, 0, 0, "", datetime.min, (), "", None, ""))
+_sample = _vm(Record("", "", 0, 0, 0, "", datetime.min, (), "", None, "", None))
 assert tuple(vars(_sample))[: len(VM_FIELDS)] == VM_FIELDS
 del _sample
 

@@ -31,6 +31,7 @@ from fleetbox_db.rules.gojson import quote as _quote
 from fleetbox_db.rules.gojson import to_python as _to_python
 from fleetbox_db.rules.gotime import GO_TIME_CANONICAL as _GO_TIME_CANONICAL
 from fleetbox_db.rules.gotime import format_go_time, parse_go_time
+from fleetbox_db.rules.spelling import ESCAPE as _ESCAPE
 
 __all__ = [
     "created_at_text",
@@ -162,7 +163,9 @@ def _kind(value: Any) -> str:
         return "a boolean"
     if isinstance(value, int | float):
         return f"a number ({_short(value)})"
-    kinds: dict[type, str] = {str: "a string", tuple: "an object", list: "an array"}
+    if isinstance(value, str):  # also a Spelled one
+        return "a string"
+    kinds: dict[type, str] = {tuple: "an object", list: "an array"}
     return kinds.get(type(value), "null")
 
 
@@ -179,7 +182,7 @@ def _read_int(value: Any, where: str) -> int:
 
 
 def _read_str(value: Any, where: str) -> str:
-    if type(value) is str:
+    if isinstance(value, str):  # a Spelled str (rules.spelling) comes this way
         return _clean(value)
     raise _wrong(where, "a string", value)
 
@@ -203,7 +206,7 @@ def _set_field(vm: VM, name: str, value: Any) -> None:
     if name in _STR_FIELDS:
         setattr(vm, name, _read_str(value, name))
     elif name == "created_at":
-        if type(value) is not str:
+        if not isinstance(value, str):
             raise _wrong(name, "an RFC 3339 time string", value)
         try:
             restore_created_at(vm, value)
@@ -266,6 +269,7 @@ def _fast_vm(pairs: Any, plain: bool) -> VM:
     """Decode the common shape (known keys once each, right types, no nulls) or raise _Slow.
 
     ``plain`` says the text has no ``\\u`` escape, so no string can hold a lone surrogate.
+    Never given text with a ``\\ufffd`` escape: its spelling is the exact reader's to keep.
     """
     get = _known_once(pairs, _TOP_KEYS).get
     name, mac, image, ip = get("name", ""), get("mac", ""), get("image", ""), get("ip", "")
@@ -299,15 +303,18 @@ def _decode(data: bytes) -> VM:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", _GO_REPLACE)
+    plain = "\\u" not in text
     try:
-        try:
-            return _fast_vm(_FAST.decode(text), "\\u" not in text)
-        except json.JSONDecodeError:
-            raise
-        # ValueError: an integer too long for int(), a bad date. RecursionError: nested deeper
-        # than the C decoder goes, which the exact path reads as deep as Go does.
-        except (_Slow, ValueError, RecursionError):
-            pass
+        # A Go 1.26 file may spell U+FFFD as \ufffd: only the exact reader keeps the spelling.
+        if plain or _ESCAPE not in text:
+            try:
+                return _fast_vm(_FAST.decode(text), plain)
+            except json.JSONDecodeError:
+                raise
+            # ValueError: an integer too long for int(), a bad date. RecursionError: nested
+            # deeper than the C decoder goes, which the exact path reads as deep as Go does.
+            except (_Slow, ValueError, RecursionError):
+                pass
         return _exact_vm(_loads(_EXACT, text))
     except json.JSONDecodeError as exc:
         where, reason = f"line {exc.lineno} column {exc.colno}", exc.msg
@@ -321,10 +328,12 @@ def decode_config(data: bytes, path: Path | str | None = None) -> VM:
 
     Lenient like Go: missing keys and ``null`` give zero values (``""``, ``0``, no fixtures,
     ZERO_TIME); a ``null`` fixture is an empty Fixture; invalid UTF-8 reads as U+FFFD per byte
-    and lone ``\\ud800`` escapes as U+FFFD. A key matching a known key only case-insensitively
-    (Go's Unicode folding: U+017F matches s) fills that field and is written back under its
-    canonical name, as Go's own save does. Duplicate keys: the last non-null one wins, as in Go
-    (a repeated ``fixtures`` replaces the earlier list whole; Go merges them element-wise).
+    and lone ``\\ud800`` escapes as U+FFFD; a string that spelled a U+FFFD as Go 1.26's
+    ``\\ufffd`` is a rules.spelling.Spelled str, which encode_config writes back the same way.
+    A key matching a known key only case-insensitively (Go's Unicode folding: U+017F matches
+    s) fills that field and is written back under its canonical name, as Go's own save does.
+    Duplicate keys: the last non-null one wins, as in Go (a repeated ``fixtures`` replaces
+    the earlier list whole; Go merges them element-wise).
 
     Raises ``ConfigError`` naming ``path`` for anything else, and never another exception: not
     JSON (also NaN, a BOM, nested more than 10000 levels deep, Go's limit), not an object, a

@@ -4,7 +4,8 @@ rules.config builds config.json from these pieces; the index stores ``extra`` va
 encode_json_value and reads them back with decode_json_value. Kept apart because these are
 Go's rules for any JSON value (``MarshalIndent`` layout,
 HTML-safe escapes, U+FFFD for bad UTF-8 and lone surrogates, numbers kept as written,
-case-insensitive keys), not anything about a VM. Pure: no I/O.
+case-insensitive keys), not anything about a VM. A string that spelled U+FFFD as Go 1.26's
+``\\ufffd`` is read as a rules.spelling.Spelled str and written back the same way. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import codecs
 import json
 import math
 import re
+from _json import scanstring  # json's string reader in C, the one its C scanner uses
 from collections.abc import Iterator
 from json.encoder import encode_basestring
 from typing import Any, Final
@@ -20,6 +22,7 @@ from typing import Any, Final
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.rules import deepjson
 from fleetbox_db.rules.deepjson import MAX_DEPTH, TOO_DEEP
+from fleetbox_db.rules.spelling import ESCAPE, Spelled, escapes, respell
 
 __all__ = [
     "Bad",
@@ -137,9 +140,14 @@ EXACT: Final = json.JSONDecoder(
 def loads(decoder: json.JSONDecoder, text: str) -> Any:
     """``decoder.decode(text)``, also for text nested past Python's recursion limit (to Go's).
 
+    A string that spells a U+FFFD as ``\\ufffd`` comes back as a Spelled str (cleaned).
     Raises ``json.JSONDecodeError`` for text that is not JSON or is nested more than Go's
     10000 levels, and whatever the decoder's hooks raise.
     """
+    if ESCAPE in text:
+        # Python's scanner keeps no spelling; only this reader sees each string's text. A
+        # Go 1.26 file with an invalid byte is rare, so the slower reader costs little.
+        return deepjson.decode(decoder, text, _read_string)
     try:
         return decoder.decode(text)
     except RecursionError:
@@ -147,18 +155,36 @@ def loads(decoder: json.JSONDecoder, text: str) -> Any:
         return deepjson.decode(decoder, text)
 
 
+def _read_string(text: str, at: int, strict: bool) -> tuple[str, int]:
+    """``scanstring``, giving a Spelled str for a literal that spells a U+FFFD as ``\\ufffd``."""
+    value, end = scanstring(text, at, strict)
+    if text.find(ESCAPE, at, end) != -1:
+        flags = escapes(text[at : end - 1])
+        if any(flags):
+            return Spelled(clean(value), flags), end
+    return value, end
+
+
 def clean(text: str) -> str:
-    """Replace lone surrogates (from ``\\ud800`` escapes or Python strs) with U+FFFD, as Go does."""
-    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+    """Replace lone surrogates (from ``\\ud800`` escapes or Python strs) with U+FFFD, as Go does.
+
+    A Spelled str is clean already (and a new str would forget its spelling).
+    """
+    return text if text.isascii() or type(text) is Spelled else _SURROGATE.sub("\ufffd", text)
 
 
 def quote(text: str) -> str:
-    """``text`` as a JSON string literal, escaped as Go escapes it."""
+    """``text`` as a JSON string literal, escaped as Go escapes it.
+
+    U+FFFD is written raw, as Go 1.27 writes it, except where a Spelled str read ``\\ufffd``.
+    """
     # encode_basestring is json.dumps(ensure_ascii=False)'s C escaper; it differs from Go only
     # in leaving <, >, &, U+2028 and U+2029 raw.
     quoted = encode_basestring(clean(text))
     if _HTML_UNSAFE.search(quoted) is not None:
         quoted = quoted.translate(_HTML_ESCAPES)
+    if type(text) is Spelled:
+        quoted = respell(quoted, text.escaped)
     return quoted
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "Layout",
     "cluster_name",
+    "go_join",
     "is_stray",
     "member_file",
     "name_bytes",
@@ -62,6 +64,22 @@ def cluster_name(name: str) -> str:
     if tail and all(ch in _ASCII_DIGITS for ch in tail):
         return name[:dash]
     return name
+
+
+def go_join(*parts: str) -> str:
+    """Go's ``filepath.Join``: drop empty parts, join with ``/``, then clean lexically.
+
+    Cleaning resolves ``..`` against the text, not the filesystem: ``/x/lnk/../root`` is
+    ``/x/root`` even when ``lnk`` is a symlink, where the kernel would go through the link.
+    Every path Go derives from its root is made this way, so ours must be too.
+    ``posixpath.normpath`` cleans as Go's ``Clean`` does, except that it keeps a leading
+    ``//`` (POSIX lets it mean something else) where Go writes ``/``.
+    """
+    joined = "/".join(part for part in parts if part)
+    if not joined:
+        return ""
+    cleaned = posixpath.normpath(joined)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
 def is_stray(cluster: str, name: str) -> bool:
@@ -223,9 +241,10 @@ def resolve_root(
 ) -> Path:
     """Return the storage root exactly as the Go tool resolves it (SPEC §2).
 
-    A non-empty ``FLEETBOX_HOME`` is used verbatim: no ``~`` expansion and no
-    absolutising, because Go does neither and must land on the same directory.
-    Otherwise the root is ``<home>/.fleetbox`` with home from :func:`resolve_home`.
+    A non-empty ``FLEETBOX_HOME`` is used verbatim: no ``~`` expansion, no absolutising and
+    no cleaning, because Go does none of them and must land on the same directory.
+    Otherwise the root is ``filepath.Join(home, ".fleetbox")`` (cleaned, see go_join) with
+    home from :func:`resolve_home`.
     Arguments default to the process environment, effective uid and passwd database.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
@@ -234,21 +253,26 @@ def resolve_root(
         return Path(override)
     uid = os.geteuid() if euid is None else euid
     lookup = _passwd_home if lookup_home is None else lookup_home
-    return Path(resolve_home(env, uid, lookup)) / ROOT_DIRNAME
+    return Path(go_join(resolve_home(env, uid, lookup), ROOT_DIRNAME))
 
 
 class Layout:
     """Every path of the shared tree under one root; pure, immutable and cheap to build.
 
+    The root stays as given (Go's ``BaseDir``); every path under it is ``filepath.Join``'s,
+    cleaned (see go_join), so a root spelled ``lnk/../root`` leads where Go's paths lead.
     Accessors validate the name first (InvalidNameError) and never touch the filesystem.
     A plain class rather than a frozen dataclass so that Store can subclass it and keep
     its own state.
     """
 
-    __slots__ = ("_root",)
+    __slots__ = ("_base", "_root")
 
     def __init__(self, root: Path | str) -> None:
         self._root = Path(root)
+        # Joining a clean base with the fixed leaves and a valid name (one segment, never
+        # "." or "..", and neither is its cluster) gives a clean path: no per-call cleaning.
+        self._base = Path(go_join(os.fspath(self._root)))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self._root)!r})"
@@ -267,45 +291,45 @@ class Layout:
 
     @property
     def clusters_dir(self) -> Path:
-        return self._root / "clusters"
+        return self._base / "clusters"
 
     @property
     def images_dir(self) -> Path:
-        return self._root / "images"
+        return self._base / "images"
 
     @property
     def bin_dir(self) -> Path:
         """``<root>/bin``; created by the Go tool on first download, never by us."""
-        return self._root / "bin"
+        return self._base / "bin"
 
     @property
     def network_state_dir(self) -> Path:
         """``<root>/networks``; Linux network records, created by the Go tool only."""
-        return self._root / "networks"
+        return self._base / "networks"
 
     @property
     def run_dir(self) -> Path:
-        return self._root / "run"
+        return self._base / "run"
 
     @property
     def ssh_key_path(self) -> Path:
-        return self._root / "id_ed25519"
+        return self._base / "id_ed25519"
 
     @property
     def index_path(self) -> Path:
         """The SQLite index; at the root, where the Go tool never looks."""
-        return self._root / "index.db"
+        return self._base / "index.db"
 
     @property
     def index_lock_path(self) -> Path:
-        return self._root / "index.lock"
+        return self._base / "index.lock"
 
     # --- per member ------------------------------------------------------------------
 
     def vm_dir(self, name: str) -> Path:
         """``<root>/clusters/<cluster_name(name)>/<name>``."""
         validate_name(name)
-        return self._root / "clusters" / cluster_name(name) / name
+        return self._base / "clusters" / cluster_name(name) / name
 
     def config_path(self, name: str) -> Path:
         return self.vm_dir(name) / CONFIG_NAME
@@ -346,9 +370,9 @@ class Layout:
     def socket_path(self, name: str) -> Path:
         """``<root>/run/<h>.sock``; hashed so the length does not depend on the name."""
         validate_name(name)
-        return self._root / "run" / f"{socket_hash(name)}.sock"
+        return self._base / "run" / f"{socket_hash(name)}.sock"
 
     def control_socket_path(self, primary: str) -> Path:
         """``<root>/run/<h>.ctl``, keyed on the first (primary) member of a helper."""
         validate_name(primary)
-        return self._root / "run" / f"{socket_hash(primary)}.ctl"
+        return self._base / "run" / f"{socket_hash(primary)}.ctl"
