@@ -37,3 +37,15 @@ def swap_reconciler(store: Store, cls: Callable[[Path, Callable[[], int], int], 
     swapped = cls(Path(current.clusters_dir), current.clock, current.granularity_ns)
     store._mirror._reconciler = swapped
     return swapped
+
+
+def drop_lease_locks() -> None:
+    """Close this process's lease descriptors, as its exit would: its leases are dead now,
+    their files left for the next writer to remove."""
+    import os
+
+    from fleetbox_db.disk import leases
+
+    for fd in leases._held.values():
+        os.close(fd)
+    leases._held.clear()

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from internals import drop_lease_locks
 
 from fleetbox_db import (
     VM,
@@ -92,11 +93,6 @@ def reservation_rows(root: Path) -> list[tuple[str, str, str]]:
             "SELECT name, subnet, ip_int FROM reservations ORDER BY ip_int"
         ).fetchall()
     return [(n, s, str(ipaddress.IPv4Address(i))) for n, s, i in rows]
-
-
-def edit_reservations(root: Path, sql: str, *params: object) -> None:
-    with closing(sqlite3.connect(index_path(root))) as conn, conn:
-        conn.execute(sql, params)
 
 
 def index_path(root: Path) -> Path:
@@ -771,31 +767,29 @@ def test_who_has_after_delete_is_none(store: Store) -> None:
     assert store.free_ips(SUBNET, limit=1) == [vm.ip]
 
 
-# -- reservations whose owner is gone (self-owned rows, edited) ------------------------------
+# -- reservations whose owner is gone (this process's leases, ended) -------------------------
 
 
-@pytest.mark.parametrize(
-    ("column", "value"),
-    [
-        pytest.param("owner_boot", "00000000-0000-0000-0000-000000000000", id="other-boot"),
-        pytest.param("owner_start", "owner_start + 1", id="pid-reused"),
-        pytest.param("owner_pid", "pid_max", id="pid-gone"),
-    ],
-)
-def test_reservation_of_a_dead_owner_is_released(
-    store: Store, root: Path, column: str, value: str
-) -> None:
+def end_lease(root: Path, how: str) -> None:
+    """The owner's lease dies: its lock released (as the owner's exit does), or its file
+    removed by hand."""
+    if how == "lock-released":
+        drop_lease_locks()
+    else:
+        for lease in (root / "leases").iterdir():
+            lease.unlink()
+        drop_lease_locks()
+
+
+@pytest.mark.parametrize("how", ["lock-released", "file-removed"])
+def test_reservation_of_a_dead_owner_is_released(store: Store, root: Path, how: str) -> None:
     reserved = store.allocate_ip("web-1", SUBNET)
     assert store.reconcile().released == []
-    if value == "pid_max":
-        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-        edit_reservations(root, f"UPDATE reservations SET {column} = ?", pid_max + 1)
-    elif column == "owner_start":
-        edit_reservations(root, f"UPDATE reservations SET {column} = {value}")
-    else:
-        edit_reservations(root, f"UPDATE reservations SET {column} = ?", value)
+    assert [p.name for p in (root / "leases").iterdir()] == [reserved]
+    end_lease(root, how)
     assert store.reconcile().released == ["web-1"]
     assert reservation_rows(root) == []
+    assert list((root / "leases").iterdir()) == []  # the dead file is removed too
     assert store.free_ips(SUBNET, limit=1) == [reserved]
 
 
@@ -817,14 +811,14 @@ def test_create_skips_a_reservation_overtaken_on_disk(store: Store, root: Path) 
 
 def test_dead_reservation_is_released_before_allocating(store: Store, root: Path) -> None:
     store.allocate_ip("web-1", SUBNET)
-    edit_reservations(root, "UPDATE reservations SET owner_boot = 'gone'")
+    end_lease(root, "lock-released")
     assert store.allocate_ip("web-2", SUBNET) == ip(SUBNET, 2)
     assert reservation_rows(root) == [("web-2", SUBNET, ip(SUBNET, 2))]
 
 
 def test_dead_reservation_is_no_conflict_for_create(store: Store, root: Path) -> None:
     reserved = store.allocate_ip("web-1", SUBNET)
-    edit_reservations(root, "UPDATE reservations SET owner_boot = 'gone'")
+    end_lease(root, "lock-released")
     assert store.create(VM("db-1", ip=reserved)).ip == reserved
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from internals import drop_lease_locks
 
 from fleetbox_db import Store, SubnetExhaustedError
 
@@ -357,11 +358,7 @@ def test_a_stale_plan_never_releases_a_live_reservation(
     reader, allocator = spawn(), spawn()
     for attempt in range(3):
         store.allocate_ip(f"gone-{attempt}", SUBNET)  # the newest row, so its id is reused
-        with closing(sqlite3.connect(root / "index.db")) as conn, conn:
-            conn.execute(
-                "UPDATE reservations SET owner_boot = 'a boot long gone' WHERE name = ?",
-                (f"gone-{attempt}",),
-            )
+        drop_lease_locks()  # its owner is gone: the lease is dead, its row not yet released
         hold = sqlite3.connect(root / "index.db", isolation_level=None)
         try:
             hold.execute("BEGIN IMMEDIATE")

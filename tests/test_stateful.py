@@ -187,9 +187,9 @@ class StoreModel(RuleBasedStateMachine):
 
     def settle(self) -> None:
         """What the index holds once it has looked at disk as it is now (idempotent)."""
-        if self.reset_pending:  # a rebuilt index knows disk only: no reservations, no past
+        if self.reset_pending:  # a rebuilt index knows disk only: the configs as they are,
+            # and the leases (this process holds them, so every reservation survives)
             self.reset_pending = False
-            self.reservations.clear()
             for member in self.members.values():
                 member.seen = None
         for member in self.members.values():

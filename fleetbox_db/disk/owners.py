@@ -1,8 +1,11 @@
-"""Who owns a reservation, and whether that process is still alive (read from /proc).
+"""Which process made a reservation (read from /proc), recorded for the operator.
+
+Whether the reservation lives is its lease's business (disk/leases.py): a lock its owner
+holds, which needs none of this.
 
 A pid alone is not an identity: after a reboot or enough forks it names another process.
 An owner is (pid, boot id, start time), read from /proc where it exists; elsewhere the
-boot id is "" and the start time 0, and only signal 0 decides.
+boot id is "" and the start time 0.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from functools import cache
 from typing import Final, NamedTuple
 
-__all__ = ["Owner", "current_owner", "is_alive"]
+__all__ = ["Owner", "current_owner"]
 
 
 class Owner(NamedTuple):
@@ -57,24 +60,3 @@ def start_time(pid: int) -> int:
 def current_owner() -> Owner:
     pid = os.getpid()
     return Owner(pid, boot_id(), start_time(pid))
-
-
-def is_alive(owner: Owner) -> bool:
-    """True while the owner may still be running; a zombie or a reused pid counts as dead."""
-    pid, boot, start = owner
-    if boot and boot != boot_id():
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user (a sudo run)
-    fields = _stat_fields(pid)
-    if fields is None:
-        return True
-    if fields[0] in ("Z", "X"):
-        return False
-    return not (start and start_time(pid) != start)

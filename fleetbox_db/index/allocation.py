@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fleetbox_db.disk import owners
+from fleetbox_db.disk import leases, owners
 from fleetbox_db.errors import (
     AddressUnknownError,
     IPConflictError,
@@ -61,8 +61,16 @@ def check_unique(conn: sqlite3.Connection, vm: VM, ip: int | None, path: Path) -
             )
 
 
-def allocate(conn: sqlite3.Connection, clusters_dir: str, name: str, net: Subnet) -> int:
-    """Reserve the lowest free host of *net* for *name* (or return what it already holds).
+def allocate(
+    conn: sqlite3.Connection,
+    clusters_dir: str,
+    leases_dir: Path,
+    name: str,
+    net: Subnet,
+    changes: reservations.LeaseChanges,
+) -> int:
+    """Reserve the lowest free host of *net* for *name* (or return what it already holds):
+    a lease file this process holds (disk/leases.py) and its row, noted in *changes*.
 
     Raises SubnetExhaustedError, AddressUnknownError.
     """
@@ -72,7 +80,7 @@ def allocate(conn: sqlite3.Connection, clusters_dir: str, name: str, net: Subnet
         if all(holder == key for holder in holders_of_ip(conn, reserved)):
             return reserved
         # A config written behind our back (Go, a hand edit) took the address: let go.
-        reservations.release(conn, name, subnet=net.text)
+        changes.dropped += reservations.release(conn, name, subnet=net.text)
     own = ip_in_range(conn, key, net)
     if own is not None:
         return own
@@ -87,14 +95,21 @@ def allocate(conn: sqlite3.Connection, clusters_dir: str, name: str, net: Subnet
             path=path,
             value=net.text,
         )
-    gaps = free_ranges(conn, net, 1)
-    if not gaps:
-        raise SubnetExhaustedError(
-            f"no free address left in subnet {net} for vm {name!r}; delete a member or "
-            "use a larger subnet",
-            name=name,
-            value=net.text,
-        )
-    ip = gaps[0][0]
+    while True:
+        gaps = free_ranges(conn, net, 1)
+        if not gaps:
+            raise SubnetExhaustedError(
+                f"no free address left in subnet {net} for vm {name!r}; delete a member or "
+                "use a larger subnet",
+                name=name,
+                value=net.text,
+            )
+        ip = gaps[0][0]
+        if leases.take(leases_dir, ip, name, net.text):
+            break
+        # A live lease the index lacks (rebuilt while its owner lived): mirror it, go on.
+        held = leases.read(leases_dir, ip) or leases.Lease(ip, f"(lease {ip})", net.text)
+        reservations.mirror(conn, [held])
+    changes.taken.append(ip)
     reservations.add(conn, name, net.text, ip, owners.current_owner(), time.time_ns())
     return ip

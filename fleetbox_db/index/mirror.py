@@ -43,11 +43,15 @@ class WriteTransaction:
     def __init__(self, conn: sqlite3.Connection, reconciler: Reconciler) -> None:
         self._conn = conn
         self._reconciler = reconciler
+        self.leases = reservations.LeaseChanges()
 
     def allocate(self, name: str, net: Subnet) -> int:
         """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError,
         AddressUnknownError."""
-        return allocation.allocate(self._conn, self._reconciler.clusters_dir, name, net)
+        reconciler = self._reconciler
+        return allocation.allocate(
+            self._conn, reconciler.clusters_dir, reconciler.leases_dir, name, net, self.leases
+        )
 
     def check_unique(self, vm: VM, ip: int | None, path: Path) -> None:
         """Raise IPConflictError or MACConflictError if another member holds vm's address
@@ -62,7 +66,7 @@ class WriteTransaction:
             self._reconciler.clusters_dir, key, data, signature, self._reconciler.clock()
         )
         members.put_member(self._conn, obs)
-        reservations.release_held(self._conn, key)
+        self.leases.dropped += reservations.release_held(self._conn, key)
 
 
 class Mirror:
@@ -113,7 +117,7 @@ class Mirror:
             plan = self._changes(conn, scan)
             if plan is not None and not self._record_if_free(plan):
                 with in_memory_copy(conn):
-                    self._reconciler.apply(conn, plan)
+                    self._reconciler.apply(conn, plan, on_disk=False)
                     return question(IndexAnswers(conn, scan, self._vms, None))
             return question(IndexAnswers(conn, scan, self._vms, self._reconciler.version))
 
@@ -140,13 +144,22 @@ class Mirror:
             # every config it records then, under the lock.
             found = scan(self._clusters_dir)
             plan = self._changes(self._file.connection(), found)
-            with self._file.write() as conn:
-                if plan is not None:
-                    self._reconciler.apply(conn, plan)
-                try:
-                    return operation(WriteTransaction(conn, self._reconciler))
-                finally:
-                    self._reconciler.invalidate()
+            changes = reservations.LeaseChanges()
+            try:
+                with self._file.write() as conn:
+                    if plan is not None:
+                        self._reconciler.apply(conn, plan)
+                    tx = WriteTransaction(conn, self._reconciler)
+                    tx.leases = changes
+                    try:
+                        result = operation(tx)
+                    finally:
+                        self._reconciler.invalidate()
+            except BaseException:
+                changes.settle(self._reconciler.leases_dir, committed=False)
+                raise
+            changes.settle(self._reconciler.leases_dir, committed=True)
+            return result
 
         return self._retrying(run)
 
@@ -155,11 +168,13 @@ class Mirror:
         rows and every reservation of its name."""
 
         def run() -> None:
+            changes = reservations.LeaseChanges()
             with self._file.write() as conn:
                 remove()
                 members.delete_members(conn, [key])
-                reservations.release(conn, key.name)
+                changes.dropped += reservations.release(conn, key.name)
                 self._reconciler.invalidate()
+            changes.settle(self._reconciler.leases_dir, committed=True)
 
         self._retrying(run)
 

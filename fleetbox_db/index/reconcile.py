@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from fleetbox_db.disk import owners
+from fleetbox_db.disk import leases
 from fleetbox_db.disk.files import is_member_dir
+from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.observe import Clock, Observation, observe
 from fleetbox_db.disk.scan import MemberDir, Scan
 from fleetbox_db.index import members, preview, reservations
@@ -59,7 +60,8 @@ class Plan:
     reads: list[MemberDir]
     old: dict[tuple[str, str], StoredRow]  # by (cluster, name): a Key or a plain tuple
     removed: list[Key]
-    dead: list[Reservation]
+    dead: list[Reservation]  # rows whose lease is gone or no longer locked
+    unmirrored: list[Lease]  # live leases without a row (an index rebuilt meanwhile)
     # The index version the plan was made against; apply() re-plans if another process
     # wrote in between, so "no row yet" still holds when it inserts.
     data_version: int = -1
@@ -69,7 +71,7 @@ class Plan:
     @property
     def empty(self) -> bool:
         """True when applying would write nothing: the caller may skip the write lock."""
-        return not (self.reads or self.removed or self.dead)
+        return not (self.reads or self.removed or self.dead or self.unmirrored)
 
 
 class Reconciler:
@@ -80,10 +82,13 @@ class Reconciler:
         clusters_dir: Path,
         clock: Clock = time.time_ns,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        leases_dir: Path | None = None,
     ) -> None:
         self.clusters_dir = str(clusters_dir)
         self.clock = clock
         self.granularity_ns = granularity_ns
+        # <root>/leases beside <root>/clusters (rules.layout.Layout.leases_dir).
+        self.leases_dir = Path(clusters_dir).parent / "leases" if leases_dir is None else leases_dir
         self._recorded: RecordedScan | None = None
 
     @property
@@ -106,7 +111,7 @@ class Reconciler:
         recorded = self._load(conn)
         if recorded.racy:
             return False
-        if recorded.reservations and any(_dead(r) for r in recorded.reservations):
+        if _lease_drift(recorded.reservations, leases.leases(self.leases_dir)) != ([], []):
             return False
         if scan.unreadable_clusters:
             # Their rows stay (plan never drops them) but the scan cannot show them.
@@ -153,8 +158,10 @@ class Reconciler:
             if row is None or not self._noop(row, obs):
                 reads.append(member)
                 observed[obs.key] = obs
-        dead = [r for r in recorded.reservations if _dead(r)]
-        return Plan(scan, full, reads, old, removed, dead, recorded.data_version, observed)
+        dead, unmirrored = _lease_drift(recorded.reservations, leases.leases(self.leases_dir))
+        return Plan(
+            scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed
+        )
 
     def _stored(
         self, conn: sqlite3.Connection, full: bool, touched: list[MemberDir], removed: list[Key]
@@ -199,12 +206,15 @@ class Reconciler:
         plan: Plan,
         dry_run: bool = False,
         progress: Progress | None = None,
+        *,
+        on_disk: bool = True,
     ) -> ReconcileReport:
         """Read and write the plan; the caller holds the write transaction (unless dry_run).
 
         Configs are read here, under the lock, so what is written is what disk holds now.
         A dry run writes nothing and reports what a real run would, unreadable and
-        conflicts included.
+        conflicts included. on_disk=False (a reader's in-memory copy, no lock) writes the
+        rows but removes no dead lease file.
         """
         if not dry_run and data_version(conn) != plan.data_version:
             plan = self.plan(conn, plan.scan, plan.full)  # another process wrote meanwhile
@@ -233,10 +243,14 @@ class Reconciler:
                 progress(min(start + _BATCH, len(plan.reads)), len(plan.reads))
         gone += [k for k in plan.removed if dry_run or not is_member_dir(self.clusters_dir, *k)]
         report.removed = [k.name for k in gone]
-        # Under the lock the table is read again: the plan's dead rows may have been released
-        # by another process since, and their ids reused by live reservations.
-        candidates = plan.dead if dry_run else reservations.every(conn)
-        dead = [r for r in candidates if dry_run or _dead(r)]
+        # Under the lock the table and the leases are read again: the plan's dead rows may
+        # have been released by another process since, and their ids reused.
+        if dry_run:
+            dead, unmirrored = plan.dead, plan.unmirrored
+        else:
+            dead, unmirrored = _lease_drift(
+                reservations.every(conn), leases.leases(self.leases_dir)
+            )
         report.released = [r.name for r in dead]
         if dry_run:
             report.unreadable, report.conflicts = preview.outcome(
@@ -245,6 +259,10 @@ class Reconciler:
         else:
             members.delete_members(conn, gone)
             reservations.delete(conn, (r.id for r in dead))
+            if on_disk:  # only under the lock: a writer may take the address anew meanwhile
+                for r in dead:
+                    leases.remove_dead(self.leases_dir, r.ip_int)
+            reservations.mirror(conn, unmirrored)
             self.invalidate()
         return report
 
@@ -274,5 +292,12 @@ def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) 
         report.unreadable.append(obs.key.name)
 
 
-def _dead(reservation: Reservation) -> bool:
-    return not owners.is_alive(reservation.owner)
+def _lease_drift(
+    rows: list[Reservation], live: list[Lease]
+) -> tuple[list[Reservation], list[Lease]]:
+    """(rows without a live lease, live leases without a row): what to release, what to
+    mirror. A lease and its row agree on address, name and subnet."""
+    held = {(lease.ip, lease.name, lease.subnet) for lease in live}
+    recorded = {(r.ip_int, r.name, r.subnet) for r in rows}
+    dead = [r for r in rows if (r.ip_int, r.name, r.subnet) not in held]
+    return dead, [lease for lease in live if (lease.ip, lease.name, lease.subnet) not in recorded]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from fleetbox_db.disk import leases
+from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.owners import Owner
 from fleetbox_db.index.names import name_of, stored
 from fleetbox_db.records import Key
@@ -62,26 +65,52 @@ def add(
 
 
 def delete(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+    """Drop rows only: their leases are gone or dead (the reconciler removes those)."""
     conn.executemany("DELETE FROM reservations WHERE id = ?", ((i,) for i in ids))
 
 
-def release_held(conn: sqlite3.Connection, key: Key) -> None:
-    """Drop the reservation of the address the member row of *key* now holds: its config
-    claims it itself."""
-    conn.execute(
+@dataclass
+class LeaseChanges:
+    """The leases a write transaction took and the ones whose rows it dropped. Files are not
+    transactional: a lease it took is ended if it rolls back, and one it dropped is ended
+    only once it has committed (ending it before would lose it to a rollback)."""
+
+    taken: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+
+    def settle(self, leases_dir: Path, committed: bool) -> None:
+        for ip in self.dropped if committed else self.taken:
+            leases.release(leases_dir, ip)
+
+
+def release_held(conn: sqlite3.Connection, key: Key) -> list[int]:
+    """Drop the reservation of the address the member row of *key* now holds (its config
+    claims it itself); the addresses whose leases to end once committed."""
+    rows = conn.execute(
         "DELETE FROM reservations WHERE name = :name AND ip_int ="
-        " (SELECT ip_int FROM members WHERE cluster = :cluster AND name = :name)",
+        " (SELECT ip_int FROM members WHERE cluster = :cluster AND name = :name)"
+        " RETURNING ip_int",
         {"cluster": stored(key.cluster), "name": stored(key.name)},
-    )
+    ).fetchall()
+    return [int(ip) for (ip,) in rows]
 
 
-def release(
-    conn: sqlite3.Connection, name: str, *, subnet: str | None = None, ip_int: int | None = None
-) -> None:
-    """Drop the reservations of *name* (all, or in *subnet*, or of *ip_int*): its config now
-    holds (or no longer needs) them."""
-    conn.execute(
+def release(conn: sqlite3.Connection, name: str, *, subnet: str | None = None) -> list[int]:
+    """Drop the reservations of *name*, all or those in *subnet* (its config now holds, or
+    no longer needs, them); the addresses whose leases to end once committed."""
+    rows = conn.execute(
         "DELETE FROM reservations WHERE name = :name"
-        " AND (:subnet IS NULL OR subnet = :subnet) AND (:ip IS NULL OR ip_int = :ip)",
-        {"name": stored(name), "subnet": subnet, "ip": ip_int},
+        " AND (:subnet IS NULL OR subnet = :subnet) RETURNING ip_int",
+        {"name": stored(name), "subnet": subnet},
+    ).fetchall()
+    return [int(ip) for (ip,) in rows]
+
+
+def mirror(conn: sqlite3.Connection, live: Iterable[Lease]) -> None:
+    """Rows for live leases the index lacks (it was rebuilt, or quarantined, while their
+    owners lived); their owner process is not recorded in the file."""
+    conn.executemany(
+        "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot, owner_start,"
+        " created_ns) VALUES (?, ?, ?, 0, '', 0, 0)",
+        ((stored(lease.name), lease.subnet, lease.ip) for lease in live),
     )

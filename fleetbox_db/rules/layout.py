@@ -324,6 +324,12 @@ class Layout:
     def index_lock_path(self) -> Path:
         return self._base / "index.lock"
 
+    @property
+    def leases_dir(self) -> Path:
+        """``<root>/leases``: one file per address allocate_ip() handed out (disk/leases.py);
+        ours alone, outside clusters/, made on the first allocation."""
+        return self._base / "leases"
+
     # --- per member ------------------------------------------------------------------
 
     def vm_dir(self, name: str) -> Path:

@@ -1,0 +1,140 @@
+"""Leases: the addresses allocate_ip() handed out that no config holds yet, as files.
+
+``<root>/leases/<a.b.c.d>`` is one file per leased address (as CNI's host-local plugin
+keeps them), holding ``{"name": ..., "subnet": ...}``. Its owner holds an exclusive flock
+on it for as long as the lease lives: the kernel drops the lock when the owner exits,
+however it exits, so liveness needs no pid, boot id or start time and holds across PID
+namespaces (a container sharing the tree). The index mirrors these files like configs;
+a lease survives the deletion, quarantine or rebuild of index.db while its owner lives.
+
+A lease ends when the member's config that holds the address is written, when its owner
+releases it, or when its owner dies (the next writer removes the file then). The lock is
+held by an open descriptor of this process, kept in a process-wide table: a Store closed or
+dropped does not end its leases, its process does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Final, NamedTuple
+
+from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
+
+__all__ = ["Lease", "is_held", "leases", "read", "release", "remove_dead", "take"]
+
+_CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Descriptors holding this process's leases, by file path.
+_held: dict[str, int] = {}
+
+
+class Lease(NamedTuple):
+    """One lease file: the address, and whom and which subnet it was handed to."""
+
+    ip: int
+    name: str
+    subnet: str
+
+
+def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
+    """Create and lock the lease of *ip* for *name*; False when a live lease has it.
+
+    A dead owner's file (nobody holds its lock) is removed and taken. The caller holds the
+    index write lock, so two of our processes never race here; the exclusive create keeps
+    a lease unique even so. OSError propagates (a tree that cannot be written).
+    """
+    path = _path(directory, ip)
+    for _ in range(3):
+        try:
+            fd = os.open(path, _CREATE, 0o644)
+        except FileNotFoundError:
+            os.makedirs(directory, 0o755, exist_ok=True)  # the first lease of this root
+            continue
+        except FileExistsError:
+            if is_held(directory, ip):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, json.dumps({"name": name, "subnet": subnet}).encode())
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+        _held[path] = fd
+        return True
+    return False  # pragma: no cover - recreated by another process twice in a row
+
+
+def release(directory: Path, ip: int) -> None:
+    """End the lease of *ip*: remove its file, and drop our lock on it if we hold it."""
+    path = _path(directory, ip)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = _held.pop(path, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_dead(directory: Path, ip: int) -> None:
+    """Remove the lease file of *ip* if nobody holds it. The caller holds the index write
+    lock, without which another process could take the address between test and unlink."""
+    if not is_held(directory, ip):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_path(directory, ip))
+
+
+def is_held(directory: Path, ip: int) -> bool:
+    """True while some process (this one included) holds the lease of *ip*'s lock."""
+    try:
+        fd = os.open(_path(directory, ip), _READ)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)  # also drops the shared lock taken to test it
+    return False
+
+
+def leases(directory: Path) -> list[Lease]:
+    """Every live lease on disk, by address. Files that are not leases, and dead or
+    unreadable ones, are left out (a writer removes dead ones when it releases them)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found: list[Lease] = []
+    for entry in names:
+        try:
+            ip = parse_ipv4(entry)
+        except ValueError:
+            continue
+        lease = read(directory, ip)
+        if lease is not None and is_held(directory, ip):
+            found.append(lease)
+    return sorted(found)
+
+
+def read(directory: Path, ip: int) -> Lease | None:
+    """The lease file of *ip* as written, live or not; None if absent or unreadable."""
+    try:
+        with open(_path(directory, ip), "rb") as f:
+            record = json.loads(f.read() or b"{}")
+        return Lease(ip, str(record["name"]), str(record["subnet"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # being written, or not ours: not a lease to mirror
+
+
+def _path(directory: Path, ip: int) -> str:
+    return os.path.join(directory, format_ipv4(ip))

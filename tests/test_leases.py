@@ -1,0 +1,151 @@
+"""Reservations are leases on disk: nothing canonical lives only in the index (issue 12).
+
+allocate_ip() writes <root>/leases/<address> and holds an flock on it while its process
+lives. The index mirrors the leases, so a live owner's address survives the deletion,
+quarantine or rebuild of index.db, and a dead owner's frees itself - whatever PID
+namespace the owner runs in: the kernel, not a pid, says whether the lock is held.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetbox_db import VM, Store
+
+SUBNET = "10.5.0.0/29"
+
+OWNER = textwrap.dedent(
+    """
+    import sys
+    from fleetbox_db import Store
+    with Store.open(sys.argv[1]) as store:
+        print(store.allocate_ip(sys.argv[2], sys.argv[3]), flush=True)
+    sys.stdin.read()  # lives (and holds the lease) until the test closes stdin
+    """
+)
+
+
+class Owner:
+    """A child process that reserved an address and lives until stopped."""
+
+    def __init__(self, root: Path, name: str, *prefix: str) -> None:
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-c", OWNER, str(root), name, SUBNET],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.ip = self.proc.stdout.readline().strip()
+        assert self.ip, self.proc.stderr.read() if self.proc.stderr else ""
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.stop()
+
+    def stop(self) -> None:
+        """Let it exit (closing its stdin) and close our ends of its pipes."""
+        self.proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def owner(root: Path) -> Iterator[Owner]:
+    with Store.open(root) as store:
+        store.list()
+    child = Owner(root, "web-1")
+    try:
+        yield child
+    finally:
+        child.stop()
+
+
+def break_index(root: Path, how: str) -> None:
+    index = root / "index.db"
+    if how == "deleted":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{index}{suffix}").unlink(missing_ok=True)
+    else:  # garbage: quarantined and rebuilt on the next call
+        index.write_bytes(b"this is not an index" * 100)
+
+
+@pytest.mark.parametrize("how", ["deleted", "garbage"])
+def test_a_live_owners_lease_survives_the_index(root: Path, owner: Owner, how: str) -> None:
+    assert owner.ip == "10.5.0.2"
+    break_index(root, how)
+    with Store.open(root) as store:
+        assert store.who_has(owner.ip) == "web-1"
+        assert store.allocate_ip("db-1", SUBNET) == "10.5.0.3"  # not 10.5.0.2 again
+        assert owner.ip not in store.free_ips(SUBNET)
+        assert store.reconcile(full=True).released == []
+
+
+def test_a_lease_the_index_never_saw_is_not_handed_out(root: Path, owner: Owner) -> None:
+    """The index was rebuilt between allocations and no listing mirrored the lease yet:
+    allocation finds the file taken and skips the address."""
+    break_index(root, "deleted")
+    with Store.open(root) as store:
+        assert store.allocate_ip("db-1", SUBNET) == "10.5.0.3"
+        assert store.who_has(owner.ip) == "web-1"
+
+
+def test_a_dead_owners_lease_frees_itself(root: Path, owner: Owner) -> None:
+    owner.kill()
+    with Store.open(root) as store:
+        assert store.reconcile().released == ["web-1"]
+        assert store.who_has(owner.ip) is None
+        assert store.allocate_ip("db-1", SUBNET) == owner.ip
+    assert sorted(p.name for p in (root / "leases").iterdir()) == [owner.ip]  # db-1's now
+
+
+def test_a_config_that_takes_the_address_ends_the_lease(root: Path) -> None:
+    with Store.open(root) as store:
+        ip = store.allocate_ip("web-1", SUBNET)
+        assert (root / "leases" / ip).exists()
+        store.create(VM("web-1", ip=ip))
+        assert not (root / "leases" / ip).exists()
+        assert store.reconcile().released == []
+
+
+def test_a_rolled_back_allocation_leaves_no_lease(root: Path) -> None:
+    with Store.open(root) as store:
+        store.create(VM("web-1", mac="02:00:00:00:00:01"))
+        with pytest.raises(Exception, match="mac"):
+            store.create(VM("db-1", mac="02:00:00:00:00:01"), subnet=SUBNET)
+        assert not (root / "leases").exists() or list((root / "leases").iterdir()) == []
+        assert store.free_ips(SUBNET, limit=1) == ["10.5.0.2"]
+
+
+def unshare_works() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs root and unshare --pid")
+def test_a_lease_held_in_another_pid_namespace_lives(root: Path) -> None:
+    """A container sharing the tree: its pids mean nothing here; its lock does."""
+    with Store.open(root) as store:
+        store.list()
+    child = Owner(root, "web-1", "unshare", "--pid", "--fork", "--mount-proc")
+    try:
+        with Store.open(root) as store:
+            assert store.reconcile().released == []
+            assert store.who_has(child.ip) == "web-1"
+            assert store.allocate_ip("db-1", SUBNET) != child.ip
+    finally:
+        child.stop()
+    with Store.open(root) as store:
+        assert store.reconcile().released == ["web-1"]
