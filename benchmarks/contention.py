@@ -153,7 +153,7 @@ def run(n: int, seconds: float, cache: Path) -> dict[str, Any]:
     read = {op: _stats(v) for op, v in _merge(contention, "reader").items()}
     write = {op: _stats(v) for op, v in _merge(contention, "writer").items()}
     solo = {k: len(r[1][k]) for k, r in alone.items()}
-    locks = [t for report in contention for t in report[2]]
+    locks = {k: [t for who, _, held in contention if who == k for t in held] for k in WRITERS}
     return {
         "n": n,
         "seconds": seconds,
@@ -161,8 +161,8 @@ def run(n: int, seconds: float, cache: Path) -> dict[str, Any]:
         "contention": read,
         "writers": write,
         "alone_calls": solo,
-        "lock_wait": _stats([w for w, _ in locks]),
-        "lock_hold": _stats([h for _, h in locks]),
+        "lock_wait": {k: _stats([w for w, _ in v]) for k, v in locks.items()},
+        "lock_hold": {k: _stats([h for _, h in v]) for k, v in locks.items()},
     }
 
 
@@ -189,21 +189,16 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"N={result['n']:,} members, {result['seconds']:g} s per phase"]
-    header = f"{'operation':<24}{'calls':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
+    header = f"{'operation':<28}{'calls':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
     lines.append(header)
     for title, table in (("baseline", "baseline"), ("contended", "contention"),
-                         ("writer", "writers")):  # fmt: skip
+                         ("writer", "writers"), ("lock wait", "lock_wait"),
+                         ("lock hold", "lock_hold")):  # fmt: skip
         for op, s in result[table].items():
             lines.append(
-                f"{title + ' ' + op:<24}{s['calls']:>8}{_ms(s['p50']):>10}"
+                f"{title + ' ' + op:<28}{s['calls']:>8}{_ms(s['p50']):>10}"
                 f"{_ms(s['p99']):>10}{_ms(s['max']):>10}"
             )
-    for what in ("lock_wait", "lock_hold"):
-        s = result[what]
-        lines.append(
-            f"{what.replace('_', ' '):<24}{s['calls']:>8}{_ms(s['p50']):>10}"
-            f"{_ms(s['p99']):>10}{_ms(s['max']):>10}"
-        )
     lines.append("writers alone (calls): " + ", ".join(
         f"{k} {v}" for k, v in result["alone_calls"].items()))  # fmt: skip
     for what, measured, met in verdicts(result):
