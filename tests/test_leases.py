@@ -149,3 +149,16 @@ def test_a_lease_held_in_another_pid_namespace_lives(root: Path) -> None:
         child.stop()
     with Store.open(root) as store:
         assert store.reconcile().released == ["web-1"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as sudo")
+def test_under_sudo_leases_belong_to_the_invoking_user(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later run as that user must be able to remove a dead lease (as with the index)."""
+    monkeypatch.setenv("SUDO_UID", "65534")
+    monkeypatch.setenv("SUDO_GID", "65534")
+    with Store.open(root) as store:
+        ip = store.allocate_ip("web-1", SUBNET)
+    for path in (root / "leases", root / "leases" / ip):
+        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path

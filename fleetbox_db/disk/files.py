@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -21,6 +22,7 @@ from fleetbox_db.errors import StorageRootError
 
 __all__ = [
     "atomic_write",
+    "chown_to_invoker",
     "is_member_dir",
     "make_dirs",
     "read_config_bytes",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 NEW_FILE_MODE: Final = 0o644
+
+_log = logging.getLogger("fleetbox_db")
 
 _TEMP_ATTEMPTS: Final = 8
 # open(O_DIRECTORY|O_NOFOLLOW) of a symlink: ENOTDIR on Linux, ELOOP on macOS.
@@ -257,3 +261,22 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
             "check the ownership and permissions of the storage root",
             path=path,
         ) from err
+
+
+def chown_to_invoker(*paths: Path) -> None:
+    """Under sudo, give files we created back to the invoking user (SUDO_UID/SUDO_GID).
+
+    Without this, a later non-root run could not write the index a sudo run created.
+    """
+    if os.geteuid() != 0:
+        return
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if not (uid.isascii() and uid.isdigit() and gid.isascii() and gid.isdigit()):
+        return
+    for path in paths:
+        try:
+            os.chown(path, int(uid), int(gid), follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            _log.warning("could not chown %s to %s:%s", path, uid, gid, exc_info=True)

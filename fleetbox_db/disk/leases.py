@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from fleetbox_db.disk.files import chown_to_invoker
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 
 __all__ = ["Lease", "is_held", "leases", "read", "release", "remove_dead", "take"]
@@ -54,6 +55,7 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
             fd = os.open(path, _CREATE, 0o644)
         except FileNotFoundError:
             os.makedirs(directory, 0o755, exist_ok=True)  # the first lease of this root
+            chown_to_invoker(directory)  # under sudo: the user's, like the index
             continue
         except FileExistsError:
             if is_held(directory, ip):
@@ -69,6 +71,7 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             raise
+        chown_to_invoker(Path(path))  # a later run as the user may have to remove it
         _held[path] = fd
         return True
     return False  # pragma: no cover - recreated by another process twice in a row

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
+from fleetbox_db.disk.files import chown_to_invoker
 from fleetbox_db.errors import (
     FleetboxError,
     IndexBusyError,
@@ -27,7 +28,7 @@ from fleetbox_db.index import connection as dbconn
 from fleetbox_db.index import schema
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 
-__all__ = ["Identity", "IndexCorrupt", "IndexFile", "WriteLockBusy", "chown_to_invoker"]
+__all__ = ["Identity", "IndexCorrupt", "IndexFile", "WriteLockBusy"]
 
 log = logging.getLogger("fleetbox_db")
 
@@ -363,22 +364,3 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _remove(path: Path) -> None:
     with suppress(FileNotFoundError):
         path.unlink()
-
-
-def chown_to_invoker(*paths: Path) -> None:
-    """Under sudo, give files we created back to the invoking user (SUDO_UID/SUDO_GID).
-
-    Without this, a later non-root run could not write the index a sudo run created.
-    """
-    if os.geteuid() != 0:
-        return
-    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
-    if not (uid.isascii() and uid.isdigit() and gid.isascii() and gid.isdigit()):
-        return
-    for path in paths:
-        try:
-            os.chown(path, int(uid), int(gid), follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            log.warning("could not chown %s to %s:%s", path, uid, gid, exc_info=True)
