@@ -162,3 +162,35 @@ def test_under_sudo_leases_belong_to_the_invoking_user(
         ip = store.allocate_ip("web-1", SUBNET)
     for path in (root / "leases", root / "leases" / ip):
         assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+
+
+PROBER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from fleetbox_db.disk.leases import is_held
+    directory, ip, stop = Path(sys.argv[1]), int(sys.argv[2]), time.monotonic() + 5
+    print("ready", flush=True)
+    while time.monotonic() < stop:
+        is_held(directory, ip)
+    """
+)
+
+
+def test_taking_a_lease_while_listings_probe_it(tmp_path: Path) -> None:
+    """Every listing probes each lease with a brief shared lock: a take() that lands on one
+    waits it out instead of failing (seen in CI as BlockingIOError from create)."""
+    from fleetbox_db.disk import leases
+
+    ip = 0x0A050002
+    prober = subprocess.Popen(
+        [sys.executable, "-c", PROBER, str(tmp_path), str(ip)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert prober.stdout is not None
+        assert prober.stdout.readline().strip() == "ready"
+        for _ in range(300):
+            assert leases.take(tmp_path, ip, "web-1", SUBNET)
+            leases.release(tmp_path, ip)
+    finally:
+        prober.communicate(timeout=30)

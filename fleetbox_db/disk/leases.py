@@ -20,6 +20,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -30,6 +31,7 @@ __all__ = ["Lease", "is_held", "leases", "read", "release", "remove_dead", "take
 
 _CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCK_WAIT_S: Final = 2.0
 #: Descriptors holding this process's leases, by file path.
 _held: dict[str, int] = {}
 
@@ -64,7 +66,7 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
                 os.unlink(path)
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
             os.write(fd, json.dumps({"name": name, "subnet": subnet}).encode())
         except BaseException:
             os.close(fd)
@@ -75,6 +77,21 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
         _held[path] = fd
         return True
     return False  # pragma: no cover - recreated by another process twice in a row
+
+
+def _lock(fd: int) -> None:
+    """LOCK_EX on a lease file we just created. Only is_held() probes can hold it (a shared
+    lock for a few syscalls, from any listing), so retry briefly rather than block: a
+    blocking flock cannot be given up on."""
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.0005)
 
 
 def release(directory: Path, ip: int) -> None:
