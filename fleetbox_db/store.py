@@ -72,7 +72,6 @@ T = TypeVar("T")
 class Answers(Protocol):
     """The questions both the index (IndexAnswers) and disk alone (DiskAnswers) answer."""
 
-    def names(self) -> builtins.list[str]: ...
     def vms(self) -> builtins.list[VM]: ...
     def member_names(self, cluster: str) -> builtins.list[str]: ...
     def entries(self, cluster: str | None = None) -> builtins.list[Entry]: ...
@@ -244,9 +243,15 @@ class Store(Layout):
     def list(self) -> builtins.list[str]:
         """Every member directory name, cluster-sorted then member-sorted (Go's List() order).
 
-        Reconciles the index first; the answer itself always comes from the scan.
+        Records the scan in the index when the write lock is free; the answer itself always
+        comes from the scan, so it needs no in-memory reconcile when the lock is taken.
         """
-        return self._ask(lambda answers: answers.names())
+        found = scan(self.clusters_dir)
+        try:
+            self._mirror.sync(found)
+        except IndexAccessError as exc:
+            self._warn(exc)
+        return [m.name for m in found.members]
 
     def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""

@@ -61,7 +61,7 @@ def test_index_and_disk_answer_alike(members: list[tuple[str, str, str, str]]) -
         with Store.open(root, clock=later) as store:
             disk = DiskAnswers(store.clusters_dir, scan(store.clusters_dir), time.time_ns)
             net = parse_subnet("10.0.0.0/29")
-            assert store.list() == disk.names()
+            assert store.list() == [m.name for m in disk.scan.members]
             assert store.vms() == disk.vms()
             assert store.entries() == disk.entries()
             assert store.entries("web") == disk.entries("web")

@@ -237,6 +237,7 @@ def test_upgrade_to_the_spelling_revision_rereads_configs_that_hold_u_fffd(root:
     with Store.open(root) as store:
         report = store.reconcile()
         assert report.updated == ["web-1"]
+        assert (report.added, report.removed) == ([], [])  # every row kept its data
         assert revision_of(path) == schema.HEAD
         _, web_1 = store.vms()
         store.save(web_1)

@@ -37,9 +37,6 @@ class DiskAnswers:
             if obs.vm is not None:
                 yield obs.key.name, obs.vm, obs.state
 
-    def names(self) -> list[str]:
-        return [m.name for m in self.scan.members]
-
     def vms(self) -> list[VM]:
         return [vm for _, vm, state in self._parsed() if state == MemberState.OK]
 

@@ -11,7 +11,6 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from fleetbox_db.disk.scan import Scan
 from fleetbox_db.index import reservations
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
@@ -39,16 +38,10 @@ __all__ = [
 class IndexAnswers:
     """The Store's questions answered from an index the caller has just reconciled."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, scan: Scan, cache: VMCache, version: object
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, cache: VMCache, version: object) -> None:
         self.conn = conn
-        self.scan = scan
         self._cache = cache
         self._version = version
-
-    def names(self) -> list[str]:
-        return [m.name for m in self.scan.members]
 
     def vms(self) -> list[VM]:
         return self._cache.vms(self.conn, self._version)

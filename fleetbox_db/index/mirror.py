@@ -118,8 +118,8 @@ class Mirror:
             if plan is not None and not self._record_if_free(plan):
                 with in_memory_copy(conn):
                     self._reconciler.apply(conn, plan, on_disk=False)
-                    return question(IndexAnswers(conn, scan, self._vms, None))
-            return question(IndexAnswers(conn, scan, self._vms, self._reconciler.version))
+                    return question(IndexAnswers(conn, self._vms, None))
+            return question(IndexAnswers(conn, self._vms, self._reconciler.version))
 
         return self._retrying(run)
 
