@@ -194,3 +194,89 @@ def test_taking_a_lease_while_listings_probe_it(tmp_path: Path) -> None:
             leases.release(tmp_path, ip)
     finally:
         prober.communicate(timeout=30)
+
+
+TAKER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from fleetbox_db.disk import leases
+    assert leases.take(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], "10.5.0.0/29")
+    print("taken", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+class Taker:
+    """A child process holding the lease of one address through disk/leases.py itself."""
+
+    def __init__(self, directory: Path, ip: int, name: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TAKER, str(directory), str(ip), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "taken"
+
+    def stop(self) -> None:
+        self.proc.communicate(timeout=30)
+
+
+def test_releasing_an_address_we_do_not_hold_leaves_its_lease(tmp_path: Path) -> None:
+    """release() ends this process's lease only: another process's live one stays."""
+    from fleetbox_db.disk import leases
+
+    ip = 0x0A050002
+    other = Taker(tmp_path, ip, "web-1")
+    try:
+        leases.release(tmp_path, ip)
+        assert leases.is_held(tmp_path, ip)
+        assert leases.read(tmp_path, ip) == leases.Lease(ip, "web-1", SUBNET)
+    finally:
+        other.stop()
+
+
+def test_a_lease_ended_under_us_and_taken_anew_is_not_ours_to_remove(tmp_path: Path) -> None:
+    """Seen in CI as one address handed out twice: a process ended a lease whose file had
+    since been ended by another writer and taken anew by a third, removing the new one."""
+    from fleetbox_db.disk import leases
+
+    ip = 0x0A050002
+    assert leases.take(tmp_path, ip, "churn-1", SUBNET)
+    leases.end(tmp_path, leases.Lease(ip, "churn-1", SUBNET))  # another writer, say
+    other = Taker(tmp_path, ip, "alloc-1")
+    try:
+        leases.release(tmp_path, ip)  # our stale lease: the file is alloc-1's now
+        assert leases.read(tmp_path, ip) == leases.Lease(ip, "alloc-1", SUBNET)
+        assert leases.is_held(tmp_path, ip)
+    finally:
+        other.stop()
+
+
+def test_ending_a_lease_checks_whom_it_was_handed_to(tmp_path: Path) -> None:
+    """A writer ends the lease of the name whose row it dropped, never a newer one's."""
+    from fleetbox_db.disk import leases
+
+    ip = 0x0A050002
+    other = Taker(tmp_path, ip, "alloc-1")
+    try:
+        leases.end(tmp_path, leases.Lease(ip, "churn-1", SUBNET))
+        assert leases.is_held(tmp_path, ip)
+        leases.end(tmp_path, leases.Lease(ip, "alloc-1", SUBNET))
+        assert not (tmp_path / "10.5.0.2").exists()
+    finally:
+        other.stop()
+
+
+def test_a_config_ends_a_lease_another_live_process_holds(root: Path, owner: Owner) -> None:
+    """The lease ends inside the writing transaction: no later step removes it by address."""
+    with Store.open(root) as store:
+        store.create(VM("web-1", ip=owner.ip))
+        assert not (root / "leases" / owner.ip).exists()
+        store.delete("web-1")
+        assert store.allocate_ip("db-1", SUBNET) == owner.ip
+        assert store.reconcile().released == []
+        assert store.who_has(owner.ip) == "db-1"

@@ -7,10 +7,13 @@ however it exits, so liveness needs no pid, boot id or start time and holds acro
 namespaces (a container sharing the tree). The index mirrors these files like configs;
 a lease survives the deletion, quarantine or rebuild of index.db while its owner lives.
 
-A lease ends when the member's config that holds the address is written, when its owner
-releases it, or when its owner dies (the next writer removes the file then). The lock is
-held by an open descriptor of this process, kept in a process-wide table: a Store closed or
-dropped does not end its leases, its process does.
+A lease ends when the member's config that holds the address is written, or its member is
+removed (that writer ends it, whoever holds it: end()), when its owner's transaction rolls
+back (release()), or when its owner dies (the next writer removes the file then). Files are
+removed only under the index write lock, or by their holder after checking the file is
+still the one it locked: a removal by address alone could remove a lease another process
+has taken since. The lock is held by an open descriptor of this process, kept in a
+process-wide table: a Store closed or dropped does not end its leases, its process does.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Final, NamedTuple
 from fleetbox_db.disk.files import chown_to_invoker
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 
-__all__ = ["Lease", "is_held", "leases", "read", "release", "remove_dead", "take"]
+__all__ = ["Lease", "end", "is_held", "leases", "read", "release", "remove_dead", "take"]
 
 _CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -74,6 +77,7 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
                 os.unlink(path)
             raise
         chown_to_invoker(Path(path))  # a later run as the user may have to remove it
+        _forget(path)  # a lease of ours at this address that another writer ended
         _held[path] = fd
         return True
     return False  # pragma: no cover - recreated by another process twice in a row
@@ -95,13 +99,48 @@ def _lock(fd: int) -> None:
 
 
 def release(directory: Path, ip: int) -> None:
-    """End the lease of *ip*: remove its file, and drop our lock on it if we hold it."""
+    """End this process's lease of *ip* (its allocation rolled back): drop our lock, and
+    remove the file only if it is still the one we locked. No-op for a lease we do not hold.
+    """
     path = _path(directory, ip)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    fd = _held.pop(path, None)
+    if fd is None:
+        return
+    try:
+        if _same_file(fd, path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    finally:
+        os.close(fd)
+
+
+def end(directory: Path, lease: Lease) -> None:
+    """End *lease* whoever holds it: the config that holds its address was written, or its
+    member was removed. The caller holds the index write lock, so no one takes the address
+    anew between the test and the unlink; a file handed to another name is left alone."""
+    path = _path(directory, lease.ip)
+    found = read(directory, lease.ip)
+    if found is not None and found.name == lease.name:  # the subnet may be spelled anew
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    fd = _held.get(path)
+    if fd is not None and not _same_file(fd, path):
+        _forget(path)  # ours, now removed: drop the lock on the unlinked file
+
+
+def _forget(path: str) -> None:
     fd = _held.pop(path, None)
     if fd is not None:
         os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def remove_dead(directory: Path, ip: int) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from fleetbox_db.disk import leases
 from fleetbox_db.disk.clock import FilesystemClock
 from fleetbox_db.disk.observe import Clock, observe_written
 from fleetbox_db.disk.scan import Scan, Signature, scan
@@ -153,12 +154,12 @@ class Mirror:
                     tx.leases = changes
                     try:
                         result = operation(tx)
+                        changes.end_dropped(self._reconciler.leases_dir)
                     finally:
                         self._reconciler.invalidate()
             except BaseException:
-                changes.settle(self._reconciler.leases_dir, committed=False)
+                changes.roll_back(self._reconciler.leases_dir)
                 raise
-            changes.settle(self._reconciler.leases_dir, committed=True)
             return result
 
         return self._retrying(run)
@@ -168,13 +169,12 @@ class Mirror:
         rows and every reservation of its name."""
 
         def run() -> None:
-            changes = reservations.LeaseChanges()
             with self._file.write() as conn:
                 remove()
                 members.delete_members(conn, [key])
-                changes.dropped += reservations.release(conn, key.name)
+                for lease in reservations.release(conn, key.name):
+                    leases.end(self._reconciler.leases_dir, lease)
                 self._reconciler.invalidate()
-            changes.settle(self._reconciler.leases_dir, committed=True)
 
         self._retrying(run)
 

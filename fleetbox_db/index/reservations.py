@@ -71,39 +71,46 @@ def delete(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
 
 @dataclass
 class LeaseChanges:
-    """The leases a write transaction took and the ones whose rows it dropped. Files are not
-    transactional: a lease it took is ended if it rolls back, and one it dropped is ended
-    only once it has committed (ending it before would lose it to a rollback)."""
+    """The leases a write transaction took, and those whose rows it dropped. Files are not
+    transactional: a dropped one is ended under the lock before the commit (disk already
+    shows what made it moot: the config that holds its address, or its member removed), and
+    one taken is released if the transaction rolls back."""
 
     taken: list[int] = field(default_factory=list)
-    dropped: list[int] = field(default_factory=list)
+    dropped: list[Lease] = field(default_factory=list)
 
-    def settle(self, leases_dir: Path, committed: bool) -> None:
-        for ip in self.dropped if committed else self.taken:
+    def end_dropped(self, leases_dir: Path) -> None:
+        """Under the write lock, so that no one can take an address anew meanwhile."""
+        for lease in self.dropped:
+            leases.end(leases_dir, lease)
+        self.dropped.clear()
+
+    def roll_back(self, leases_dir: Path) -> None:
+        for ip in self.taken:
             leases.release(leases_dir, ip)
 
 
-def release_held(conn: sqlite3.Connection, key: Key) -> list[int]:
+def release_held(conn: sqlite3.Connection, key: Key) -> list[Lease]:
     """Drop the reservation of the address the member row of *key* now holds (its config
-    claims it itself); the addresses whose leases to end once committed."""
+    claims it itself); the leases to end."""
     rows = conn.execute(
         "DELETE FROM reservations WHERE name = :name AND ip_int ="
         " (SELECT ip_int FROM members WHERE cluster = :cluster AND name = :name)"
-        " RETURNING ip_int",
+        " RETURNING ip_int, subnet",
         {"cluster": stored(key.cluster), "name": stored(key.name)},
     ).fetchall()
-    return [int(ip) for (ip,) in rows]
+    return [Lease(int(ip), key.name, subnet) for ip, subnet in rows]
 
 
-def release(conn: sqlite3.Connection, name: str, *, subnet: str | None = None) -> list[int]:
+def release(conn: sqlite3.Connection, name: str, *, subnet: str | None = None) -> list[Lease]:
     """Drop the reservations of *name*, all or those in *subnet* (its config now holds, or
-    no longer needs, them); the addresses whose leases to end once committed."""
+    no longer needs, them); the leases to end."""
     rows = conn.execute(
         "DELETE FROM reservations WHERE name = :name"
-        " AND (:subnet IS NULL OR subnet = :subnet) RETURNING ip_int",
+        " AND (:subnet IS NULL OR subnet = :subnet) RETURNING ip_int, subnet",
         {"name": stored(name), "subnet": subnet},
     ).fetchall()
-    return [int(ip) for (ip,) in rows]
+    return [Lease(int(ip), name, subnet_) for ip, subnet_ in rows]
 
 
 def mirror(conn: sqlite3.Connection, live: Iterable[Lease]) -> None:
