@@ -56,7 +56,7 @@ def connect(
         conn.execute("PRAGMA foreign_keys = ON")
         # The index is rebuilt from disk after a crash, so the fsync NORMAL skips is cheap.
         conn.execute("PRAGMA synchronous = NORMAL")
-        # A reader's in-memory reconcile (index/overlay.py) copies tables into TEMP ones.
+        # Sorts and temporary b-trees stay in memory: the index is small, the disk may be slow.
         conn.execute("PRAGMA temp_store = MEMORY")
         if wal:
             enable_wal(conn)

@@ -36,6 +36,9 @@ __all__ = ["Mirror", "WriteTransaction"]
 
 T = TypeVar("T")
 
+#: Copies of the index taken for one answer before the plan is made against the copy itself.
+_COPY_ATTEMPTS = 3
+
 
 class WriteTransaction:
     """The open write transaction a Store write runs in: while it is open no other process
@@ -117,12 +120,31 @@ class Mirror:
             conn = self._file.connection()
             plan = self._changes(conn, scan)
             if plan is not None and not self._record_if_free(plan):
-                with in_memory_copy(conn):
-                    self._reconciler.apply(conn, plan, on_disk=False)
-                    return question(IndexAnswers(conn, self._vms, None))
+                return self._answer_from_copy(conn, scan, plan, question)
             return question(IndexAnswers(conn, self._vms, self._reconciler.version))
 
         return self._retrying(run)
+
+    def _answer_from_copy(
+        self,
+        conn: sqlite3.Connection,
+        scan: Scan,
+        plan: Plan,
+        question: Callable[[IndexAnswers], T],
+    ) -> T:
+        """*question* asked of an in-memory copy of the index with *plan* applied to it.
+        The plan must describe the copy: when another process wrote since it was made, it
+        is made again; if writers keep committing, against the copy itself."""
+        for _ in range(_COPY_ATTEMPTS):
+            with in_memory_copy(conn) as copy:
+                if copy.version == plan.data_version:
+                    self._reconciler.apply(copy.conn, plan, on_disk=False)
+                    return question(IndexAnswers(copy.conn, self._vms, None))
+            plan = self._reconciler.plan(conn, scan)
+        with in_memory_copy(conn) as copy:
+            own = self._reconciler.plan(copy.conn, scan)
+            self._reconciler.apply(copy.conn, own, on_disk=False)
+            return question(IndexAnswers(copy.conn, self._vms, None))
 
     def check(self, scan: Scan) -> list[Problem]:
         """Problems on disk and the index's drift from *scan*; writes nothing."""

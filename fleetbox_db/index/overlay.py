@@ -1,11 +1,12 @@
 """A reconcile applied in memory: what a reader answers from while another process writes.
 
 A reader must not wait for the write lock (issue 12). When a scan shows changes and the
-lock is taken, the reader opens a read transaction, copies the index's tables into TEMP
-tables of its own connection (they shadow the real ones for every unqualified name, so
-the same reconcile and the same queries run on them unchanged, and writing them takes no
-lock on the file), applies the plan there, answers, and rolls the copy back. The answer is
-the one the real reconcile would give; recording it is left to the next writer.
+lock is taken, the reader copies the index file page by page into a private in-memory
+database (SQLite's backup API: a few milliseconds for 10,000 members, where copying rows
+into TEMP tables and indexing them took several times that), applies the plan there,
+answers, and drops the copy. The copy has the file's schema, constraints and indexes, so
+the same reconcile and the same queries run on it unchanged. The answer is the one the
+real reconcile would give; recording it is left to the next writer.
 """
 
 from __future__ import annotations
@@ -13,43 +14,31 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import NamedTuple
 
-__all__ = ["in_memory_copy"]
+from fleetbox_db.index.connection import data_version
 
-#: Copied in this order: fixtures reference members.
-TABLES: Final = ("members", "fixtures", "reservations")
+__all__ = ["Copy", "in_memory_copy"]
+
+
+class Copy(NamedTuple):
+    """An in-memory copy of the index and the file's data_version it was taken at (None
+    when another connection committed while it was taken: its version is then unknown)."""
+
+    conn: sqlite3.Connection
+    version: int | None
 
 
 @contextmanager
-def in_memory_copy(conn: sqlite3.Connection) -> Iterator[None]:
-    """A read transaction in which TABLES are TEMP copies of one snapshot of the file,
-    with the same constraints and indexes; everything done to them is rolled back."""
-    conn.execute("BEGIN")
+def in_memory_copy(conn: sqlite3.Connection) -> Iterator[Copy]:
+    """A private copy of the file *conn* has open, closed on exit. A backup step reads one
+    snapshot; a data_version equal before and after it says which one."""
+    copy = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        marks = ", ".join("?" * len(TABLES))
-        schema = conn.execute(
-            f"SELECT type, name, tbl_name, sql FROM main.sqlite_master"
-            f" WHERE tbl_name IN ({marks}) AND sql IS NOT NULL",
-            TABLES,
-        ).fetchall()
-        tables = {name: sql for kind, name, _, sql in schema if kind == "table"}
-        for table in TABLES:
-            conn.execute(_in_temp(tables[table], "CREATE TABLE "))
-            conn.execute(f"INSERT INTO temp.{table} SELECT * FROM main.{table}")
-        for kind, _, _, sql in schema:
-            if kind == "index":
-                conn.execute(_in_temp(sql, "CREATE UNIQUE INDEX ", "CREATE INDEX "))
-        yield
+        before = data_version(conn)
+        conn.backup(copy)
+        after = data_version(conn)
+        copy.execute("PRAGMA foreign_keys = ON")  # as on the file: fixtures go with members
+        yield Copy(copy, before if before == after else None)
     finally:
-        conn.execute("ROLLBACK")
-
-
-def _in_temp(sql: str, *prefixes: str) -> str:
-    """*sql* (a CREATE statement from sqlite_master) creating its object in the temp schema."""
-    for prefix in prefixes:
-        if sql.startswith(prefix):
-            if prefix == "CREATE TABLE ":
-                return "CREATE TEMP TABLE " + sql[len(prefix) :]
-            return f"{prefix}temp." + sql[len(prefix) :]
-    raise ValueError(f"unexpected schema statement: {sql[:60]!r}")
+        copy.close()

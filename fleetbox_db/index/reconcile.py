@@ -213,11 +213,15 @@ class Reconciler:
 
         Configs are read here, under the lock, so what is written is what disk holds now.
         A dry run writes nothing and reports what a real run would, unreadable and
-        conflicts included. on_disk=False (a reader's in-memory copy, no lock) writes the
-        rows but removes no dead lease file.
+        conflicts included. on_disk=False: *conn* is a reader's private in-memory copy of
+        the index at the plan's version (index/overlay.py); the rows are written there, and
+        no dead lease file is removed.
         """
-        if not dry_run and data_version(conn) != plan.data_version:
+        if not dry_run and on_disk and data_version(conn) != plan.data_version:
             plan = self.plan(conn, plan.scan, plan.full)  # another process wrote meanwhile
+        # The index as this apply found it: still what the file holds after an apply to a
+        # reader's in-memory copy, so the next answer need not load it again.
+        found = self._recorded
         report = ReconcileReport()
         kept: list[Observation] = []
         gone: list[Key] = []
@@ -263,7 +267,7 @@ class Reconciler:
                 for r in dead:
                     leases.remove_dead(self.leases_dir, r.ip_int)
             reservations.mirror(conn, unmirrored)
-            self.invalidate()
+            self._recorded = None if on_disk else found
         return report
 
     def _write(self, conn: sqlite3.Connection, obs: Observation, old: StoredRow | None) -> None:
