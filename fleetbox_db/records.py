@@ -26,11 +26,14 @@ __all__ = [
     "ZERO_TIME",
     "Conflict",
     "Entry",
+    "Event",
+    "EventKind",
     "Fixture",
     "Key",
     "MemberState",
     "Problem",
     "ProblemKind",
+    "QueryResult",
     "ReconcileReport",
     "Removal",
 ]
@@ -204,6 +207,43 @@ class Removal:
     removed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     failed: list[FleetboxError] = field(default_factory=list)
+
+
+EventKind = Literal[
+    "created", "changed", "removed", "became-unreadable", "readable-again",
+    "conflict-appeared", "conflict-cleared", "ip-reserved", "reservation-released",
+    "history-started",
+]  # fmt: skip
+"""What an Event says happened; ``history-started`` opens the history of a new index."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change the index recorded (Store.history()).
+
+    *who* is ``disk`` for a change found on disk (the Go tool, an editor, a crash: the writer
+    is unknown) and ``fleetbox_db (pid N)`` for a Store write. *fields* maps each changed
+    config field (and ``state``) to (old, new); *ip* is the address the member held after the
+    event (before it, when it let go).
+    """
+
+    id: int
+    at: datetime
+    cluster: str | None
+    name: str | None
+    kind: str
+    who: str
+    fields: dict[str, tuple[Any, Any]]
+    ip: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """The answer of Store.query(): column names and rows, in the query's order."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
 
 
 # -- values nested deeper than the recursion limit ------------------------------------------
