@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from operator import attrgetter
-from typing import Any, Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar, get_args
 
 from fleetbox_db.errors import FleetboxError
 
 __all__ = [
+    "EVENT_KINDS",
     "FIXTURE_FIELDS",
     "STORED_STATES",
     "VM",
@@ -215,6 +216,9 @@ EventKind = Literal[
     "history-started",
 ]  # fmt: skip
 """What an Event says happened; ``history-started`` opens the history of a new index."""
+
+EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
+"""Every EventKind, in the order above."""
 
 
 @dataclass(frozen=True, slots=True)

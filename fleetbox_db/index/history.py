@@ -18,11 +18,11 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, get_args
+from typing import Any, Final
 
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.index.names import Stored, name_of, stored
-from fleetbox_db.records import Event, EventKind
+from fleetbox_db.records import EVENT_KINDS, Event
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 from fleetbox_db.rules.layout import cluster_name, validate_cluster, validate_name
 
@@ -45,8 +45,7 @@ FIELDS: Final = (
     "extra",
 )  # fmt: skip
 _UNREADABLE: Final = "unreadable"
-#: Every kind of event, as Store.history(kinds=...) and `log --kind` take them.
-KINDS: Final[tuple[str, ...]] = get_args(EventKind)
+KINDS: Final = EVENT_KINDS
 
 #: The snapshot the triggers take of an old row, taken of the current one (same keys).
 _CURRENT: Final = (
