@@ -35,6 +35,7 @@ __all__ = [
     "read",
     "record",
     "set_limit",
+    "started",
 ]
 
 #: Who made a change the index found on disk: unknown, so the place it was seen.
@@ -79,6 +80,12 @@ def after_reconcile(conn: sqlite3.Connection, reason: str | None = None) -> bool
         (time.time_ns(), ours(), reason or row[0]),
     )
     return True
+
+
+def started(conn: sqlite3.Connection) -> bool:
+    """Whether the index records history yet (a new one does not until it is filled)."""
+    row = conn.execute("SELECT recording FROM history_meta WHERE id = 1").fetchone()
+    return row is not None and bool(row[0])
 
 
 def set_limit(conn: sqlite3.Connection, limit: int) -> None:
@@ -148,16 +155,21 @@ def _member_events(
         if event is not None:
             kind, fields = event
             ip = (new or {}).get("ip") or (old or {}).get("ip") or None
-            encoded = json.dumps(fields, ensure_ascii=False)
+            encoded = json.dumps(fields)
             events.append((now, cluster, name, kind, actor, encoded, ip, None))
     for kind, column, value, holders, member in _conflict_changes(conn, before, after):
         shown = format_ipv4(value) if column == "ip_int" else value
-        names = ", ".join(name_of(n) for n in holders) or "no member"
+        names = ", ".join(map(_readable, holders)) or "no member"
         claimed = "claimed by" if kind == "conflict-appeared" else "now claimed only by"
         detail = f"{'ip' if column == 'ip_int' else 'mac'} {shown} {claimed} {names}"
         ip = shown if column == "ip_int" else None
         events.append((now, member[0], member[1], kind, actor, None, ip, detail))
     return events
+
+
+def _readable(name: Stored) -> str:
+    """A name for a detail text: one that is not UTF-8 with its bytes escaped (\\xe9)."""
+    return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
 
 
 def _event(

@@ -90,8 +90,8 @@ class Mirror:
         self._vms = VMCache()
         # Set at this Mirror's first write lock (history_meta keeps it in the index).
         self._history_limit = history_limit
-        # Why the history of an index this Mirror rebuilt starts (see _recover).
-        self._history_reason: str | None = None
+        # Whether the history of the index is known to have started (see _changes).
+        self._history_started = False
 
     def exists(self) -> bool:
         """Whether there is an index file at all (check() must not create one)."""
@@ -250,8 +250,9 @@ class Mirror:
 
     def _reconciled(self, conn: sqlite3.Connection) -> None:
         """Record the reconcile just applied under the write lock (index/history.py)."""
-        history.after_reconcile(conn, self._history_reason)
-        self._history_reason = None
+        history.after_reconcile(conn, self._file.quarantined)
+        self._file.quarantined = None
+        self._history_started = True
         if self._history_limit is not None:
             history.set_limit(conn, self._history_limit)
             self._history_limit = None
@@ -261,9 +262,23 @@ class Mirror:
     def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
         if self._reconciler.is_current(conn, scan):
+            if not scan.members and not self._history_started:
+                self._start_history(conn)
             return None
         plan = self._reconciler.plan(conn, scan)
         return None if plan.empty else plan
+
+    def _start_history(self, conn: sqlite3.Connection) -> None:
+        """Start the history of a new index over an empty tree, which no reconcile fills:
+        its first member must be recorded as created. Once per Mirror, never waits."""
+        if history.started(conn):
+            self._history_started = True
+            return
+        try:
+            with self._file.write(wait=False) as wconn:
+                self._reconciled(wconn)
+        except WriteLockBusy:
+            pass
 
     def _record_if_free(self, plan: Plan) -> bool:
         """Apply *plan* if the write lock is free this instant; False when it is not."""
@@ -296,5 +311,5 @@ class Mirror:
 
     def _recover(self, reason: str) -> None:
         self._reconciler.invalidate()
-        self._history_reason = f"the index was unusable ({reason}); moved aside and rebuilt"
+        self._history_started = False
         self._file.quarantine(reason)
