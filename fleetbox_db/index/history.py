@@ -204,8 +204,8 @@ def _shown(row: dict[str, Any] | None, field: str) -> Any:
         # [[host, guest, label, extra]] -> "host:guest" items, as `create --fixture` takes.
         items = json.loads(value) if isinstance(value, str) else (value or [])
         return [f"{h}:{g}" + (f" ({label})" if label else "") for h, g, label, _ in items] or None
-    if field == "ip" and value == "":
-        return None
+    if field in ("ip", "mac") and value == "":
+        return None  # Go's zero value: no address
     return value
 
 
