@@ -169,6 +169,18 @@ def test_a_runaway_recursive_cte_is_stopped_by_the_time_limit(fleet: Store, root
         fleet.query("SELECT 1", timeout=0)
 
 
+def test_an_answer_too_large_for_memory_is_refused(fleet: Store, root: Path) -> None:
+    fleet.query("SELECT 1")
+    before = digest(root)
+    with pytest.raises(QueryRefusedError, match="larger than 256 MiB"):
+        fleet.query(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100)"
+            " SELECT zeroblob(5000000) FROM c",
+            timeout=30,
+        )
+    assert digest(root) == before
+
+
 def test_a_query_does_not_hold_the_index(fleet: Store, root: Path) -> None:
     """A writer is not kept waiting by a long read: WAL readers take no lock writers need."""
     with Store.open(root, busy_timeout=2) as writer:

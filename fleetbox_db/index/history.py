@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from fleetbox_db.errors import InvalidValueError
-from fleetbox_db.index.names import Stored, name_of, stored
+from fleetbox_db.index.names import BYTE_ORDER, Stored, name_of, stored
 from fleetbox_db.records import EVENT_KINDS, Event
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 from fleetbox_db.rules.layout import cluster_name, validate_cluster, validate_name
@@ -48,15 +48,18 @@ FIELDS: Final = (
 _UNREADABLE: Final = "unreadable"
 KINDS: Final = EVENT_KINDS
 
-#: The snapshot the triggers take of an old row, taken of the current one (same keys).
-_CURRENT: Final = (
-    "SELECT json_object('state', m.state, 'config', m.config_name IS NOT NULL, 'ip', m.ip,"
+#: Each staged row: its key, its state before (the triggers' snapshot) and now (the same
+#: snapshot of the current row; NULL when it is gone), in one query however many changed.
+_STAGED: Final = (
+    "SELECT t.cluster, t.name, t.old, CASE WHEN m.id IS NOT NULL THEN json_object("
+    "'state', m.state, 'config', m.config_name IS NOT NULL, 'ip', m.ip,"
     " 'ip_int', m.ip_int, 'mac', m.mac, 'mac_key', m.mac_key, 'cpus', m.cpus,"
     " 'memory_mb', m.memory_mb, 'disk_mb', m.disk_mb, 'image', m.image,"
     " 'created_at', m.created_at, 'extra', m.extra, 'fixtures', (SELECT json_group_array("
     "json_array(host_path, guest_path, label, extra)) FROM (SELECT * FROM fixtures"
-    " WHERE member_id = m.id ORDER BY position))) FROM members m"
-    " WHERE m.cluster = ? AND m.name = ?"
+    " WHERE member_id = m.id ORDER BY position))) END"
+    " FROM history_touched t LEFT JOIN members m ON m.cluster = t.cluster AND m.name = t.name"
+    " ORDER BY t.rowid"
 )
 
 
@@ -98,7 +101,7 @@ def record(conn: sqlite3.Connection, actor: str) -> None:
     """Turn the rows the open write transaction changed into events made by *actor*, and
     keep the newest max_events. Costs two empty lookups when nothing changed."""
     now = time.time_ns()
-    staged = conn.execute("SELECT cluster, name, old FROM history_touched").fetchall()
+    staged = conn.execute(_STAGED).fetchall()
     # Reservation events the triggers wrote: rewritten in order below, with who and when.
     pending = conn.execute(
         "DELETE FROM history WHERE actor IS NULL RETURNING name, kind, fields, ip"
@@ -145,11 +148,10 @@ def _member_events(
     events: list[tuple[Any, ...]] = []
     before: dict[tuple[Any, Any], dict[str, Any] | None] = {}
     after: dict[tuple[Any, Any], dict[str, Any] | None] = {}
-    for cluster, name, old_json in staged:
+    for cluster, name, old_json, new_json in staged:
         key = (cluster, name)
         old = None if old_json is None else json.loads(old_json)
-        row = conn.execute(_CURRENT, key).fetchone()
-        new = None if row is None else json.loads(row[0])
+        new = None if new_json is None else json.loads(new_json)
         before[key], after[key] = old, new
         event = _event(old, new)
         if event is not None:
@@ -218,21 +220,29 @@ def _conflict_changes(
     members claiming it: rules.ipam.conflicts_among) appeared or cleared; *member* is a
     touched member that holds or held it."""
     for column in ("ip_int", "mac_key"):
-        values: dict[Any, tuple[Any, Any]] = {}
+        first: dict[Any, tuple[Any, Any]] = {}  # each address, and a touched member of it
+        held_before: dict[Any, int] = {}  # how many touched members held it before
         for key in before:
-            for row in (before[key], after[key]):
-                if row is not None and row.get(column) is not None:
-                    values.setdefault(row[column], key)
-        for value, member in values.items():
-            holders = [
-                (c, n)
-                for c, n in conn.execute(
-                    f"SELECT cluster, name FROM members WHERE {column} = ?", (value,)
-                )
-            ]
-            untouched = [h for h in holders if h not in before]
-            held_before = [k for k, row in before.items() if row and row.get(column) == value]
-            count_before, count_now = len(untouched) + len(held_before), len(holders)
+            old, new = before[key], after[key]
+            if old is not None and old.get(column) is not None:
+                first.setdefault(old[column], key)
+                held_before[old[column]] = held_before.get(old[column], 0) + 1
+            if new is not None and new.get(column) is not None:
+                first.setdefault(new[column], key)
+        if not first:
+            continue
+        now: dict[Any, list[tuple[Any, Any]]] = {value: [] for value in first}
+        # One query for every address: json_each() binds the list as one value.
+        for value, c, n in conn.execute(
+            f"SELECT {column}, cluster, name FROM members WHERE {column} IN"
+            f" (SELECT value FROM json_each(?)) ORDER BY {BYTE_ORDER}",
+            (json.dumps(list(first)),),
+        ):
+            now[value].append((c, n))
+        for value, member in first.items():
+            holders = now[value]
+            untouched = sum(1 for h in holders if h not in before)
+            count_before, count_now = untouched + held_before.get(value, 0), len(holders)
             if count_before < 2 <= count_now:
                 yield "conflict-appeared", column, value, [n for _, n in holders], member
             elif count_now < 2 <= count_before:

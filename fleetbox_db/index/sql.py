@@ -30,6 +30,9 @@ DEFAULT_TIMEOUT: Final = 10.0
 MAX_SQL_LENGTH: Final = 100_000
 #: Longest string or blob a query may build (zeroblob(2e9) would take that much memory).
 _MAX_VALUE_LENGTH: Final = 10_000_000
+#: Most text and blob bytes an answer may hold; rows fetched between looks at the clock.
+_MAX_ANSWER_BYTES: Final = 256 * 2**20
+_ROWS_PER_LOOK: Final = 1000
 #: Virtual machine steps between two looks at the clock.
 _STEPS: Final = 10_000
 
@@ -72,7 +75,7 @@ def run(
         try:
             cursor = conn.execute(sql, params)
             columns = tuple(d[0] for d in cursor.description or ())
-            rows = cursor.fetchall()
+            rows = _fetch(cursor, guard)
         except (sqlite3.Error, sqlite3.Warning) as exc:
             raise guard.error(exc) from exc
         if columns == ():
@@ -80,6 +83,24 @@ def run(
         return QueryResult(columns, rows)
     finally:
         conn.close()
+
+
+def _fetch(cursor: sqlite3.Cursor, guard: _Guard) -> list[tuple[Any, ...]]:
+    """Every row, stopping at the time limit or past _MAX_ANSWER_BYTES of text and blobs
+    (a few rows of zeroblob() would otherwise fill memory well within the time limit)."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    for row in cursor:
+        rows.append(row)
+        size += sum(len(v) for v in row if isinstance(v, str | bytes))
+        if size > _MAX_ANSWER_BYTES:
+            raise QueryRefusedError(
+                f"the answer is larger than {_MAX_ANSWER_BYTES // 2**20} MiB; select fewer "
+                "rows or columns (LIMIT, WHERE)"
+            )
+        if len(rows) % _ROWS_PER_LOOK == 0 and guard.progress():
+            raise sqlite3.OperationalError("interrupted")
+    return rows
 
 
 def describe(path: Path, busy_timeout: float) -> QueryResult:
