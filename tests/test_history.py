@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -20,7 +21,15 @@ from typing import Any
 import pytest
 from helpers import config, config_path, later, put
 
-from fleetbox_db import VM, Event, Fixture, InvalidNameError, InvalidValueError, Store
+from fleetbox_db import (
+    VM,
+    Event,
+    Fixture,
+    FleetboxError,
+    InvalidNameError,
+    InvalidValueError,
+    Store,
+)
 from fleetbox_db.index import schema
 
 OURS = f"fleetbox_db (pid {os.getpid()})"
@@ -305,3 +314,70 @@ def test_upgrade_from_the_previous_head_keeps_rows_and_starts_history(root: Path
         assert store.query("SELECT cluster, name, ip FROM vms").rows == [
             ("web", "web-1", "10.0.0.3")
         ]
+
+
+# -- the history tells the whole story --------------------------------------------------------
+
+
+def fold(events: list[Event]) -> dict[tuple[str | None, str | None], dict[str, Any]]:
+    """The members the events describe: each created one with its fields, changed as said."""
+    members: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+    for e in events:
+        key = (e.cluster, e.name)
+        if e.kind == "created":
+            members[key] = {f: new for f, (_, new) in e.fields.items()}
+        elif e.kind == "removed":
+            del members[key]
+        elif e.kind in ("changed", "became-unreadable", "readable-again"):
+            members[key].update({f: new for f, (_, new) in e.fields.items()})
+    return members
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_replaying_the_history_gives_the_index(root: Path, seed: int) -> None:
+    """Random writes, hand edits, rm -rf and broken files: folding every event from the
+    history's start gives exactly what the index holds (fields, state, who is there)."""
+    rng = random.Random(seed)
+    names = [f"{c}-{i}" for c in ("web", "db") for i in range(4)]
+    with Store.open(root, clock=later) as store:
+        store.list()
+        for _ in range(120):
+            name = rng.choice(names)
+            path = config_path(root, name)
+            step = rng.randrange(7)
+            try:
+                if step == 0:
+                    store.create(VM(name, cpus=rng.randrange(1, 9)), "10.3.0.0/29")
+                elif step == 1 and path.exists():
+                    vm = store.load(name)
+                    vm.cpus = rng.randrange(1, 9)
+                    store.save(vm)
+                elif step == 2 and path.parent.exists():
+                    store.delete(name)
+                elif step == 3:
+                    ip = f"10.3.0.{rng.randrange(2, 7)}"
+                    put(root, name, data=config(name, ip=ip, cpus=rng.randrange(1, 9)))
+                elif step == 4 and path.exists():
+                    put(root, name, data=b'{"name": ')
+                elif step == 5 and path.parent.exists():
+                    shutil.rmtree(path.parent)
+                elif step == 6:
+                    store.allocate_ip(name, "10.3.0.0/29")
+            except FleetboxError:  # typed refusals are part of the game
+                pass
+            if rng.random() < 0.5:
+                store.list()
+        replayed = fold(store.history(limit=None))
+        rows = store.query("SELECT cluster, name, state, ip, cpus, mac FROM vms").rows
+    indexed = {
+        (c, n): {
+            "state": "ok" if s == "conflict" else s,
+            "ip": ip,
+            "cpus": cpus,
+            "mac": mac or None,
+        }
+        for c, n, s, ip, cpus, mac in rows
+    }
+    assert {
+        k: {f: v.get(f) for f in ("state", "ip", "cpus", "mac")} for k, v in replayed.items()
+    } == indexed
