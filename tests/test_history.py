@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -381,3 +382,77 @@ def test_replaying_the_history_gives_the_index(root: Path, seed: int) -> None:
     assert {
         k: {f: v.get(f) for f in ("state", "ip", "cpus", "mac")} for k, v in replayed.items()
     } == indexed
+
+
+CREATOR = textwrap.dedent(
+    """
+    import sys
+    from fleetbox_db import VM, Store
+    store = Store.open(sys.argv[1])
+    for i in range(15):
+        store.create(VM(f"{sys.argv[2]}-{i}"), subnet="10.4.0.0/24")
+    print(__import__("os").getpid())
+    """
+)
+
+
+def test_writers_at_once_each_record_their_own_creates_once(aged: Store, root: Path) -> None:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATOR, str(root), prefix], stdout=subprocess.PIPE, text=True
+        )
+        for prefix in ("a", "b", "c")
+    ]
+    pids = {}
+    for prefix, child in zip(("a", "b", "c"), children, strict=True):
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        pids[prefix] = int(out)
+    created = aged.history(kinds=["created"], limit=None)
+    assert sorted(e.name or "" for e in created) == sorted(
+        f"{p}-{i}" for p in ("a", "b", "c") for i in range(15)
+    )
+    for e in created:
+        assert e.who == f"fleetbox_db (pid {pids[str(e.name)[0]]})"
+    reserved = aged.history(kinds=["ip-reserved"], limit=None)
+    assert len({e.ip for e in reserved}) == len(reserved) == 45
+
+
+RECONCILER = textwrap.dedent(
+    """
+    import sys, time
+    from fleetbox_db import Store
+    store = Store.open(sys.argv[1], clock=lambda: time.time_ns() + 3600 * 10**9)
+    print("ready", flush=True)
+    store.reconcile()
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.4])
+def test_a_reconcile_killed_mid_way_records_all_or_nothing(
+    aged: Store, root: Path, delay: float
+) -> None:
+    names = [f"web-{i}" for i in range(1500)]
+    for name in names:
+        put(root, name, data=config(name, cpus=1))
+    aged.reconcile()
+    for name in names:
+        put(root, name, data=config(name, cpus=2))
+    child = subprocess.Popen(
+        [sys.executable, "-c", RECONCILER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(delay)
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    landed = recorded_kinds(root).count("changed")
+    print(f"killed after {delay} s: {landed} events had landed", file=sys.stderr)
+    assert landed in (0, len(names))  # one transaction: all of it, or none of it
+    aged.reconcile()
+    changed = aged.history(kinds=["changed"], limit=None)
+    assert sorted(e.name or "" for e in changed) == sorted(names)
+    assert {e.fields["cpus"] for e in changed} == {(1, 2)}
