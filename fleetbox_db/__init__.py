@@ -24,12 +24,24 @@ from fleetbox_db.errors import (
     IPConflictError,
     LockedError,
     MACConflictError,
+    QueryRefusedError,
+    QueryTimeoutError,
     StorageRootError,
     SubnetExhaustedError,
     VMExistsError,
     VMNotFoundError,
 )
-from fleetbox_db.records import VM, Conflict, Entry, Fixture, Problem, ReconcileReport, Removal
+from fleetbox_db.records import (
+    VM,
+    Conflict,
+    Entry,
+    Event,
+    Fixture,
+    Problem,
+    QueryResult,
+    ReconcileReport,
+    Removal,
+)
 from fleetbox_db.rules.ipam import generate_mac
 from fleetbox_db.rules.layout import cluster_name
 from fleetbox_db.store import Store
@@ -43,6 +55,7 @@ __all__ = [
     "Conflict",
     "DiskError",
     "Entry",
+    "Event",
     "Fixture",
     "FleetboxError",
     "IPConflictError",
@@ -57,6 +70,9 @@ __all__ = [
     "LockedError",
     "MACConflictError",
     "Problem",
+    "QueryRefusedError",
+    "QueryResult",
+    "QueryTimeoutError",
     "ReconcileReport",
     "Removal",
     "StorageRootError",

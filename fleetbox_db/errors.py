@@ -3,7 +3,8 @@
     FleetboxError                   base of everything below; never raised itself
     ├── InvalidInputError           an argument is refused before any file is touched (ValueError)
     │   ├── InvalidNameError        a VM name could escape or clobber the tree (ValueError)
-    │   └── InvalidValueError       an IP, CIDR, MAC, fixture or field is malformed (ValueError)
+    │   ├── InvalidValueError       an IP, CIDR, MAC, fixture or field is malformed (ValueError)
+    │   └── QueryRefusedError       SQL that would write, attach, load or is not one statement
     ├── StorageRootError            the storage root cannot be resolved or created
     ├── DiskError                   a member's files cannot be written or removed (OSError)
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
@@ -15,6 +16,7 @@
     │   └── MACConflictError        the MAC is held by another member (compared case-insensitively)
     ├── SubnetExhaustedError        no free host address is left in the subnet
     ├── AddressUnknownError         a member's config cannot be read now, so allocating is blind
+    ├── QueryTimeoutError           a read-only query ran past its time limit (TimeoutError)
     └── IndexAccessError            the index cannot be used now: answers come from disk
         ├── IndexBusyError          the index stayed locked past the busy timeout (TimeoutError)
         ├── IndexSchemaError        the index is at a revision newer than this code; writes refused
@@ -45,6 +47,8 @@ __all__ = [
     "InvalidValueError",
     "LockedError",
     "MACConflictError",
+    "QueryRefusedError",
+    "QueryTimeoutError",
     "StorageRootError",
     "SubnetExhaustedError",
     "VMExistsError",
@@ -87,6 +91,15 @@ class InvalidNameError(InvalidInputError):
 
 class InvalidValueError(InvalidInputError):
     """Raised when an IP, CIDR, MAC, fixture or field value is malformed; nothing written."""
+
+
+class QueryRefusedError(InvalidInputError):
+    """Raised by Store.query() for SQL that is not one read-only statement over the views
+    (a write, ATTACH, a PRAGMA, load_extension, several statements) or does not compile."""
+
+
+class QueryTimeoutError(FleetboxError, TimeoutError):
+    """Raised by Store.query() when the query runs past its time limit; it was stopped."""
 
 
 class StorageRootError(FleetboxError):

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from operator import attrgetter
-from typing import Any, Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar, get_args
 
 from fleetbox_db.errors import FleetboxError
 
 __all__ = [
+    "EVENT_KINDS",
     "FIXTURE_FIELDS",
     "STORED_STATES",
     "VM",
@@ -26,11 +27,14 @@ __all__ = [
     "ZERO_TIME",
     "Conflict",
     "Entry",
+    "Event",
+    "EventKind",
     "Fixture",
     "Key",
     "MemberState",
     "Problem",
     "ProblemKind",
+    "QueryResult",
     "ReconcileReport",
     "Removal",
 ]
@@ -204,6 +208,46 @@ class Removal:
     removed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     failed: list[FleetboxError] = field(default_factory=list)
+
+
+EventKind = Literal[
+    "created", "changed", "removed", "became-unreadable", "readable-again",
+    "conflict-appeared", "conflict-cleared", "ip-reserved", "reservation-released",
+    "history-started",
+]  # fmt: skip
+"""What an Event says happened; ``history-started`` opens the history of a new index."""
+
+EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
+"""Every EventKind, in the order above."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change the index recorded (Store.history()).
+
+    *who* is ``disk`` for a change found on disk (the Go tool, an editor, a crash: the writer
+    is unknown) and ``fleetbox_db (pid N)`` for a Store write. *fields* maps each changed
+    config field (and ``state``) to (old, new); *ip* is the address the member held after the
+    event (before it, when it let go).
+    """
+
+    id: int
+    at: datetime
+    cluster: str | None
+    name: str | None
+    kind: str
+    who: str
+    fields: dict[str, tuple[Any, Any]]
+    ip: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """The answer of Store.query(): column names and rows, in the query's order."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
 
 
 # -- values nested deeper than the recursion limit ------------------------------------------

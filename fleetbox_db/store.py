@@ -13,10 +13,11 @@ import builtins
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fleetbox_db.disk import files, member
 from fleetbox_db.disk.fallback import DiskAnswers
@@ -32,13 +33,17 @@ from fleetbox_db.errors import (
     VMNotFoundError,
 )
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.index.history import history_filters
 from fleetbox_db.index.mirror import Mirror, WriteTransaction
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress
+from fleetbox_db.index.sql import DEFAULT_TIMEOUT as DEFAULT_QUERY_TIMEOUT
 from fleetbox_db.records import (
     VM,
     Entry,
+    Event,
     Key,
     Problem,
+    QueryResult,
     ReconcileReport,
     Removal,
 )
@@ -94,10 +99,19 @@ class Store(Layout):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], int] | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        history_limit: int | None = None,
     ) -> None:
         super().__init__(root)
+        if history_limit is not None and (type(history_limit) is not int or history_limit < 1):
+            raise InvalidValueError(
+                f"history_limit must be a positive integer, not {history_limit!r}"
+            )
         self._mirror = Mirror(
-            self, busy_timeout=busy_timeout, clock=clock, granularity_ns=granularity_ns
+            self,
+            busy_timeout=busy_timeout,
+            clock=clock,
+            granularity_ns=granularity_ns,
+            history_limit=history_limit,
         )
         self._warned: set[str] = set()
 
@@ -108,7 +122,8 @@ class Store(Layout):
         Creates <root>, clusters/, images/ and run/ (mode 0755) and nothing else; the index
         is opened on first use. Options (tests and tuning): busy_timeout (seconds),
         clock (the filesystem's "now" in ns; default: read off a file in the root),
-        granularity_ns. Raises StorageRootError.
+        granularity_ns, history_limit (events kept, default 100,000; stored in the index at
+        the first write). Raises StorageRootError.
         """
         store = cls(resolve_root() if path is None else Path(path), **options)  # type: ignore[arg-type]
         for directory in (store.base_dir, store.clusters_dir, store.images_dir, store.run_dir):
@@ -339,6 +354,48 @@ class Store(Layout):
             return self._mirror.check(found)
         except IndexAccessError as exc:
             return [*self._disk_problems(found), Problem("index", (), "", f"index not used: {exc}")]
+
+    def history(
+        self,
+        member: str | None = None,
+        since: datetime | timedelta | None = None,
+        kinds: Iterable[str] | None = None,
+        limit: int | None = 1000,
+        *,
+        ip: str | None = None,
+    ) -> builtins.list[Event]:
+        """The newest *limit* recorded events (None: all kept), oldest first, after bringing
+        the index in line with disk (waiting for the write lock if a change must be recorded).
+
+        *member* is a name or ``cluster/name``; *since* a time or an age; *kinds* event kinds
+        (records.EventKind); *ip* an address: events of members that held it. Raises
+        InvalidValueError, IndexAccessError (there is no history without the index).
+        """
+        return self._mirror.history(**history_filters(member, since, kinds, limit, ip))
+
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] = (),
+        *,
+        timeout: float = DEFAULT_QUERY_TIMEOUT,
+    ) -> QueryResult:
+        """Run one read-only SELECT over the public views (vms, fixtures, addresses,
+        reservations, events, problems) after bringing the index in line with disk.
+
+        The statement runs on a read-only connection and is stopped after *timeout* seconds.
+        Raises QueryRefusedError (a write, ATTACH, PRAGMA, load_extension, an internal
+        table, several statements, invalid SQL), QueryTimeoutError, IndexAccessError.
+        """
+        if not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidValueError(
+                f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
+        return self._mirror.query(sql, params, float(timeout))
+
+    def views(self) -> QueryResult:
+        """The public views query() reads: (view, columns, description) rows."""
+        return self._mirror.views()
 
     def migrate(self) -> str:
         """Upgrade the index schema to head (opening it does so) and return its revision.

@@ -43,6 +43,10 @@ SPEC_NAMES = {
 # write or removal in a member directory), and the bases of three families callers catch.
 EXTRA_NAMES = {
     "__version__",
+    "Event",  # issue 17: history and read-only SQL
+    "QueryResult",
+    "QueryRefusedError",
+    "QueryTimeoutError",
     "Conflict",
     "Entry",
     "Problem",

@@ -247,7 +247,7 @@ def test_upgrade_to_the_spelling_revision_rereads_configs_that_hold_u_fffd(root:
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.
-NEXT = f"{schema.REVISION_PREFIX}{len(schema.KNOWN_REVISIONS) + 1:04d}"
+NEXT = f"{schema.REVISION_PREFIX}{int(schema.HEAD.removeprefix(schema.REVISION_PREFIX)) + 1:04d}"
 
 BROKEN_REVISION = '''\
 """a revision that fails half way"""

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ from fleetbox_db import FleetboxError, Store
 SUBNET = "10.80.0.0/26"  # 61 hosts for 40 names: allocation runs close to the edge
 WORKERS = scaled(6, 8)
 SECONDS = scaled(10, 150)
+HISTORY_LIMIT = 200
 
 WORKER = r"""
 import json, os, random, sys, time, traceback
@@ -194,8 +196,9 @@ def test_soak_many_processes_and_a_go_writer(tmp_path: Path) -> None:
     seed = seed_for("soak")
     rng = random.Random(seed)
     root, stop = tmp_path / "fleetbox", tmp_path / "stop"
-    with Store.open(root) as store:
-        store.list()  # the index exists before the race starts
+    # The index exists before the race starts, keeping few events so that the soak trims.
+    with Store.open(root, history_limit=HISTORY_LIMIT) as store:
+        store.list()
     workers = [start(WORKER, root, SUBNET, rng.randrange(2**32), SECONDS) for _ in range(WORKERS)]
     go = start(GO_WRITER, root, stop, rng.randrange(2**32))
     started = time.monotonic()
@@ -239,9 +242,24 @@ def test_soak_many_processes_and_a_go_writer(tmp_path: Path) -> None:
     with Store.open(root) as store:
         store.reconcile()
         assert_matches_disk(store, root, [SUBNET])
+    assert_history_bounded(root)
     assert excused(root, configs, set(go_summary["digests"])) == []
     assert not list(Path(root).glob("index.db.corrupt-*")), "the index was never corrupt"
     assert not os.path.exists(Path(root, "clusters", "config.json"))
+
+
+def assert_history_bounded(root: Path) -> None:
+    """The newest HISTORY_LIMIT events at most, without a gap, nothing left staged."""
+    conn = sqlite3.connect(root / "index.db")
+    try:
+        count, low, high = conn.execute("SELECT count(*), min(id), max(id) FROM history").fetchone()
+        staged = conn.execute("SELECT count(*) FROM history_touched").fetchone()[0]
+    finally:
+        conn.close()
+    print(f"soak: {count} events kept, ids {low}..{high}", file=sys.stderr)
+    assert 0 < count <= HISTORY_LIMIT
+    assert high - low + 1 == count
+    assert staged == 0
 
 
 # The Go tool keeps rewriting one member's config (os.WriteFile: O_CREAT | O_TRUNC).

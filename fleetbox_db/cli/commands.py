@@ -32,6 +32,7 @@ from fleetbox_db.cli.app import (
     print_version,
     setup_logging,
 )
+from fleetbox_db.cli.history import log_command, sql_command
 from fleetbox_db.rules.layout import validate_name
 
 if TYPE_CHECKING:
@@ -298,6 +299,10 @@ def migrate_command(app: App) -> None:
     """Upgrade the index schema and print the revision."""
     revision = app.store().migrate()
     app.emit({"revision": revision}, revision)
+
+
+cli.add_command(log_command)
+cli.add_command(sql_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -61,6 +61,8 @@ class IndexFile:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._ident: Identity | None = None
+        #: Why this IndexFile last moved a file aside (the new index's history says so).
+        self.quarantined: str | None = None
         #: (seconds waited for, seconds held) of the latest write locks taken, for the
         #: contention benchmark.
         self.lock_times: deque[tuple[float, float]] = deque(maxlen=_LOCK_SAMPLES)
@@ -307,6 +309,7 @@ class IndexFile:
             )
             aside = Path(f"{self.path}.corrupt-{stamp}")
             os.rename(self.path, aside)
+            self.quarantined = f"the index was unusable ({reason}); moved to {aside.name}"
             # Its -wal holds committed pages of that file: keep them with it, under the name
             # SQLite looks for; a new index must not start with them either.
             with suppress(FileNotFoundError):

@@ -10,9 +10,9 @@ only remembers what disk said.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.clock import FilesystemClock
@@ -20,7 +20,7 @@ from fleetbox_db.disk.observe import Clock, observe_written
 from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexUnavailableError
-from fleetbox_db.index import allocation, members, reservations, schema
+from fleetbox_db.index import allocation, history, members, reservations, schema, sql
 from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
 from fleetbox_db.index.check import find_problems
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
@@ -28,7 +28,7 @@ from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
 from fleetbox_db.index.overlay import in_memory_copy
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
 from fleetbox_db.index.vmcache import VMCache
-from fleetbox_db.records import VM, Key, MemberState, Problem, ReconcileReport
+from fleetbox_db.records import VM, Event, Key, MemberState, Problem, QueryResult, ReconcileReport
 from fleetbox_db.rules.ipam import Subnet
 from fleetbox_db.rules.layout import Layout
 
@@ -83,6 +83,7 @@ class Mirror:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Clock | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        history_limit: int | None = None,
     ) -> None:
         if clock is None:  # the clock that stamps the files: index.lock is in the tree
             clock = FilesystemClock(layout.index_lock_path)
@@ -90,6 +91,10 @@ class Mirror:
         self._file = IndexFile(layout.index_path, layout.index_lock_path, busy_timeout)
         self._reconciler = Reconciler(layout.clusters_dir, clock, granularity_ns)
         self._vms = VMCache()
+        # Set at this Mirror's first write lock (history_meta keeps it in the index).
+        self._history_limit = history_limit
+        # Whether the history of the index is known to have started (see _changes).
+        self._history_started = False
 
     def exists(self) -> bool:
         """Whether there is an index file at all (check() must not create one)."""
@@ -172,10 +177,12 @@ class Mirror:
                 with self._file.write() as conn:
                     if plan is not None:
                         self._reconciler.apply(conn, plan)
+                    self._reconciled(conn)
                     tx = WriteTransaction(conn, self._reconciler)
                     tx.leases = changes
                     try:
                         result = operation(tx)
+                        history.record(conn, history.ours())
                         changes.end_dropped(self._reconciler.leases_dir)
                     finally:
                         self._reconciler.invalidate()
@@ -196,6 +203,7 @@ class Mirror:
                 members.delete_members(conn, [key])
                 for lease in reservations.release(conn, key.name):
                     leases.end(self._reconciler.leases_dir, lease)
+                history.record(conn, history.ours())
                 self._reconciler.invalidate()
 
         self._retrying(run)
@@ -215,6 +223,7 @@ class Mirror:
                 return report
             with self._file.write() as wconn:
                 report = self._reconciler.apply(wconn, plan, progress=progress)
+                self._reconciled(wconn)
                 if full:  # under the lock that every config write holds
                     report.swept = sweep(self._clusters_dir, found.members, now())
             report.unreadable = names_in_state(conn, MemberState.UNREADABLE)
@@ -223,20 +232,82 @@ class Mirror:
 
         return self._retrying(run)
 
+    # -- history and SQL: answered after a reconcile recorded under the write lock ---------
+
+    def history(self, **filters: Any) -> list[Event]:
+        """Events matching *filters* (index.history.read), disk's latest changes included."""
+        return self._retrying(lambda: history.read(self._recorded(), **filters))
+
+    def query(
+        self, text: str, params: Sequence[Any] | Mapping[str, Any], timeout: float
+    ) -> QueryResult:
+        """Store.query(): see there."""
+
+        def run() -> QueryResult:
+            self._recorded()
+            return sql.run(self._file.path, text, params, timeout, self._file.busy_timeout)
+
+        return self._retrying(run)
+
+    def views(self) -> QueryResult:
+        """The public views and their columns."""
+
+        def run() -> QueryResult:
+            self._file.connection()  # at head
+            return sql.describe(self._file.path, self._file.busy_timeout)
+
+        return self._retrying(run)
+
+    def _recorded(self) -> sqlite3.Connection:
+        """The connection, its index brought in line with disk and the changes recorded:
+        unlike answer(), this waits for the write lock when there is something to record,
+        so that the events a query or log reads include what disk shows now."""
+        conn = self._file.connection()
+        plan = self._changes(conn, scan(self._clusters_dir))
+        if plan is not None:
+            with self._file.write() as wconn:
+                self._reconciler.apply(wconn, plan)
+                self._reconciled(wconn)
+        return conn
+
+    def _reconciled(self, conn: sqlite3.Connection) -> None:
+        """Record the reconcile just applied under the write lock (index/history.py)."""
+        history.after_reconcile(conn, self._file.quarantined)
+        self._file.quarantined = None
+        self._history_started = True
+        if self._history_limit is not None:
+            history.set_limit(conn, self._history_limit)
+            self._history_limit = None
+
     # -- the life cycle -------------------------------------------------------------------
 
     def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
         if self._reconciler.is_current(conn, scan):
+            if not scan.members and not self._history_started:
+                self._start_history(conn)
             return None
         plan = self._reconciler.plan(conn, scan)
         return None if plan.empty else plan
+
+    def _start_history(self, conn: sqlite3.Connection) -> None:
+        """Start the history of a new index over an empty tree, which no reconcile fills:
+        its first member must be recorded as created. Once per Mirror, never waits."""
+        if history.started(conn):
+            self._history_started = True
+            return
+        try:
+            with self._file.write(wait=False) as wconn:
+                self._reconciled(wconn)
+        except WriteLockBusy:
+            pass
 
     def _record_if_free(self, plan: Plan) -> bool:
         """Apply *plan* if the write lock is free this instant; False when it is not."""
         try:
             with self._file.write(wait=False) as wconn:
                 self._reconciler.apply(wconn, plan)
+                self._reconciled(wconn)
         except WriteLockBusy:
             return False
         return True
@@ -262,4 +333,5 @@ class Mirror:
 
     def _recover(self, reason: str) -> None:
         self._reconciler.invalidate()
+        self._history_started = False
         self._file.quarantine(reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fleetbox_db.records import STORED_STATES
@@ -106,3 +106,53 @@ class ReservationRow(Base):
     owner_boot: Mapped[str] = mapped_column(Text)
     owner_start: Mapped[int] = mapped_column(Integer)
     created_ns: Mapped[int] = mapped_column(Integer)
+
+
+class HistoryMetaRow(Base):
+    """The one row saying whether history is recorded yet, why it started, and its bound."""
+
+    __tablename__ = "history_meta"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # 0 while a new index is first filled from disk: that fill is one event, not thousands.
+    recording: Mapped[int] = mapped_column(Integer)
+    max_events: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class HistoryRow(Base):
+    """One event: a member, a reservation or the history itself changed (index/history.py).
+
+    The triggers that write and stage these are in migrations/versions/fleetbox_0006_history.py;
+    SQLAlchemy's metadata does not model triggers or views.
+    """
+
+    __tablename__ = "history"
+    __table_args__ = (
+        Index("ix_history_name", "name"),
+        Index("ix_history_ip", "ip"),
+        # The events a trigger wrote whose writer is not yet named: a few, found at once.
+        Index("ix_history_unattributed", "id", sqlite_where=text("actor IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at_ns: Mapped[int] = mapped_column(Integer)
+    cluster: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(Text)
+    fields: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class HistoryTouchedRow(Base):
+    """A member row changed in the open write transaction, with its state before (JSON; NULL
+    when the row is new). Empty whenever no write transaction is open."""
+
+    __tablename__ = "history_touched"
+
+    cluster: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    old: Mapped[str | None] = mapped_column(Text)
