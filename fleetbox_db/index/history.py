@@ -6,7 +6,8 @@ Before the transaction commits, record() turns the staged rows into events, nami
 made them: ``disk`` for what a reconcile found (the Go tool, an editor, a crash), ours for a
 Store write. So an event lands if and only if its change does (one transaction), is written
 once (only the process holding the write lock writes), and a change a lock-free reader saw
-is recorded by the next writer's reconcile, since the reader's copy fires no trigger.
+is recorded by the next writer's reconcile: the triggers fire in the reader's private
+in-memory copy too (index/overlay.py), which is dropped after its answer.
 Nothing here runs on the no-change path: it is called only under the write lock.
 """
 
