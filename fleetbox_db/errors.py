@@ -5,11 +5,12 @@
     │   ├── InvalidNameError        a VM name could escape or clobber the tree (ValueError)
     │   └── InvalidValueError       an IP, CIDR, MAC, fixture or field is malformed (ValueError)
     ├── StorageRootError            the storage root cannot be resolved or created
+    │   └── NoStoreError            open(create=False) found no store (no clusters/) at the root
     ├── DiskError                   a member's files cannot be written or removed (OSError)
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
     ├── VMExistsError               create() found a config.json already there
     ├── ConfigError                 a config.json is not valid JSON or mistyped (ValueError)
-    ├── LockedError                 try_lock() found the member's .lock held, also by this process
+    ├── LockedError                 a member's .lock is held (try_lock(); delete() when running)
     ├── AddressConflictError        an address another member (or a reservation) already holds
     │   ├── IPConflictError         the IP is held by another member or a live reservation
     │   └── MACConflictError        the MAC is held by another member (compared case-insensitively)
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidValueError",
     "LockedError",
     "MACConflictError",
+    "NoStoreError",
     "StorageRootError",
     "SubnetExhaustedError",
     "VMExistsError",
@@ -93,6 +95,11 @@ class StorageRootError(FleetboxError):
     """Raised when the storage root cannot be resolved ($HOME unset) or created."""
 
 
+class NoStoreError(StorageRootError):
+    """Raised by Store.open(path, create=False) when the root has no clusters/ directory:
+    a mistyped --root must not become a new, empty store."""
+
+
 class DiskError(FleetboxError, OSError):
     """Raised when the OS refuses a write or removal in a member directory, or when that
     directory (or its cluster) is a symlink, which the store never follows."""
@@ -111,7 +118,8 @@ class ConfigError(FleetboxError, ValueError):
 
 
 class LockedError(FleetboxError):
-    """Raised by try_lock() when the member's lock is held by any open file description."""
+    """Raised by try_lock() when the member's lock is held by any open file description, and
+    by delete() when the VM is running (the Go tool's holder keeps its lock)."""
 
 
 class AddressConflictError(FleetboxError):

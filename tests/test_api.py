@@ -56,6 +56,7 @@ EXTRA_NAMES = {
     "AddressConflictError",
     "IndexAccessError",
     "AddressUnknownError",
+    "NoStoreError",
 }
 
 ERROR_CLASSES: list[type[FleetboxError]] = [

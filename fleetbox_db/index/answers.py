@@ -19,6 +19,7 @@ from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.ipam import Subnet, format_ipv4, marked
+from fleetbox_db.rules.layout import member_label
 
 __all__ = [
     "IndexAnswers",
@@ -62,6 +63,16 @@ class IndexAnswers:
         assert mac is not None
         holders = holders_of_mac(self.conn, mac)
         return holders[0].name if holders else None
+
+    def holders(self, ip: int | None, mac: str | None) -> list[str]:
+        if ip is None:
+            assert mac is not None
+            return [member_label(k) for k in holders_of_mac(self.conn, mac)]
+        found = [member_label(k) for k in holders_of_ip(self.conn, ip)]
+        reserved = reservations.holder(self.conn, ip)
+        if reserved is not None and reserved not in found:
+            found.append(reserved)
+        return found
 
 
 def entries(conn: sqlite3.Connection, cluster: str | None = None) -> list[Entry]:
