@@ -49,7 +49,8 @@ def running(member_dir: Path, pid: int | None = None) -> Iterator[None]:
         assert child.stdout.readline() == "locked\n"
         yield
     finally:
-        assert child.stdin is not None and child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout is not None
         child.stdin.close()
         child.wait(timeout=10)
         child.stdout.close()
