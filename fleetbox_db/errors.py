@@ -114,7 +114,13 @@ class VMExistsError(FleetboxError):
 
 
 class ConfigError(FleetboxError, ValueError):
-    """Raised when a config.json cannot be read or parsed; the file is left as it is."""
+    """Raised when a config.json cannot be read or parsed; the file is left as it is.
+
+    ``reason`` is what is wrong, without the path ('wrong type for "cpus": expected an
+    integer, got a string'), as the index keeps it for an unreadable member.
+    """
+
+    reason: str | None = None
 
 
 class LockedError(FleetboxError):

@@ -218,3 +218,51 @@ def test_a_cluster_slash_name_that_is_not_a_stray_is_the_member_itself(store: St
     store.create(VM("web-1"))
     assert store.remove(["web/web-1"]).removed == ["web-1"]
     assert not os.path.exists(store.vm_dir("web-1"))
+
+
+# -- why a member is unreadable -------------------------------------------------------------
+
+WRONG_TYPE = 'wrong type for "cpus": expected an integer, got a string'
+
+
+def test_an_unreadable_member_carries_the_decode_error(root: Path, store: Store) -> None:
+    put(root, "web-1", ip="10.0.0.2")
+    store.list()
+    put(root, "web-1", data=b'{"name": "web-1", "cpus": "two"}')
+    report = store.reconcile()
+    assert (report.unreadable, report.reasons) == (["web-1"], {"web-1": WRONG_TYPE})
+    (entry,) = store.entries()
+    assert (entry.state, entry.reason) == ("unreadable", WRONG_TYPE)
+    assert entry.vm is not None
+    assert entry.vm.ip == "10.0.0.2"  # the last good config is kept
+    (problem,) = store.check()
+    config = root / "clusters" / "web" / "web-1" / "config.json"
+    assert (problem.kind, problem.reason) == ("unreadable", WRONG_TYPE)
+    assert problem.message == (
+        f"unreadable config {config} of vm 'web-1': {WRONG_TYPE}; fix or remove it"
+    )
+    assert store.reconcile(dry_run=True).reasons == {"web-1": WRONG_TYPE}
+
+
+def test_an_os_error_is_the_reason_too(root: Path, store: Store) -> None:
+    (root / "clusters" / "web" / "web-1" / "config.json").mkdir(parents=True)
+    (entry,) = store.entries()
+    assert (entry.state, entry.reason) == ("unreadable", "cannot be read: Is a directory")
+
+
+def test_a_readable_config_has_no_reason(root: Path, store: Store) -> None:
+    put(root, "web-1", data=b'{"name": "web-1", "cpus": "two"}')
+    assert store.entries()[0].reason == WRONG_TYPE
+    put(root, "web-1")
+    assert store.entries()[0].reason is None
+
+
+def test_reconcile_lists_strays_as_cluster_slash_name(root: Path, store: Store) -> None:
+    put(root, "web-3", cluster="db")
+    assert store.reconcile().strays == ["db/web-3"]
+    assert store.reconcile(dry_run=True).strays == ["db/web-3"]
+    (problem,) = store.check()
+    assert problem.message == (
+        f"stray directory {root}/clusters/db/web-3: vm 'web-3' belongs under clusters/web/; "
+        "move it there, or remove it with `fleetbox-db rm db/web-3`"
+    )

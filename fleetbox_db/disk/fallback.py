@@ -49,7 +49,9 @@ class DiskAnswers:
         return [m.name for m in self.scan.members if m.cluster == cluster]
 
     def entries(self, cluster: str | None = None) -> list[Entry]:
-        found = [Entry(o.key.name, o.key.cluster, o.state, o.vm) for o in self._observed()]
+        found = [
+            Entry(o.key.name, o.key.cluster, o.state, o.vm, o.reason) for o in self._observed()
+        ]
         claims = ((e.name, e.vm) for e in found if e.vm is not None)
         found = marked(found, conflicts_among(claims))
         return [e for e in found if cluster is None or e.cluster == cluster]

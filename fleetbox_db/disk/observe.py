@@ -36,6 +36,8 @@ class Observation:
     digest: str | None
     vm: VM | None
     present: bool  # config.json exists (parsed or not)
+    # Why the config cannot be used: the decode error, or the OS error (permission denied).
+    reason: str | None = None
 
     @property
     def keeps_last_config(self) -> bool:
@@ -56,12 +58,13 @@ def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observ
     except FileNotFoundError:
         state = MemberState.STRAY if stray else MemberState.CONFIGLESS
         return Observation(key, state, None, verified, None, None, False)
-    except OSError:
+    except OSError as exc:
         # No signature: recorded under the file's unchanged one, a passing error (EACCES
         # fixed later, EMFILE, EIO) would never be read again, and the member's address
         # would stay unknown. Without one, every listing retries the read.
         state = MemberState.STRAY if stray else MemberState.UNREADABLE
-        return Observation(key, state, None, verified, None, None, True)
+        reason = f"cannot be read: {exc.strerror or exc}"
+        return Observation(key, state, None, verified, None, None, True, reason)
     return _parsed(key, stray, path, data, sig, verified)
 
 
@@ -77,12 +80,13 @@ def _parsed(
     key: Key, stray: bool, path: str, data: bytes, sig: Signature, verified: int
 ) -> Observation:
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    reason = None
     try:
         vm: VM | None = decode_config(data, path)
-    except ConfigError:
-        vm = None
+    except ConfigError as exc:
+        vm, reason = None, exc.reason
     if stray:
         state = MemberState.STRAY
     else:
         state = MemberState.OK if vm is not None else MemberState.UNREADABLE
-    return Observation(key, state, sig, verified, digest, vm, True)
+    return Observation(key, state, sig, verified, digest, vm, True, reason)

@@ -21,7 +21,13 @@ from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexUnavailableError
 from fleetbox_db.index import allocation, members, reservations, schema
-from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
+from fleetbox_db.index.answers import (
+    IndexAnswers,
+    conflicts,
+    names_in_state,
+    stray_labels,
+    unreadable_reasons,
+)
 from fleetbox_db.index.check import find_problems
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
@@ -196,7 +202,9 @@ class Mirror:
                 if full:  # under the lock that every config write holds
                     report.swept = sweep(self._clusters_dir, found.members, now())
             report.unreadable = names_in_state(conn, MemberState.UNREADABLE)
+            report.reasons = unreadable_reasons(conn)
             report.conflicts = conflicts(conn)
+            report.strays = stray_labels(conn)
             return report
 
         return self._retrying(run)

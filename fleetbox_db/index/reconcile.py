@@ -33,6 +33,7 @@ from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState, ReconcileReport
+from fleetbox_db.rules.layout import is_stray, member_label
 
 __all__ = ["DEFAULT_GRANULARITY_NS", "Plan", "Progress", "Reconciler"]
 
@@ -253,9 +254,14 @@ class Reconciler:
             )
         report.released = [r.name for r in dead]
         if dry_run:
-            report.unreadable, report.conflicts = preview.outcome(
-                all_members(conn), plan.removed, kept
-            )
+            rows = all_members(conn)
+            report.unreadable, report.conflicts = preview.outcome(rows, plan.removed, kept)
+            # What this run read wins over what the rows remember.
+            reasons = {e.name: e.reason for e in rows if e.reason is not None} | report.reasons
+            report.reasons = {n: reasons[n] for n in report.unreadable if n in reasons}
+            report.strays = [
+                member_label(m.key) for m in plan.scan.members if is_stray(m.cluster, m.name)
+            ]
         else:
             members.delete_members(conn, gone)
             reservations.delete(conn, (r.id for r in dead))
@@ -290,6 +296,8 @@ def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) 
         report.updated.append(obs.key.name)
     if obs.state == MemberState.UNREADABLE:
         report.unreadable.append(obs.key.name)
+        if obs.reason is not None:
+            report.reasons[obs.key.name] = obs.reason
 
 
 def _lease_drift(

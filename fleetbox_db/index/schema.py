@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 APPLICATION_ID: Final = 0x46425844  # "FBXD", set by the first revision
 #: How our revision ids are spelled: a naming convention only, never how a file is judged.
 REVISION_PREFIX: Final = "fleetbox_"
-KNOWN_REVISIONS: Final = ("fleetbox_0001", "fleetbox_0002", "fleetbox_0003", "fleetbox_0004")
+KNOWN_REVISIONS: Final = (
+    "fleetbox_0001", "fleetbox_0002", "fleetbox_0003", "fleetbox_0004", "fleetbox_0005",
+)  # fmt: skip
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
 HEAD_TABLES: Final = frozenset({"members", "fixtures", "reservations"})

@@ -102,8 +102,16 @@ def member_key(target: str) -> Key:
     """
     if isinstance(target, str) and target.count("/") == 1:
         cluster, name = target.split("/")
-        validate_cluster(cluster)
-        validate_name(name)
+        for part, problem in (
+            ("cluster", _segment_problem(cluster)),
+            ("name", _name_problem(name)),
+        ):
+            if problem is not None:
+                raise InvalidNameError(
+                    f"invalid VM name {_short_repr(target)}: as cluster/name, its {part} "
+                    f"{problem.removeprefix('it ')}; {_NAME_RULE}",
+                    name=target,
+                )
         return Key(cluster, name)
     return Key(cluster_name(validate_name(target)), target)
 
