@@ -280,7 +280,7 @@ class Store(Layout):
         """
         for target in targets or ():
             member_key(target)
-        found = scan(self.clusters_dir)
+        found = self._scan()
         try:
             self._mirror.sync(found)
         except IndexAccessError as exc:
@@ -334,7 +334,7 @@ class Store(Layout):
         Records the scan in the index when the write lock is free; the answer itself always
         comes from the scan, so it needs no in-memory reconcile when the lock is taken.
         """
-        found = scan(self.clusters_dir)
+        found = self._scan()
         try:
             self._mirror.sync(found)
         except IndexAccessError as exc:
@@ -437,7 +437,7 @@ class Store(Layout):
 
     def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
-        found = scan(self.clusters_dir)
+        found = self._scan()
         if not self._mirror.exists():  # creating one would be a change
             return self._disk_problems(found)
         try:
@@ -463,13 +463,18 @@ class Store(Layout):
     def _ask(self, question: Callable[[Answers], T]) -> T:
         """*question* answered by the index, reconciled with one scan of disk; by disk alone
         (one warning per cause) when the index cannot be used."""
-        found = scan(self.clusters_dir)
+        found = self._scan()
         try:
             return self._mirror.answer(found, question)
         except IndexAccessError as exc:
             self._warn(exc)
             # The process clock: nothing is recorded, and the filesystem's touches a file.
             return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
+
+    def _scan(self) -> Scan:
+        found = scan(self.clusters_dir)
+        log.info("scanned %d member directories under %s", len(found.members), self.clusters_dir)
+        return found
 
     def _disk_problems(self, found: Scan) -> builtins.list[Problem]:
         observations = [observe(self.clusters_dir, m, time.time_ns) for m in found.members]

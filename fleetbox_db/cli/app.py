@@ -144,11 +144,13 @@ def print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     ctx.exit()
 
 
-def parse_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """--root: an empty value is a usage error (the library would take "" as the cwd)."""
-    if value is not None and not str(value):
+def parse_root(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """--root: an empty value is a usage error (as a Path it would be the cwd)."""
+    if value is None:
+        return None
+    if not value:
         raise click.BadParameter("must not be empty", ctx, param)
-    return value
+    return Path(value)
 
 
 def parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:

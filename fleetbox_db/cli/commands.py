@@ -46,7 +46,7 @@ log = logging.getLogger("fleetbox_db")
 @click.group(cls=ErrorLines, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     callback=parse_root,
     metavar="PATH",
     help="Storage root. Default: $FLEETBOX_HOME, else ~/.fleetbox (the sudo user's home "

@@ -9,8 +9,11 @@ only remembers what disk said.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +44,7 @@ from fleetbox_db.rules.layout import Layout
 __all__ = ["Mirror", "WriteTransaction"]
 
 T = TypeVar("T")
+log = logging.getLogger("fleetbox_db")
 
 
 class WriteTransaction:
@@ -153,7 +157,7 @@ class Mirror:
             plan = self._changes(self._file.connection(), found)
             changes = reservations.LeaseChanges()
             try:
-                with self._file.write() as conn:
+                with self._locked() as conn:
                     if plan is not None:
                         self._reconciler.apply(conn, plan)
                     tx = WriteTransaction(conn, self._reconciler)
@@ -175,7 +179,7 @@ class Mirror:
         rows and every reservation of its name."""
 
         def run() -> None:
-            with self._file.write() as conn:
+            with self._locked() as conn:
                 remove()
                 members.delete_members(conn, [key])
                 for lease in reservations.release(conn, key.name):
@@ -197,7 +201,7 @@ class Mirror:
                 if full:
                     report.swept = sweep(self._clusters_dir, found.members, now(), remove=False)
                 return report
-            with self._file.write() as wconn:
+            with self._locked() as wconn:
                 report = self._reconciler.apply(wconn, plan, progress=progress)
                 if full:  # under the lock that every config write holds
                     report.swept = sweep(self._clusters_dir, found.members, now())
@@ -210,6 +214,16 @@ class Mirror:
         return self._retrying(run)
 
     # -- the life cycle -------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The write transaction, logging how long it took to get (-v shows lock waits)."""
+        started = time.monotonic()
+        with self._file.write() as conn:
+            waited = time.monotonic() - started
+            level = logging.INFO if waited >= 0.01 else logging.DEBUG
+            log.log(level, "took the index write lock after %.3f s", waited)
+            yield conn
 
     def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""

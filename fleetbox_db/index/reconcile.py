@@ -14,6 +14,7 @@ changed and take the write lock; the tests in test_reconcile.py pin each such ca
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ _BATCH: Final = 1000
 _ROW_LOOKUPS: Final = 500
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
+log = logging.getLogger("fleetbox_db")
 
 
 @dataclass
@@ -219,6 +221,13 @@ class Reconciler:
         """
         if not dry_run and data_version(conn) != plan.data_version:
             plan = self.plan(conn, plan.scan, plan.full)  # another process wrote meanwhile
+        log.info(
+            "reconciling the index: %d configs to read, %d directories gone%s",
+            len(plan.reads),
+            len(plan.removed),
+            " (dry run)" if dry_run else "",
+        )
+        debug = log.isEnabledFor(logging.DEBUG)  # once: a rebuild reads 100,000 configs
         report = ReconcileReport()
         kept: list[Observation] = []
         gone: list[Key] = []
@@ -226,6 +235,8 @@ class Reconciler:
             fresh: list[Observation] = []
             for member in plan.reads[start : start + _BATCH]:
                 obs = (plan.observed and plan.observed.get(member.key)) or self.observe(member)
+                if debug:
+                    log.debug("read %s/%s: %s", member.cluster, member.name, obs.state)
                 old = plan.old.get(obs.key)
                 if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
                     if old is not None:  # the member directory went away after the scan
