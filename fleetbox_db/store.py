@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 from fleetbox_db.disk import files, member
 from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.locks import Lock
-from fleetbox_db.disk.observe import observe
+from fleetbox_db.disk.observe import observe_all
 from fleetbox_db.disk.problems import disk_problems
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.errors import (
@@ -99,10 +99,15 @@ class Store(Layout):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], int] | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        progress: Progress | None = None,
     ) -> None:
         super().__init__(root)
         self._mirror = Mirror(
-            self, busy_timeout=busy_timeout, clock=clock, granularity_ns=granularity_ns
+            self,
+            busy_timeout=busy_timeout,
+            clock=clock,
+            granularity_ns=granularity_ns,
+            progress=progress,
         )
         self._warned: set[str] = set()
 
@@ -115,18 +120,26 @@ class Store(Layout):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], int] | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        progress: Progress | None = None,
     ) -> Store:
         """Open the root at *path*, or the one the Go tool uses (SPEC §2) when None.
 
         Creates <root>, clusters/, images/ and run/ (mode 0755) and nothing else; the index
         is opened on first use. With create=False nothing is created, and a root without
         clusters/ raises NoStoreError (a StorageRootError), so a mistyped path is not
-        mistaken for an empty store. Tuning (and tests): busy_timeout (seconds), clock (the
-        filesystem's "now" in ns; default: read off a file in the root), granularity_ns.
-        Raises StorageRootError.
+        mistaken for an empty store. *progress(done, total)* is called as configs are read
+        by any long reconcile (the first build, a cold index) and by check(). Tuning (and
+        tests): busy_timeout (seconds), clock (the filesystem's "now" in ns; default: read
+        off a file in the root), granularity_ns. Raises StorageRootError.
         """
         root = resolve_root() if path is None else Path(path)
-        store = cls(root, busy_timeout=busy_timeout, clock=clock, granularity_ns=granularity_ns)
+        store = cls(
+            root,
+            busy_timeout=busy_timeout,
+            clock=clock,
+            granularity_ns=granularity_ns,
+            progress=progress,
+        )
         if not create:
             if not store.clusters_dir.is_dir():
                 raise NoStoreError(
@@ -477,7 +490,7 @@ class Store(Layout):
         return found
 
     def _disk_problems(self, found: Scan) -> builtins.list[Problem]:
-        observations = [observe(self.clusters_dir, m, time.time_ns) for m in found.members]
+        observations = observe_all(self.clusters_dir, found, time.time_ns, self._mirror.progress)
         return disk_problems(self.clusters_dir, observations, found.unreadable_clusters)
 
     def _write_config(self, tx: WriteTransaction, name: str, data: bytes) -> None:

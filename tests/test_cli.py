@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fleetbox_db import VM, Fixture, Store
-from fleetbox_db.cli import cli, upkeep
+from fleetbox_db.cli import cli, progress
 from fleetbox_db.cli.text import age, display, memory, parse_fixtures
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.index.schema import HEAD
@@ -572,18 +572,18 @@ def test_progress_bar_only_on_a_terminal_after_a_second(monkeypatch: pytest.Monk
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    quick = upkeep.Progress("reconciling")
+    quick = progress.Progress("reconciling")
     quick(1, 2)  # under a second in: no bar yet
     assert quick.bar is None
-    monkeypatch.setattr(upkeep, "PROGRESS_DELAY", 0.0)
-    slow = upkeep.Progress("reconciling")
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
+    slow = progress.Progress("reconciling")
     slow(1, 2)
     slow(2, 2)
     slow.close()
     assert slow.bar is not None
     assert "reconciling 2 configs" in terminal.getvalue()
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: never
-    piped = upkeep.Progress("reconciling")
+    piped = progress.Progress("reconciling")
     piped(1, 2)
     assert piped.bar is None
 

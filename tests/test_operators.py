@@ -266,3 +266,17 @@ def test_reconcile_lists_strays_as_cluster_slash_name(root: Path, store: Store) 
         f"stray directory {root}/clusters/db/web-3: vm 'web-3' belongs under clusters/web/; "
         "move it there, or remove it with `fleetbox-db rm db/web-3`"
     )
+
+
+# -- progress of long work ------------------------------------------------------------------
+
+
+def test_progress_is_reported_by_the_first_build_and_by_check(root: Path) -> None:
+    for i in range(3):
+        put(root, f"web-{i}")
+    calls: list[tuple[int, int]] = []
+    with Store.open(root, progress=lambda done, total: calls.append((done, total))) as store:
+        store.entries()  # a cold index: the first build reads every config
+        assert calls == [(3, 3)]
+        store.check()
+        assert calls == [(3, 3), (3, 3)]

@@ -17,6 +17,7 @@ import click
 
 from fleetbox_db import FleetboxError, NoStoreError, Store
 from fleetbox_db.cli import text
+from fleetbox_db.cli.progress import Progress
 
 __all__ = [
     "PROG",
@@ -90,13 +91,16 @@ class App:
         """The store at --root; only *create* (the `create` command) may start a new one, so
         a mistyped root fails instead of becoming an empty store."""
         if self._store is None:
+            progress = Progress("indexing")
             try:
-                self._store = Store.open(self.root, create=create)
+                self._store = Store.open(self.root, create=create, progress=progress)
             except NoStoreError as exc:
                 raise CommandError(
                     f"no fleetbox store at {exc.path} (use `create` to start one)"
                 ) from exc
-            click.get_current_context().call_on_close(self._store.close)
+            ctx = click.get_current_context()
+            ctx.call_on_close(self._store.close)
+            ctx.call_on_close(progress.close)
         return self._store
 
     def clock(self) -> datetime:

@@ -3,22 +3,15 @@ bounded output (a summary first, at most --limit items) and a progress bar on a 
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import click
 
 from fleetbox_db.cli import reports
 from fleetbox_db.cli.app import App, json_flag, pass_app
+from fleetbox_db.cli.progress import Progress
 
-if TYPE_CHECKING:
-    from click._termui_impl import ProgressBar
-
-__all__ = ["COMMANDS", "PROGRESS_DELAY", "Progress"]
-
-PROGRESS_DELAY: Final = 1.0
-"""Seconds a long command runs before its bar appears: quick runs never flash one."""
+__all__ = ["COMMANDS"]
 
 DEFAULT_LIMIT: Final = 50
 
@@ -30,30 +23,6 @@ _LIMIT_OPTION: Final = click.option(
     metavar="N",
     help="Print at most N items of each kind (0: all). --json always has all.",
 )
-
-
-class Progress:
-    """A bar on stderr, drawn only on a terminal and once the work has run PROGRESS_DELAY
-    seconds; the library calls it with (done, total) after each batch."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.started = time.monotonic()
-        self.bar: ProgressBar[int] | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            if time.monotonic() - self.started < PROGRESS_DELAY or not sys.stderr.isatty():
-                return
-            self.bar = click.progressbar(
-                length=total, label=f"{self.label} {total} configs", file=sys.stderr
-            )
-            self.bar.__enter__()
-        self.bar.update(done - self.bar.pos)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
 
 
 @click.command("reconcile")

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetbox_db.disk.files import read_config_bytes
-from fleetbox_db.disk.scan import MemberDir, Signature
+from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.errors import ConfigError
 from fleetbox_db.records import VM, Key, MemberState
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import is_stray, member_file
 
-__all__ = ["Clock", "Observation", "observe", "observe_written"]
+__all__ = ["Clock", "Observation", "observe", "observe_all", "observe_written"]
 
 Clock = Callable[[], int]
 """Nanoseconds since the epoch (time.time_ns); injected so tests can make files old."""
@@ -66,6 +66,22 @@ def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observ
         reason = f"cannot be read: {exc.strerror or exc}"
         return Observation(key, state, None, verified, None, None, True, reason)
     return _parsed(key, stray, path, data, sig, verified)
+
+
+def observe_all(
+    clusters_dir: Path | str,
+    scan: Scan,
+    clock: Clock,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Observation]:
+    """observe() every member of *scan*, in order; *progress(done, total)* every thousand."""
+    members = scan.members
+    found: list[Observation] = []
+    for i, member in enumerate(members, 1):
+        found.append(observe(clusters_dir, member, clock))
+        if progress is not None and (i % 1000 == 0 or i == len(members)):
+            progress(i, len(members))
+    return found
 
 
 def observe_written(

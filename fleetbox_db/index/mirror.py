@@ -90,7 +90,9 @@ class Mirror:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Clock | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        progress: Progress | None = None,
     ) -> None:
+        self.progress = progress  # for every reconcile that reads configs, and check()
         if clock is None:  # the clock that stamps the files: index.lock is in the tree
             clock = FilesystemClock(layout.index_lock_path)
         self._clusters_dir = layout.clusters_dir
@@ -128,7 +130,7 @@ class Mirror:
             plan = self._changes(conn, scan)
             if plan is not None and not self._record_if_free(plan):
                 with in_memory_copy(conn):
-                    self._reconciler.apply(conn, plan, on_disk=False)
+                    self._reconciler.apply(conn, plan, progress=self.progress, on_disk=False)
                     return question(IndexAnswers(conn, self._vms, None))
             return question(IndexAnswers(conn, self._vms, self._reconciler.version))
 
@@ -137,7 +139,9 @@ class Mirror:
     def check(self, scan: Scan) -> list[Problem]:
         """Problems on disk and the index's drift from *scan*; writes nothing."""
         return self._retrying(
-            lambda: find_problems(self._file.connection(), self._reconciler.clusters_dir, scan)
+            lambda: find_problems(
+                self._file.connection(), self._reconciler.clusters_dir, scan, self.progress
+            )
         )
 
     def revision(self) -> str | None:
@@ -159,7 +163,7 @@ class Mirror:
             try:
                 with self._locked() as conn:
                     if plan is not None:
-                        self._reconciler.apply(conn, plan)
+                        self._reconciler.apply(conn, plan, progress=self.progress)
                     tx = WriteTransaction(conn, self._reconciler)
                     tx.leases = changes
                     try:
@@ -190,6 +194,7 @@ class Mirror:
 
     def reconcile(self, *, full: bool, dry_run: bool, progress: Progress | None) -> ReconcileReport:
         """Store.reconcile(): see there."""
+        progress = progress or self.progress
 
         def run() -> ReconcileReport:
             conn = self._file.connection()
@@ -236,7 +241,7 @@ class Mirror:
         """Apply *plan* if the write lock is free this instant; False when it is not."""
         try:
             with self._file.write(wait=False) as wconn:
-                self._reconciler.apply(wconn, plan)
+                self._reconciler.apply(wconn, plan, progress=self.progress)
         except WriteLockBusy:
             return False
         return True
