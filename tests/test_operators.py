@@ -18,6 +18,7 @@ from fleetbox_db import (
     VM,
     InvalidValueError,
     LockedError,
+    MACConflictError,
     NoStoreError,
     StorageRootError,
     Store,
@@ -280,3 +281,16 @@ def test_progress_is_reported_by_the_first_build_and_by_check(root: Path) -> Non
         assert calls == [(3, 3)]
         store.check()
         assert calls == [(3, 3), (3, 3)]
+
+
+def test_creating_over_a_stray_copy_names_it_and_how_to_remove_it(root: Path, store: Store) -> None:
+    store.create(VM("web-3"))
+    os.renames(store.vm_dir("web-3"), root / "clusters" / "db" / "web-3")  # a stale copy
+    with pytest.raises(MACConflictError) as caught:
+        store.create(VM("web-3"))
+    assert str(caught.value) == (
+        "mac 1a:c0:2d:52:3a:8c for vm 'web-3' is already held by db/web-3 (a stray directory; "
+        "`fleetbox-db rm db/web-3` removes it); leave mac empty to derive one from the name"
+    )
+    store.delete("db/web-3")
+    store.create(VM("web-3"))
