@@ -256,7 +256,7 @@ class Store(Layout):
         if not os.path.lexists(member_dir):
             raise VMNotFoundError(
                 f"vm {member_label(key)!r} does not exist (no directory at {member_dir})"
-                f"{self._stray_hint(key.name)}",
+                f"{member.stray_hint(self, key.name)}",
                 name=key.name,
                 path=member_dir,
             )
@@ -302,7 +302,7 @@ class Store(Layout):
         chosen, unknown = (keys, []) if targets is None else resolve_members(keys, targets)
         result = Removal(dry_run=dry_run)
         for pattern in unknown:
-            hint = self._stray_hint(pattern) if "/" not in pattern else ""
+            hint = member.stray_hint(self, pattern) if "/" not in pattern else ""
             if hint:
                 result.failed.append(VMNotFoundError(f"no member named {pattern!r}{hint}"))
             else:
@@ -319,25 +319,6 @@ class Store(Layout):
                 continue
             result.removed.append(label)
         return result
-
-    def _stray_hint(self, name: str) -> str:
-        """ "; it exists only as a stray at ..." for a name whose Go directory is absent but
-        that sits under another cluster (the error path only: one lstat per cluster)."""
-        try:
-            clusters = sorted(os.listdir(self.clusters_dir))
-        except OSError:
-            return ""
-        strays = [
-            f"{cluster}/{name}"
-            for cluster in clusters
-            if is_stray(cluster, name) and os.path.isdir(self.clusters_dir / cluster / name)
-        ]
-        if not strays:
-            return ""
-        return (
-            f"; it exists only as a stray at {', '.join(strays)}: name it as "
-            f"{strays[0]!r} (`fleetbox-db rm {strays[0]}` removes it)"
-        )
 
     # -- answers ------------------------------------------------------------------------
 

@@ -93,8 +93,9 @@ def test_rm_dry_run_prints_what_would_go_and_removes_nothing(store: Store, run: 
     assert store.list() == ["web-1", "web-2"]
 
 
-def _in_a_terminal(argv: list[str], answer: bytes) -> tuple[int, str]:
-    """Run *argv* with a pseudo-terminal as stdin, stdout and stderr; answer its prompt."""
+def _in_a_terminal(argv: list[str], answer: bytes | None) -> tuple[int, str]:
+    """Run *argv* with a pseudo-terminal as stdin, stdout and stderr; answer its prompt
+    (None: press Ctrl-C there instead)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)
@@ -112,7 +113,10 @@ def _in_a_terminal(argv: list[str], answer: bytes) -> tuple[int, str]:
                 break
             seen += chunk
         if not answered and b"[y/N]" in seen:
-            os.write(leader, answer)
+            if answer is None:
+                proc.send_signal(signal.SIGINT)
+            else:
+                os.write(leader, answer)
             answered = True
         if proc.poll() is not None and not ready:
             break
@@ -137,6 +141,15 @@ def test_rm_on_a_terminal_previews_and_asks(
     else:
         assert (code, shown) == (0, prompt + "web-1\nweb-2\n")
     assert store.list() == left
+
+
+def test_ctrl_c_at_the_prompt_exits_130_and_removes_nothing(store: Store, root: Path) -> None:
+    add(store, "web-1")
+    add(store, "web-2")
+    argv = [sys.executable, "-m", "fleetbox_db", "--root", str(root), "rm", "web"]
+    code, shown = _in_a_terminal(argv, None)
+    assert (code, shown.splitlines()[-1]) == (130, "fleetbox-db: interrupted")
+    assert store.list() == ["web-1", "web-2"]
 
 
 def test_rm_cluster_slash_name_removes_a_stray(root: Path, store: Store, run: Run) -> None:

@@ -156,7 +156,15 @@ def rm_command(
                 "them, or --dry-run to only list them"
             )
         click.echo(f"{PROG}: would remove {len(labels)} members: {preview}", err=True)
-        return click.confirm(f"Remove these {len(labels)} members?", err=True)
+        # Not click.confirm: it turns Ctrl-C into "Aborted!" and exit 1; read here, Ctrl-C
+        # exits 130 like everywhere else, and end of input means no.
+        try:
+            click.echo(f"Remove these {len(labels)} members? [y/N]: ", nl=False, err=True)
+            answer = sys.stdin.readline()
+        except KeyboardInterrupt:
+            click.echo(err=True)  # the "interrupted" line starts a line of its own
+            raise
+        return answer.strip().lower() in ("y", "yes")
 
     result = app.store().remove(None if remove_all else targets, dry_run=dry_run, confirm=confirm)
     if not result.confirmed:

@@ -8,6 +8,7 @@ a member lives; nothing is written through a symlinked cluster or member directo
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from fleetbox_db.disk import files, locks
@@ -17,7 +18,15 @@ from fleetbox_db.records import VM, Key
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import Layout, cluster_name, is_stray, member_label
 
-__all__ = ["ensure_dir", "hold_for_removal", "load", "remove", "try_lock", "write_config"]
+__all__ = [
+    "ensure_dir",
+    "hold_for_removal",
+    "load",
+    "remove",
+    "stray_hint",
+    "try_lock",
+    "write_config",
+]
 
 log = logging.getLogger("fleetbox_db")
 
@@ -133,6 +142,28 @@ def hold_for_removal(layout: Layout, key: Key) -> locks.Lock | None:
             name=key.name,
             path=lock_path,
         ) from exc
+
+
+def stray_hint(layout: Layout, name: str) -> str:
+    """ "; it exists only as a stray at ..." for a name whose directory sits under another
+    cluster, telling how to name it; "" when none does. For error messages only: one lstat
+    per cluster directory."""
+    clusters = layout.clusters_dir
+    try:
+        found = sorted(os.listdir(clusters))
+    except OSError:
+        return ""
+    strays = [
+        f"{cluster}/{name}"
+        for cluster in found
+        if is_stray(cluster, name) and os.path.isdir(clusters / cluster / name)
+    ]
+    if not strays:
+        return ""
+    return (
+        f"; it exists only as a stray at {', '.join(strays)}: name it as "
+        f"{strays[0]!r} (`fleetbox-db rm {strays[0]}` removes it)"
+    )
 
 
 def _holder_pid(pidfile: Path) -> int | None:
