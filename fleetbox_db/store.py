@@ -260,7 +260,7 @@ class Store(Layout):
                 name=key.name,
                 path=member_dir,
             )
-        lock = member.hold_for_removal(self, key)
+        lock = member.hold_for_removal(self, key, probe=dry_run)
         try:
             if dry_run:
                 return

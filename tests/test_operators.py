@@ -99,12 +99,24 @@ def test_remove_skips_a_running_member_and_removes_the_rest(store: Store) -> Non
     assert store.list() == ["web-1"]
 
 
-def test_remove_dry_run_removes_nothing(store: Store) -> None:
+def test_remove_dry_run_removes_nothing_and_creates_no_lock_file(store: Store) -> None:
     store.create(VM("web-1"))
     store.create(VM("web-2"))
     result = store.remove(["web"], dry_run=True)
     assert (result.removed, result.dry_run) == (["web-1", "web-2"], True)
     assert store.list() == ["web-1", "web-2"]
+    assert not (store.vm_dir("web-1") / ".lock").exists()
+
+
+def test_remove_dry_run_reports_a_running_member(store: Store) -> None:
+    store.create(VM("web-1"))
+    store.create(VM("web-2"))
+    with running(store.vm_dir("web-2")):
+        result = store.remove(["web"], dry_run=True)
+    assert result.removed == ["web-1"]
+    assert [str(e) for e in result.failed] == [
+        f"vm 'web-2' is running (its lock {store.vm_dir('web-2')}/.lock is held); stop it first"
+    ]
 
 
 def test_remove_asks_once_and_a_no_removes_nothing(store: Store) -> None:

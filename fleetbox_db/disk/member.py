@@ -107,8 +107,9 @@ def remove(layout: Layout, key: Key) -> None:
             log.warning("could not remove %s: %s", socket, exc.strerror or exc)
 
 
-def hold_for_removal(layout: Layout, key: Key) -> locks.Lock | None:
-    """The member's .lock, taken (non-blocking) so that no holder starts it while it goes.
+def hold_for_removal(layout: Layout, key: Key, probe: bool = False) -> locks.Lock | None:
+    """The member's .lock, taken (non-blocking) so that no holder starts it while it goes;
+    with *probe* (a dry run) only tested, creating nothing, and None returned.
 
     Raises LockedError naming the holder's pid (from <m>/pid, when it parses) when the VM
     is running: removing it would pull its disk image from under it. None when the member
@@ -120,7 +121,11 @@ def hold_for_removal(layout: Layout, key: Key) -> locks.Lock | None:
     lock_path = member_dir / ".lock"
     label = member_label(key)
     try:
-        return locks.try_lock(lock_path, key.name)
+        if not probe:
+            return locks.try_lock(lock_path, key.name)
+        if locks.is_held(lock_path):
+            raise LockedError(key.name)
+        return None
     except LockedError:
         pid = _holder_pid(member_dir / "pid")
         holder = f" by pid {pid}" if pid is not None else ""
