@@ -50,7 +50,7 @@ class DiskAnswers:
 
     def entries(self, cluster: str | None = None) -> list[Entry]:
         found = [
-            Entry(o.key.name, o.key.cluster, o.state, o.vm, o.reason) for o in self._observed()
+            Entry(o.key.name, o.key.cluster, o.state, o.vm, _reason(o)) for o in self._observed()
         ]
         claims = ((e.name, e.vm) for e in found if e.vm is not None)
         found = marked(found, conflicts_among(claims))
@@ -74,3 +74,9 @@ class DiskAnswers:
             if (ip is not None and ip_key(vm.ip) == ip)
             or (mac is not None and mac_key(vm.mac) == mac)
         ]
+
+
+def _reason(obs: Observation) -> str | None:
+    """Entry.reason: only an unreadable member's (as the index gives it; a stray's state
+    says stray whatever its config holds)."""
+    return obs.reason if obs.state == MemberState.UNREADABLE else None
