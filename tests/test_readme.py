@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import doctest
 import re
+import shlex
 from pathlib import Path
+
+from click.testing import CliRunner
+
+from fleetbox_db.cli import cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -19,3 +24,14 @@ def test_readme_library_examples_run_as_written() -> None:
     runner.run(test)
     results = runner.summarize(verbose=False)
     assert (results.failed, results.attempted > 20) == (0, True)
+
+
+def test_readme_command_lines_use_only_options_that_exist() -> None:
+    """Every `$ fleetbox-db ...` line of the README parses (with --help added, so nothing
+    runs): no renamed or removed option, no unknown command."""
+    lines = re.findall(r"^\$ fleetbox-db (.*)$", README.read_text(encoding="utf-8"), re.M)
+    assert len(lines) >= 10
+    for line in lines:
+        result = CliRunner().invoke(cli, [*shlex.split(line), "--help"])
+        assert (result.exit_code, result.stderr) == (0, ""), line
+        assert result.stdout.startswith("Usage: "), line
