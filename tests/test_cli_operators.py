@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from click.testing import CliRunner, Result
 from helpers import put
 from test_operators import running
 
-from fleetbox_db import VM, Store
+from fleetbox_db import VM, Store, generate_mac
 from fleetbox_db.cli import cli
 
 CREATED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -277,6 +278,18 @@ def test_set_fixes_the_conflict_check_reports(root: Path, store: Store, run: Run
     put(root, "web-2", ip="10.0.0.3", mac="02:00:00:00:00:02")
     assert "`fleetbox-db set NAME ip=...`" in run("check").stdout
     assert run("set", "web-2", "ip=10.0.0.4").exit_code == 0
+    assert outcome(run("check")) == (0, "no problems\n", "")
+
+
+def test_set_on_a_copied_directory_changes_the_copy_not_the_original(
+    store: Store, run: Run
+) -> None:
+    add(store, "web-2", ip="10.0.0.3")
+    shutil.copytree(store.vm_dir("web-2"), store.vm_dir("web-3"))  # its config says web-2
+    assert run("set", "web-3", "ip=10.0.0.7", "mac=").exit_code == 0
+    assert (store.load("web-2").ip, store.load("web-2").mac) == ("10.0.0.3", generate_mac("web-2"))
+    web_3 = store.load("web-3")
+    assert (web_3.name, web_3.ip, web_3.mac) == ("web-3", "10.0.0.7", generate_mac("web-3"))
     assert outcome(run("check")) == (0, "no problems\n", "")
 
 

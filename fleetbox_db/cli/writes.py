@@ -11,7 +11,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from fleetbox_db import VM
+from fleetbox_db import VM, generate_mac
 from fleetbox_db.cli import text
 from fleetbox_db.cli.app import PROG, App, CommandError, json_flag, pass_app
 from fleetbox_db.rules.layout import member_key, validate_name
@@ -98,7 +98,8 @@ def create_command(
 def set_command(app: App, name: str, changes: tuple[str, ...], fixtures: tuple[str, ...]) -> None:
     """Change a member's config and print it.
 
-    KEY is ip, mac, cpus, memory_mb, disk_mb or image; --fixture replaces the fixtures.
+    KEY is ip, mac, cpus, memory_mb, disk_mb or image (mac= derives the Go tool's MAC
+    from the name); --fixture replaces the fixtures.
     Refuses an IP or MAC another member holds, as create does; nothing is written then.
     """
     validate_name(name)
@@ -110,8 +111,13 @@ def set_command(app: App, name: str, changes: tuple[str, ...], fixtures: tuple[s
         raise click.UsageError("give at least one KEY=VALUE or --fixture")
     store = app.store()
     vm = store.load(name)
+    # The member is its directory: a copied directory's config still names the original,
+    # and saving under that name would rewrite the original's config instead.
+    vm.name = name
     for key, value in fields.items():
         setattr(vm, key, value)
+    if "mac" in fields and not vm.mac:  # `mac=`: the Go tool's own, as create gives
+        vm.mac = generate_mac(vm.name)
     if fixtures:
         vm.fixtures = text.parse_fixtures(fixtures, os.getcwd(), os.path.isdir)
     entry = text.created_entry(store.save(vm))
