@@ -293,6 +293,17 @@ def test_set_on_a_copied_directory_changes_the_copy_not_the_original(
     assert outcome(run("check")) == (0, "no problems\n", "")
 
 
+def test_set_refuses_a_stray(root: Path, store: Store, run: Run) -> None:
+    put(root, "web-3", cluster="db")
+    assert outcome(run("set", "db/web-3", "cpus=4")) == (
+        1,
+        "",
+        "fleetbox-db: error: set does not write a stray directory (db/web-3): the Go tool "
+        "never reads it; move it under clusters/web/, or remove it with "
+        "`fleetbox-db rm db/web-3`\n",
+    )
+
+
 def test_set_replaces_fixtures(store: Store, run: Run, tmp_path: Path) -> None:
     add(store, "web-1")
     assert run("set", "web-1", "--fixture", f"{tmp_path}:/data").exit_code == 0

@@ -14,7 +14,7 @@ import click
 from fleetbox_db import VM, generate_mac
 from fleetbox_db.cli import text
 from fleetbox_db.cli.app import PROG, App, CommandError, json_flag, pass_app
-from fleetbox_db.rules.layout import member_key, validate_name
+from fleetbox_db.rules.layout import cluster_name, is_stray, member_key, validate_name
 
 __all__ = ["COMMANDS"]
 
@@ -102,7 +102,14 @@ def set_command(app: App, name: str, changes: tuple[str, ...], fixtures: tuple[s
     from the name); --fixture replaces the fixtures.
     Refuses an IP or MAC another member holds, as create does; nothing is written then.
     """
-    validate_name(name)
+    key = member_key(name)
+    if is_stray(*key):
+        raise CommandError(
+            f"set does not write a stray directory ({name}): the Go tool never reads it; "
+            f"move it under clusters/{cluster_name(key.name)}/, or remove it with "
+            f"`{PROG} rm {name}`"
+        )
+    name = key.name  # web/web-1 is web-1
     try:
         fields = text.parse_assignments(changes)
     except ValueError as exc:
@@ -114,8 +121,8 @@ def set_command(app: App, name: str, changes: tuple[str, ...], fixtures: tuple[s
     # The member is its directory: a copied directory's config still names the original,
     # and saving under that name would rewrite the original's config instead.
     vm.name = name
-    for key, value in fields.items():
-        setattr(vm, key, value)
+    for field, value in fields.items():
+        setattr(vm, field, value)
     if "mac" in fields and not vm.mac:  # `mac=`: the Go tool's own, as create gives
         vm.mac = generate_mac(vm.name)
     if fixtures:
