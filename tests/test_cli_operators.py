@@ -459,6 +459,8 @@ def test_show_takes_several_names_and_reports_the_missing(mixed: None, run: Run)
     assert result.stderr.startswith("fleetbox-db: error: vm 'nope' does not exist in ")
     records = json.loads(run("show", "dev", "web-1", "--json").stdout)
     assert [r["name"] for r in records] == ["dev", "web-1"]
+    missing = run("show", "nope", "--json")
+    assert (missing.exit_code, missing.stdout) == (1, "")
 
 
 # -- messages, interrupts, -v ---------------------------------------------------------------

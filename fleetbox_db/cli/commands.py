@@ -148,7 +148,10 @@ def show_command(ctx: click.Context, app: App, names: tuple[str, ...]) -> None:
             failed.append(str(exc))
     if app.as_json:
         records = [text.entry_record(e) for e in found]
-        click.echo(text.to_json(records[0] if len(names) == 1 and records else records))
+        if len(names) > 1:
+            click.echo(text.to_json(records))
+        elif records:  # one NAME: one object, as before; none when it is missing
+            click.echo(text.to_json(records[0]))
     elif found:
         click.echo("\n\n".join(text.show_text(e) for e in found))
     for message in failed:
