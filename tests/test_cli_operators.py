@@ -500,3 +500,9 @@ def test_verbose_says_what_the_command_did(root: Path, store: Store) -> None:
     assert took.startswith("fleetbox-db: info: ls took ")
     debug = CliRunner().invoke(cli, ["-vv", "--root", str(root), "reconcile", "--full"])
     assert "fleetbox-db: debug: read web/web-1: ok\n" in debug.stderr
+    put(root, "web-1", data=b"[]")
+    debug = CliRunner().invoke(cli, ["-vv", "--root", str(root), "reconcile"])
+    assert (
+        "fleetbox-db: debug: read web/web-1: unreadable (does not hold a JSON object (it holds "
+        "an array))\n"
+    ) in debug.stderr

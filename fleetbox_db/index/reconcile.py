@@ -236,7 +236,8 @@ class Reconciler:
             for member in plan.reads[start : start + _BATCH]:
                 obs = (plan.observed and plan.observed.get(member.key)) or self.observe(member)
                 if debug:
-                    log.debug("read %s/%s: %s", member.cluster, member.name, obs.state)
+                    why = f" ({obs.reason})" if obs.reason else ""
+                    log.debug("read %s/%s: %s%s", member.cluster, member.name, obs.state, why)
                 old = plan.old.get(obs.key)
                 if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
                     if old is not None:  # the member directory went away after the scan
