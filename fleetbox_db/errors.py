@@ -6,11 +6,12 @@
     │   ├── InvalidValueError       an IP, CIDR, MAC, fixture or field is malformed (ValueError)
     │   └── QueryRefusedError       SQL that would write, attach, load or is not one statement
     ├── StorageRootError            the storage root cannot be resolved or created
+    │   └── NoStoreError            open(create=False) found no store (no clusters/) at the root
     ├── DiskError                   a member's files cannot be written or removed (OSError)
     ├── VMNotFoundError             the member directory or its config.json is absent (LookupError)
     ├── VMExistsError               create() found a config.json already there
     ├── ConfigError                 a config.json is not valid JSON or mistyped (ValueError)
-    ├── LockedError                 try_lock() found the member's .lock held, also by this process
+    ├── LockedError                 a member's .lock is held (try_lock(); delete() when running)
     ├── AddressConflictError        an address another member (or a reservation) already holds
     │   ├── IPConflictError         the IP is held by another member or a live reservation
     │   └── MACConflictError        the MAC is held by another member (compared case-insensitively)
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidValueError",
     "LockedError",
     "MACConflictError",
+    "NoStoreError",
     "QueryRefusedError",
     "QueryTimeoutError",
     "StorageRootError",
@@ -106,6 +108,11 @@ class StorageRootError(FleetboxError):
     """Raised when the storage root cannot be resolved ($HOME unset) or created."""
 
 
+class NoStoreError(StorageRootError):
+    """Raised by Store.open(path, create=False) when the root has no clusters/ directory:
+    a mistyped --root must not become a new, empty store."""
+
+
 class DiskError(FleetboxError, OSError):
     """Raised when the OS refuses a write or removal in a member directory, or when that
     directory (or its cluster) is a symlink, which the store never follows."""
@@ -120,11 +127,18 @@ class VMExistsError(FleetboxError):
 
 
 class ConfigError(FleetboxError, ValueError):
-    """Raised when a config.json cannot be read or parsed; the file is left as it is."""
+    """Raised when a config.json cannot be read or parsed; the file is left as it is.
+
+    ``reason`` is what is wrong, without the path ('wrong type for "cpus": expected an
+    integer, got a string'), as the index keeps it for an unreadable member.
+    """
+
+    reason: str | None = None
 
 
 class LockedError(FleetboxError):
-    """Raised by try_lock() when the member's lock is held by any open file description."""
+    """Raised by try_lock() when the member's lock is held by any open file description, and
+    by delete() when the VM is running (the Go tool's holder keeps its lock)."""
 
 
 class AddressConflictError(FleetboxError):

@@ -147,12 +147,17 @@ STORED_STATES: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One member directory as `ls` shows it: state, and the last config that parsed."""
+    """One member directory as `ls` shows it: state, and the last config that parsed.
+
+    ``reason`` says why an unreadable config cannot be used (the decode error, or the OS
+    error such as permission denied); None for every other state.
+    """
 
     name: str
     cluster: str
     state: str  # a MemberState value
     vm: VM | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,13 @@ class Problem:
     members: tuple[str, ...]
     value: str
     message: str
+    reason: str | None = None  # an unreadable config's decode or OS error
+
+    @property
+    def needs_a_person(self) -> bool:
+        """False for drift, which the next listing reconciles by itself (every Go-tool
+        write causes some); True for what only a person can fix."""
+        return self.kind != "drift"
 
     def __str__(self) -> str:
         return self.message
@@ -195,6 +207,15 @@ class ReconcileReport:
     released: list[str] = field(default_factory=list)
     # Paths of temp files a killed write left (full runs only; see disk/sweep.py).
     swept: list[str] = field(default_factory=list)
+    # Why each unreadable member cannot be read, by name (the decode or OS error).
+    reasons: dict[str, str] = field(default_factory=dict)
+    # Directories under the wrong cluster, as cluster/name (the form `rm` takes).
+    strays: list[str] = field(default_factory=list)
+
+    @property
+    def needs_a_person(self) -> bool:
+        """Conflicts, unreadable configs or strays remain: reconcile cannot fix them."""
+        return bool(self.unreadable or self.conflicts or self.strays)
 
     @property
     def changed(self) -> bool:
@@ -205,9 +226,11 @@ class ReconcileReport:
 class Removal:
     """What Store.remove() did: members removed, patterns that matched none, failures."""
 
-    removed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # as member_label(): cluster/name if stray
     unknown: list[str] = field(default_factory=list)
     failed: list[FleetboxError] = field(default_factory=list)
+    dry_run: bool = False  # removed lists what would go; nothing did
+    confirmed: bool = True  # False: the confirm callback declined, nothing was removed
 
 
 EventKind = Literal[

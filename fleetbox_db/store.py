@@ -22,13 +22,15 @@ from typing import Any, Protocol, TypeVar
 from fleetbox_db.disk import files, member
 from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.locks import Lock
-from fleetbox_db.disk.observe import observe
+from fleetbox_db.disk.observe import observe_all
 from fleetbox_db.disk.problems import disk_problems
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.errors import (
     FleetboxError,
     IndexAccessError,
     InvalidValueError,
+    LockedError,
+    NoStoreError,
     VMExistsError,
     VMNotFoundError,
 )
@@ -60,11 +62,13 @@ from fleetbox_db.rules.layout import (
     Layout,
     cluster_name,
     is_stray,
+    member_key,
+    member_label,
     resolve_root,
     validate_cluster,
     validate_name,
 )
-from fleetbox_db.rules.targets import resolve_targets
+from fleetbox_db.rules.targets import resolve_members
 from fleetbox_db.rules.validate import accept
 
 __all__ = ["Store"]
@@ -82,6 +86,7 @@ class Answers(Protocol):
     def entries(self, cluster: str | None = None) -> builtins.list[Entry]: ...
     def free_ranges(self, net: Subnet, limit: int | None) -> builtins.list[tuple[int, int]]: ...
     def who_has(self, ip: int | None, mac: str | None) -> str | None: ...
+    def holders(self, ip: int | None, mac: str | None) -> builtins.list[str]: ...
 
 
 class Store(Layout):
@@ -99,6 +104,7 @@ class Store(Layout):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], int] | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        progress: Progress | None = None,
         history_limit: int | None = None,
     ) -> None:
         super().__init__(root)
@@ -111,21 +117,51 @@ class Store(Layout):
             busy_timeout=busy_timeout,
             clock=clock,
             granularity_ns=granularity_ns,
+            progress=progress,
             history_limit=history_limit,
         )
         self._warned: set[str] = set()
 
     @classmethod
-    def open(cls, path: Path | str | None = None, **options: object) -> Store:
+    def open(
+        cls,
+        path: Path | str | None = None,
+        *,
+        create: bool = True,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], int] | None = None,
+        granularity_ns: int = DEFAULT_GRANULARITY_NS,
+        progress: Progress | None = None,
+        history_limit: int | None = None,
+    ) -> Store:
         """Open the root at *path*, or the one the Go tool uses (SPEC §2) when None.
 
         Creates <root>, clusters/, images/ and run/ (mode 0755) and nothing else; the index
-        is opened on first use. Options (tests and tuning): busy_timeout (seconds),
-        clock (the filesystem's "now" in ns; default: read off a file in the root),
-        granularity_ns, history_limit (events kept, default 100,000; stored in the index at
-        the first write). Raises StorageRootError.
+        is opened on first use. With create=False nothing is created, and a root without
+        clusters/ raises NoStoreError (a StorageRootError), so a mistyped path is not
+        mistaken for an empty store. *progress(done, total)* is called as configs are read
+        by any long reconcile (the first build, a cold index) and by check(). Tuning (and
+        tests): busy_timeout (seconds), clock (the filesystem's "now" in ns; default: read
+        off a file in the root), granularity_ns, history_limit (events kept, default
+        100,000; stored in the index at the first write). Raises StorageRootError.
         """
-        store = cls(resolve_root() if path is None else Path(path), **options)  # type: ignore[arg-type]
+        root = resolve_root() if path is None else Path(path)
+        store = cls(
+            root,
+            busy_timeout=busy_timeout,
+            clock=clock,
+            granularity_ns=granularity_ns,
+            progress=progress,
+            history_limit=history_limit,
+        )
+        if not create:
+            if not store.clusters_dir.is_dir():
+                raise NoStoreError(
+                    f"no fleetbox store at {root} (it has no clusters/ directory); check "
+                    "the path, or open it with create=True to start one",
+                    path=root,
+                )
+            return store
         for directory in (store.base_dir, store.clusters_dir, store.images_dir, store.run_dir):
             files.make_dirs(directory)
         return store
@@ -152,16 +188,20 @@ class Store(Layout):
         return member.ensure_dir(self, name)
 
     def exists(self, name: str) -> bool:
-        """True when config.json exists (any stat error counts as absent, as in Go)."""
+        """True when config.json exists (any stat error counts as absent, as in Go).
+
+        *name* may be ``cluster/name`` (rules.layout.member_key), which reaches a stray."""
         try:
-            os.stat(self.config_path(name))
+            os.stat(self.key_dir(member_key(name)) / "config.json")
         except OSError:
             return False
         return True
 
     def load(self, name: str) -> VM:
-        """Read config.json from disk. Raises VMNotFoundError, ConfigError."""
-        return member.load(self, name)
+        """Read config.json from disk; *name* may be ``cluster/name`` (a stray).
+
+        Raises VMNotFoundError, ConfigError."""
+        return member.load(self, member_key(name))
 
     def create(self, vm: VM, subnet: str | None = None) -> VM:
         """Write a new member's config; returns the VM as written.
@@ -219,38 +259,79 @@ class Store(Layout):
         """Remove the member directory (never following symlinks out of it), its sockets,
         the cluster directory if now empty, and its rows and reservations in the index.
 
-        Raises VMNotFoundError when the member directory is absent.
+        *name* may be ``cluster/name``, which reaches a stray. The member's .lock is taken
+        (non-blocking) for the removal. Raises VMNotFoundError when the member directory is
+        absent, LockedError when the VM is running (another process holds its lock).
         """
-        member_dir = self.vm_dir(name)
+        self._delete(member_key(name))
+
+    def _delete(self, key: Key, dry_run: bool = False) -> None:
+        member_dir = self.key_dir(key)
         if not os.path.lexists(member_dir):
             raise VMNotFoundError(
-                f"vm {name!r} does not exist (no directory at {member_dir})",
-                name=name,
+                f"vm {member_label(key)!r} does not exist (no directory at {member_dir})"
+                f"{member.stray_hint(self, key.name)}",
+                name=key.name,
                 path=member_dir,
             )
+        lock = member.hold_for_removal(self, key, probe=dry_run)
         try:
-            self._mirror.forget(Key(cluster_name(name), name), lambda: member.remove(self, name))
-        except IndexAccessError as exc:
-            if os.path.lexists(member_dir):
-                self._warn(exc)
-                member.remove(self, name)
-
-    def remove(self, targets: Sequence[str] | None) -> Removal:
-        """Delete members by name or cluster as the Go CLI's `rm` picks them (see
-        rules.targets), or every member when *targets* is None. Members that vanish
-        meanwhile are reported in ``failed``, not raised. Raises InvalidNameError first."""
-        for target in targets or ():
-            validate_name(target)
-        names = self.list()
-        chosen, unknown = (names, []) if targets is None else resolve_targets(names, targets)
-        result = Removal(unknown=unknown)
-        for name in dict.fromkeys(chosen):  # a stray copy lists its name twice
+            if dry_run:
+                return
             try:
-                self.delete(name)
-            except VMNotFoundError as exc:  # removed meanwhile, or only a stray copy exists
+                self._mirror.forget(key, lambda: member.remove(self, key))
+            except IndexAccessError as exc:
+                if os.path.lexists(member_dir):
+                    self._warn(exc)
+                    member.remove(self, key)
+        finally:
+            if lock is not None:
+                lock.unlock()
+
+    def remove(
+        self,
+        targets: Sequence[str] | None,
+        *,
+        dry_run: bool = False,
+        confirm: Callable[[builtins.list[str]], bool] | None = None,
+    ) -> Removal:
+        """Delete members by name or cluster as the Go CLI's `rm` picks them (see
+        rules.targets.resolve_members; ``cluster/name`` reaches a stray), or every member
+        when *targets* is None.
+
+        *confirm(labels)* is asked once with everything chosen, before anything goes; when
+        it says no, nothing is removed (``confirmed`` is False). dry_run removes nothing and
+        reports what would go, running members (LockedError) in ``failed``. Members that
+        vanish meanwhile or are running are reported in ``failed``, not raised. Raises
+        InvalidNameError first.
+        """
+        for target in targets or ():
+            member_key(target)
+        found = self._scan()
+        try:
+            self._mirror.sync(found)
+        except IndexAccessError as exc:
+            self._warn(exc)
+        keys = [m.key for m in found.members]
+        chosen, unknown = (keys, []) if targets is None else resolve_members(keys, targets)
+        result = Removal(dry_run=dry_run)
+        for pattern in unknown:
+            hint = member.stray_hint(self, pattern) if "/" not in pattern else ""
+            if hint:
+                result.failed.append(VMNotFoundError(f"no member named {pattern!r}{hint}"))
+            else:
+                result.unknown.append(pattern)
+        labels = [member_label(k) for k in chosen]
+        if confirm is not None and chosen and not dry_run and not confirm(labels):
+            result.confirmed = False
+            return result
+        for key, label in zip(chosen, labels, strict=True):
+            try:
+                self._delete(key, dry_run)
+            except (VMNotFoundError, LockedError) as exc:  # removed meanwhile, or running
                 result.failed.append(exc)
                 continue
-            result.removed.append(name)
+            result.removed.append(label)
         return result
 
     # -- answers ------------------------------------------------------------------------
@@ -261,7 +342,7 @@ class Store(Layout):
         Records the scan in the index when the write lock is free; the answer itself always
         comes from the scan, so it needs no in-memory reconcile when the lock is taken.
         """
-        found = scan(self.clusters_dir)
+        found = self._scan()
         try:
             self._mirror.sync(found)
         except IndexAccessError as exc:
@@ -285,16 +366,22 @@ class Store(Layout):
         return self._ask(lambda answers: answers.entries(cluster))
 
     def entry(self, name: str) -> Entry:
-        """The member directory `show` shows: the one Go finds by *name*, else a stray copy.
+        """The member directory `show` shows: the one Go finds by *name*, else a stray copy;
+        ``cluster/name`` names one directory exactly.
 
         Raises VMNotFoundError, InvalidNameError.
         """
-        validate_name(name)
-        found = [e for e in self.entries() if e.name == name]
+        key = member_key(name)
+        explicit = "/" in name
+        found = [
+            e
+            for e in self.entries()
+            if (e.cluster, e.name) == key or (not explicit and e.name == key.name)
+        ]
         if not found:
             raise VMNotFoundError(
                 f"vm {name!r} does not exist in {self.clusters_dir}; see `fleetbox-db ls`",
-                name=name,
+                name=key.name,
             )
         return min(found, key=lambda e: is_stray(e.cluster, e.name))
 
@@ -327,9 +414,20 @@ class Store(Layout):
         return self._mirror.write(lambda tx: format_ipv4(tx.allocate(name, net)))
 
     def who_has(self, value: str) -> str | None:
-        """The member name holding an IP or MAC, or None. Raises InvalidValueError."""
+        """The member name holding an IP or MAC, or None: a convenience that gives the first
+        when several members claim it (a conflict); holders() gives every one.
+
+        Raises InvalidValueError."""
         ip, mac = ip_or_mac(value)
         return self._ask(lambda answers: answers.who_has(ip, mac))
+
+    def holders(self, value: str) -> builtins.list[str]:
+        """Every member whose config claims an IP or MAC (a stray as ``cluster/name``), in
+        list() order, then a live reservation's holder of that IP; [] when none.
+
+        More than one name is a conflict to fix. Raises InvalidValueError."""
+        ip, mac = ip_or_mac(value)
+        return self._ask(lambda answers: answers.holders(ip, mac))
 
     def reconcile(
         self,
@@ -347,7 +445,7 @@ class Store(Layout):
 
     def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
-        found = scan(self.clusters_dir)
+        found = self._scan()
         if not self._mirror.exists():  # creating one would be a change
             return self._disk_problems(found)
         try:
@@ -415,7 +513,7 @@ class Store(Layout):
     def _ask(self, question: Callable[[Answers], T]) -> T:
         """*question* answered by the index, reconciled with one scan of disk; by disk alone
         (one warning per cause) when the index cannot be used."""
-        found = scan(self.clusters_dir)
+        found = self._scan()
         try:
             return self._mirror.answer(found, question)
         except IndexAccessError as exc:
@@ -423,8 +521,13 @@ class Store(Layout):
             # The process clock: nothing is recorded, and the filesystem's touches a file.
             return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
 
+    def _scan(self) -> Scan:
+        found = scan(self.clusters_dir)
+        log.info("scanned %d member directories under %s", len(found.members), self.clusters_dir)
+        return found
+
     def _disk_problems(self, found: Scan) -> builtins.list[Problem]:
-        observations = [observe(self.clusters_dir, m, time.time_ns) for m in found.members]
+        observations = observe_all(self.clusters_dir, found, time.time_ns, self._mirror.progress)
         return disk_problems(self.clusters_dir, observations, found.unreadable_clusters)
 
     def _write_config(self, tx: WriteTransaction, name: str, data: bytes) -> None:

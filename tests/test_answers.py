@@ -37,7 +37,7 @@ member = st.tuples(
     st.sampled_from(NAMES),
     st.sampled_from(IPS),
     st.sampled_from(MACS),
-    st.sampled_from(["own", "stray", "unreadable", "configless"]),
+    st.sampled_from(["own", "stray", "unreadable", "unreadable-stray", "configless"]),
 )
 
 
@@ -47,6 +47,8 @@ def build(root: Path, members: list[tuple[str, str, str, str]]) -> None:
             (root / "clusters" / cluster_name(name) / name).mkdir(parents=True, exist_ok=True)
         elif how == "unreadable":
             put(root, name, data=b"{")
+        elif how == "unreadable-stray":
+            put(root, name, data=b'{"cpus": "2"}', cluster="strays")
         else:
             put(root, name, ip, mac, cluster="strays" if how == "stray" else None)
 
@@ -70,6 +72,7 @@ def test_index_and_disk_answer_alike(members: list[tuple[str, str, str, str]]) -
             assert store.free_ips(net.text) == free
             for value in ("10.0.0.2", "10.0.0.3", "02:00:00:00:00:0a", "02:00:00:00:00:01"):
                 assert store.who_has(value) == disk.who_has(*ip_or_mac(value)), value
+                assert store.holders(value) == disk.holders(*ip_or_mac(value)), value
             # The SQL conflict rule is the pure one over every readable config, strays too.
             claims = [(e.name, e.vm) for e in disk.entries() if e.vm is not None]
             assert store.reconcile().conflicts == conflicts_among(claims)

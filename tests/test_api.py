@@ -60,6 +60,7 @@ EXTRA_NAMES = {
     "AddressConflictError",
     "IndexAccessError",
     "AddressUnknownError",
+    "NoStoreError",
 }
 
 ERROR_CLASSES: list[type[FleetboxError]] = [

@@ -17,8 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fleetbox_db import VM, Fixture, Store
-from fleetbox_db.cli import cli
-from fleetbox_db.cli import commands as cli_module
+from fleetbox_db.cli import cli, progress
 from fleetbox_db.cli.text import age, display, memory, parse_fixtures
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.index.schema import HEAD
@@ -99,7 +98,7 @@ def test_ls_cluster_keeps_only_that_cluster(fleet: Path, run: Run) -> None:
     ]
 
 
-def test_ls_of_an_empty_store_prints_the_header(run: Run) -> None:
+def test_ls_of_an_empty_store_prints_the_header(store: Store, run: Run) -> None:
     assert ok(run("ls")) == "NAME  CLUSTER  IP  MAC  CPUS  MEMORY  IMAGE  AGE  STATE\n"
 
 
@@ -111,19 +110,21 @@ def test_ls_json_has_config_keys_cluster_and_state(fleet: Path, run: Run) -> Non
             "name": "db-1",
             "cluster": "db",
             "state": "ok",
+            "reason": None,
             "mac": "4e:d4:2f:98:bb:9e",
             **config,
             "created_at": "2024-01-04T05:00:00Z",
             "fixtures": [],
             "ip": "",
         },
-        {"name": "dev", "cluster": "dev", "state": "configless"}
+        {"name": "dev", "cluster": "dev", "state": "configless", "reason": None}
         | dict.fromkeys(["mac", "cpus", "memory_mb", "disk_mb", "image", "created_at"])
         | {"fixtures": None, "ip": None},
         {
             "name": "web-1",
             "cluster": "web",
             "state": "ok",
+            "reason": None,
             "mac": "c2:e2:65:d7:2f:93",
             **config,
             "created_at": at,
@@ -134,6 +135,7 @@ def test_ls_json_has_config_keys_cluster_and_state(fleet: Path, run: Run) -> Non
             "name": "web-2",
             "cluster": "web",
             "state": "ok",
+            "reason": None,
             "mac": "52:c4:d8:6c:d9:e6",
             **config,
             "cpus": 4,
@@ -323,7 +325,7 @@ def test_free_ips_of_a_slash_8_streams_in_bounded_memory(tmp_path: Path, as_json
 @pytest.mark.parametrize("value", ["10.0.0.3", "52:c4:d8:6c:d9:e6", "52:C4:D8:6C:D9:E6"])
 def test_who_has_prints_the_member(value: str, fleet: Path, run: Run) -> None:
     assert ok(run("who-has", value)) == "web-2\n"
-    assert json.loads(ok(run("who-has", value, "--json"))) == {"value": value, "name": "web-2"}
+    assert json.loads(ok(run("who-has", value, "--json"))) == {"value": value, "holders": ["web-2"]}
 
 
 def test_who_has_nobody_exits_1(fleet: Path, run: Run) -> None:
@@ -356,7 +358,10 @@ ERROR_CASES = [
         id="missing-member",
     ),
     pytest.param(
-        ["show", "../x"], f"invalid VM name '../x': it contains '/'; {NAME_RULE}", id="show-../x"
+        ["show", "../x"],
+        f"invalid VM name '../x': as cluster/name, its cluster is a relative directory "
+        f"reference; {NAME_RULE}",
+        id="show-../x",
     ),
     pytest.param(
         ["create", "a/b"], f"invalid VM name 'a/b': it contains '/'; {NAME_RULE}", id="create-a/b"
@@ -367,9 +372,9 @@ ERROR_CASES = [
         id="create-..",
     ),
     pytest.param(
-        ["rm", "web-1", "../x"],
-        f"invalid VM name '../x': it contains '/'; {NAME_RULE}",
-        id="rm-../x",
+        ["rm", "web-1", "a/b/c"],
+        f"invalid VM name 'a/b/c': it contains '/'; {NAME_RULE}",
+        id="rm-a/b/c",
     ),
     pytest.param(["free-ips", "10.0.0.0/33"], _bad_cidr("10.0.0.0/33"), id="cidr-/33"),
     pytest.param(["free-ips", "nonsense"], _bad_cidr("nonsense"), id="cidr-nonsense"),
@@ -441,7 +446,7 @@ def test_create_of_an_existing_member_is_refused(store: Store, run: Run) -> None
             "Invalid value for '--limit': -1 is not in the range x>=0.",
             id="negative-limit",
         ),
-        pytest.param(["show"], "Missing argument 'NAME'.", id="missing-argument"),
+        pytest.param(["show"], "Missing argument 'NAME...'.", id="missing-argument"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str, run: Run) -> None:
@@ -488,7 +493,7 @@ def test_rm_removes_the_resolved_targets(
 ) -> None:
     for name in ("web-1", "web-2", "web-prod", "dev"):
         add(store, name)
-    result = run("rm", *patterns)
+    result = run("rm", "--yes", *patterns)
     assert result.stdout == "".join(f"{name}\n" for name in targets)
     assert result.stderr == "".join(
         f"fleetbox-db: error: no member or cluster named {name!r}\n" for name in unknown
@@ -509,9 +514,11 @@ def test_rm_all_and_json(store: Store, run: Run) -> None:
     for name in ("web-1", "dev"):
         add(store, name)
     store.ensure_dir("db-1")  # configless members are listed, so removed too
-    assert json.loads(ok(run("--json", "rm", "--all"))) == {
+    assert json.loads(ok(run("--json", "rm", "--all", "--yes"))) == {
         "removed": ["db-1", "dev", "web-1"],
         "unknown": [],
+        "failed": [],
+        "dry_run": False,
     }
     assert store.list() == []
 
@@ -519,22 +526,29 @@ def test_rm_all_and_json(store: Store, run: Run) -> None:
 # -- reconcile, check, migrate --------------------------------------------------------------
 
 
+COUNTS_ZERO = "added 0, changed 0, removed 0, unreadable 0, conflicts 0, strays 0\n"
+
+
 def test_reconcile_reports_changes_and_conflicts(store: Store, run: Run) -> None:
     add(store, "web-1", ip="10.0.0.2")
-    assert ok(run("reconcile")) == "no changes\n"
+    assert ok(run("reconcile")) == COUNTS_ZERO
     shutil.copytree(store.vm_dir("web-1"), store.vm_dir("web-2"))
-    assert ok(run("reconcile", "--dry-run")) == (
+    result = run("reconcile", "--dry-run")
+    assert (result.exit_code, result.stderr) == (1, "")  # conflicts remain
+    assert result.stdout == (
         "dry run: nothing written\n"
+        "added 1, changed 0, removed 0, unreadable 0, conflicts 2, strays 0\n"
         "added: web-2\n"
         "conflict: ip 10.0.0.2 is claimed by web-1, web-2\n"
         "conflict: mac c2:e2:65:d7:2f:93 is claimed by web-1, web-2\n"
     )
-    assert ok(run("reconcile")) == (
+    assert run("reconcile").stdout == (
+        "added 1, changed 0, removed 0, unreadable 0, conflicts 2, strays 0\n"
         "added: web-2\n"
         "conflict: ip 10.0.0.2 is claimed by web-1, web-2\n"
         "conflict: mac c2:e2:65:d7:2f:93 is claimed by web-1, web-2\n"
     )
-    assert json.loads(ok(run("reconcile", "--full", "--json"))) == {
+    assert json.loads(run("reconcile", "--full", "--json").stdout) == {
         "dry_run": False,
         "added": [],
         "updated": [],
@@ -542,36 +556,36 @@ def test_reconcile_reports_changes_and_conflicts(store: Store, run: Run) -> None
         "released": [],
         "swept": [],
         "unreadable": [],
+        "reasons": {},
         "conflicts": [
             {"kind": "ip", "value": "10.0.0.2", "members": ["web-1", "web-2"]},
             {"kind": "mac", "value": "c2:e2:65:d7:2f:93", "members": ["web-1", "web-2"]},
         ],
+        "strays": [],
     }
 
 
-def test_reconcile_progress_bar_only_on_a_terminal_for_large_stores(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_progress_bar_only_on_a_terminal_after_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    small = cli_module._Progress()
-    small(1, 1)  # 1 config: below the threshold
-    assert small.bar is None
-    monkeypatch.setattr(cli_module, "PROGRESS_THRESHOLD", 0)
-    large = cli_module._Progress()
-    large(1, 2)
-    large(2, 2)
-    large.close()
-    assert large.bar is not None
+    quick = progress.Progress("reconciling")
+    quick(1, 2)  # under a second in: no bar yet
+    assert quick.bar is None
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
+    slow = progress.Progress("reconciling")
+    slow(1, 2)
+    slow(2, 2)
+    slow.close()
+    assert slow.bar is not None
     assert "reconciling 2 configs" in terminal.getvalue()
-    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
-    quiet = cli_module._Progress()
-    quiet(1, 2)
-    assert quiet.bar is None
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: never
+    piped = progress.Progress("reconciling")
+    piped(1, 2)
+    assert piped.bar is None
 
 
 def test_check_clean_store_exits_0(store: Store, run: Run) -> None:
@@ -583,12 +597,15 @@ def test_check_clean_store_exits_0(store: Store, run: Run) -> None:
 def test_check_with_a_conflict_exits_1(store: Store, run: Run) -> None:
     add(store, "web-1", ip="10.0.0.2")
     shutil.copytree(store.vm_dir("web-1"), store.vm_dir("web-2"))  # `cp -r`
-    ok(run("reconcile"))
+    run("reconcile")
     result = run("check")
     assert (result.exit_code, result.stderr) == (1, "")
     assert result.stdout == (
-        "ip 10.0.0.2 is claimed by web-1, web-2; give all but one another address\n"
-        "mac c2:e2:65:d7:2f:93 is claimed by web-1, web-2; give all but one another address\n"
+        "problems: 2 (conflict 2)\n"
+        "ip 10.0.0.2 is claimed by web-1, web-2; give all but one another address "
+        "(`fleetbox-db set NAME ip=...`)\n"
+        "mac c2:e2:65:d7:2f:93 is claimed by web-1, web-2; give all but one another address "
+        "(`fleetbox-db set NAME mac=...`)\n"
     )
     problems = json.loads(run("--json", "check").stdout)
     assert [(p["kind"], p["members"], p["value"]) for p in problems] == [
@@ -597,7 +614,7 @@ def test_check_with_a_conflict_exits_1(store: Store, run: Run) -> None:
     ]
 
 
-def test_migrate_prints_the_head_revision(run: Run) -> None:
+def test_migrate_prints_the_head_revision(store: Store, run: Run) -> None:
     assert ok(run("migrate")) == f"{HEAD}\n"
     assert json.loads(ok(run("migrate", "--json"))) == {"revision": HEAD}
 
@@ -611,6 +628,8 @@ def test_version() -> None:
 
 
 def test_verbose_logs_library_activity_to_stderr(tmp_path: Path) -> None:
+    for name in ("quiet", "loud"):
+        Store.open(tmp_path / name).close()
     quiet = CliRunner().invoke(cli, ["--root", str(tmp_path / "quiet"), "migrate"])
     assert (quiet.exit_code, quiet.stderr) == (0, "")
     loud = CliRunner().invoke(cli, ["-v", "--root", str(tmp_path / "loud"), "migrate"])
@@ -708,6 +727,7 @@ def test_python_m_without_home_is_one_error_line() -> None:
 
 
 def test_python_m_error_has_no_traceback(root: Path) -> None:
+    Store.open(root).close()
     proc = fleetbox_db("--root", str(root), "free-ips", "10.0.0.0/33")
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr == f"fleetbox-db: error: {_bad_cidr('10.0.0.0/33')}\n"

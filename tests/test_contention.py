@@ -83,9 +83,11 @@ with Store.open(root) as store:
     while time.monotonic() < deadline:
         began = time.monotonic()
         vm = store.create(VM(f"churn-{i}"), subnet=subnet)
-        created = time.monotonic()
+        created = time.monotonic()  # its config holds vm.ip from here...
+        time.sleep(0.02)  # (long enough for an allocation to fit in)
+        deleting = time.monotonic()  # ...to here at least: the delete frees it before it returns
         store.delete(vm.name)
-        ips.append([began, created, vm.ip, time.monotonic()])
+        ips.append([began, created, vm.ip, deleting])
         i += 1
 print(json.dumps({"calls": i, "ips": ips}), flush=True)
 """

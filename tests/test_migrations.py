@@ -244,6 +244,37 @@ def test_upgrade_to_the_spelling_revision_rereads_configs_that_hold_u_fffd(root:
     assert web.read_bytes() == go126
 
 
+def test_upgrade_from_0004_keeps_the_rows_and_learns_why_a_member_is_unreadable(
+    root: Path,
+) -> None:
+    """fleetbox_0005 adds members.reason: an index at fleetbox_0004 with an ok and an
+    unreadable member keeps both rows, and the next reconcile re-reads the unreadable one
+    (only it) to record why."""
+    put(root, "web-1", ip="10.0.0.2")
+    bad = put(root, "db-1", ip="10.0.0.3")
+    with Store.open(root) as store:
+        assert store.list() == ["db-1", "web-1"]
+        path = store.index_path
+    bad.write_bytes(b'{"name": "db-1", "cpus": "two"}')
+    with Store.open(root) as store:
+        store.reconcile()
+    schema.run_alembic(path, "downgrade", "fleetbox_0004")
+    assert revision_of(path) == "fleetbox_0004"
+    before = rows_of(path, "SELECT cluster, name, state, ip FROM members ORDER BY id")
+    assert before == [("db", "db-1", "unreadable", "10.0.0.3"), ("web", "web-1", "ok", "10.0.0.2")]
+
+    with Store.open(root) as store:
+        report = store.reconcile()
+        assert revision_of(path) == schema.HEAD
+        assert report.updated == ["db-1"]
+        assert (report.added, report.removed) == ([], [])
+        assert report.reasons == {
+            "db-1": 'wrong type for "cpus": expected an integer, got a string'
+        }
+        assert rows_of(path, "SELECT cluster, name, state, ip FROM members ORDER BY id") == before
+        assert store.who_has("10.0.0.3") == "db-1"  # the last good config still holds it
+
+
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.

@@ -656,6 +656,8 @@ HOSTILE_NAMES = [
     pytest.param("..", id="dotdot"),
     pytest.param("../x", id="parent-x"),
     pytest.param("a/b", id="slash"),
+    pytest.param("a/b/c", id="two-slashes"),
+    pytest.param("/b", id="empty-cluster"),
     pytest.param(ABSOLUTE, id="absolute"),
     pytest.param("x\x00y", id="nul"),
     pytest.param("a" * 256, id="256-bytes"),
@@ -672,6 +674,21 @@ def MEMBERS(store: Store, cluster: str) -> object:
     return store.members(cluster)
 
 
+def LOAD(store: Store, name: str) -> object:
+    return store.load(name)
+
+
+def EXISTS(store: Store, name: str) -> object:
+    return store.exists(name)
+
+
+def DELETE(store: Store, name: str) -> None:
+    store.delete(name)
+
+
+#: Methods that take a member as ``cluster/name`` too (a stray): "a/b" is a member there.
+KEY_METHODS = (LOAD, EXISTS, DELETE)
+
 #: Valid cluster names that are not valid member names: members() accepts them.
 CLUSTER_ONLY = ("..-1", ".-3")
 
@@ -680,9 +697,9 @@ NAME_METHODS: list[Any] = [
     pytest.param(lambda s, n: s.create(VM(n)), id="create"),
     pytest.param(lambda s, n: s.create(VM(n), subnet=SUBNET), id="create-subnet"),
     pytest.param(lambda s, n: s.save(VM(n)), id="save"),
-    pytest.param(lambda s, n: s.load(n), id="load"),
-    pytest.param(lambda s, n: s.exists(n), id="exists"),
-    pytest.param(lambda s, n: s.delete(n), id="delete"),
+    pytest.param(LOAD, id="load"),
+    pytest.param(EXISTS, id="exists"),
+    pytest.param(DELETE, id="delete"),
     pytest.param(lambda s, n: s.try_lock(n), id="try_lock"),
     pytest.param(lambda s, n: s.vm_dir(n), id="vm_dir"),
     pytest.param(lambda s, n: s.config_path(n), id="config_path"),
@@ -729,6 +746,14 @@ def test_hostile_names_are_refused_before_any_file_is_touched(
         before = snapshot(tmp_path)
         if call is MEMBERS and name in CLUSTER_ONLY:
             assert call(store, name) == []
+            return
+        if call in KEY_METHODS and name == "a/b":  # the member b of cluster a: absent
+            if call is EXISTS:
+                assert not call(store, name)
+            else:
+                with pytest.raises(VMNotFoundError):
+                    call(store, name)
+            assert snapshot(tmp_path) == before
             return
         with pytest.raises(InvalidNameError) as info:
             call(store, name)

@@ -15,21 +15,28 @@ from typing import IO, Any, Final, TypeVar
 
 import click
 
-from fleetbox_db import FleetboxError, Store
+from fleetbox_db import FleetboxError, NoStoreError, Store
 from fleetbox_db.cli import text
+from fleetbox_db.cli.progress import Progress
 
 __all__ = [
     "PROG",
     "App",
     "CommandError",
     "ErrorLines",
+    "INTERRUPTED",
     "json_flag",
     "parse_now",
+    "parse_root",
+    "pass_app",
     "print_version",
     "setup_logging",
+    "warn",
 ]
 
 PROG: Final = "fleetbox-db"
+INTERRUPTED: Final = 130
+"""Exit status after Ctrl-C: 128 + SIGINT, as shells report it."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -39,8 +46,12 @@ class CommandError(click.ClickException):
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
-        message = " ".join(self.format_message().splitlines())
-        click.echo(f"{PROG}: error: {message}", file=file, err=True)
+        click.echo(f"{PROG}: error: {text.one_line(self.format_message())}", file=file, err=True)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, control characters escaped."""
+    click.echo(f"{PROG}: warning: {text.one_line(message)}", err=True)
 
 
 class ErrorLines(click.Group):
@@ -55,11 +66,16 @@ class ErrorLines(click.Group):
             if exc.errno == errno.EPIPE:
                 raise  # click's main() quietly handles `fleetbox-db ls | head`
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            # click would print "Aborted!" and exit 1; a script must tell Ctrl-C from a
+            # failure. Writes are atomic, so an interrupt leaves disk as it was or as done.
+            click.echo(f"{PROG}: interrupted", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 class _LogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+        return f"{PROG}: {record.levelname.lower()}: {text.one_line(record.getMessage())}"
 
 
 @dataclasses.dataclass
@@ -71,10 +87,20 @@ class App:
     now: datetime | None = None
     _store: Store | None = None
 
-    def store(self) -> Store:
+    def store(self, create: bool = False) -> Store:
+        """The store at --root; only *create* (the `create` command) may start a new one, so
+        a mistyped root fails instead of becoming an empty store."""
         if self._store is None:
-            self._store = Store.open(self.root)
-            click.get_current_context().call_on_close(self._store.close)
+            progress = Progress("indexing")
+            try:
+                self._store = Store.open(self.root, create=create, progress=progress)
+            except NoStoreError as exc:
+                raise CommandError(
+                    f"no fleetbox store at {exc.path} (use `create` to start one)"
+                ) from exc
+            ctx = click.get_current_context()
+            ctx.call_on_close(self._store.close)
+            ctx.call_on_close(progress.close)
         return self._store
 
     def clock(self) -> datetime:
@@ -122,6 +148,15 @@ def print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     ctx.exit()
 
 
+def parse_root(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """--root: an empty value is a usage error (as a Path it would be the cwd)."""
+    if value is None:
+        return None
+    if not value:
+        raise click.BadParameter("must not be empty", ctx, param)
+    return Path(value)
+
+
 def parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -130,6 +165,9 @@ def parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time", ctx, param) from None
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+pass_app = click.make_pass_decorator(App)
 
 
 def setup_logging(ctx: click.Context, verbose: int) -> None:

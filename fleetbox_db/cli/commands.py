@@ -3,25 +3,25 @@
 A thin click shell: each command makes one Store call and formats the result with the pure
 helpers in cli.text. Every FleetboxError (and an OSError, such as an unwritable root)
 becomes one line ``fleetbox-db: error: <message>`` on stderr and exit status 1; click's usage
-errors keep status 2. Nothing here imports SQLAlchemy or Alembic: the library loads them
-only when the index has to be created or upgraded, so `ls` costs less than `import
-sqlalchemy`.
+errors keep status 2; Ctrl-C exits 130. Only `create` may start a store: every other
+command refuses a root without one. The commands that read live here; writes.py has
+create, set and rm, upkeep.py reconcile and check. Nothing here imports SQLAlchemy or
+Alembic: the library loads them only when the index has to be created or upgraded, so `ls`
+costs less than `import sqlalchemy`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import sys
-from collections.abc import Callable, Sequence
+import logging
+import time
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
-from fleetbox_db import VM
-from fleetbox_db.cli import text
+from fleetbox_db import FleetboxError
+from fleetbox_db.cli import text, upkeep, writes
 from fleetbox_db.cli.app import (
     PROG,
     App,
@@ -29,34 +29,34 @@ from fleetbox_db.cli.app import (
     ErrorLines,
     json_flag,
     parse_now,
+    parse_root,
+    pass_app,
     print_version,
     setup_logging,
+    warn,
 )
 from fleetbox_db.cli.history import log_command, sql_command
-from fleetbox_db.rules.layout import validate_name
+from fleetbox_db.records import MemberState
+from fleetbox_db.rules.ipam import ip_or_mac, required_subnet
+from fleetbox_db.rules.layout import member_key
 
-if TYPE_CHECKING:
-    from click._termui_impl import ProgressBar
-
-PROGRESS_THRESHOLD: Final = 1000
-"""Reconcile shows a progress bar on a terminal only for stores larger than this."""
-
-_DEFAULTS: Final = {
-    f.name: f.default for f in dataclasses.fields(VM) if f.default is not dataclasses.MISSING
-}
-F = TypeVar("F", bound=Callable[..., Any])
+_STATES = [str(s) for s in MemberState]
+log = logging.getLogger("fleetbox_db")
 
 
 @click.group(cls=ErrorLines, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
+    callback=parse_root,
     metavar="PATH",
     help="Storage root. Default: $FLEETBOX_HOME, else ~/.fleetbox (the sudo user's home "
     "under sudo), as the Go tool resolves it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
-@click.option("-v", "--verbose", count=True, help="Log library activity to stderr (-vv: debug).")
+@click.option(
+    "-v", "--verbose", count=True, help="Log what each command does to stderr (-vv: more)."
+)
 @click.option(
     "--version",
     is_flag=True,
@@ -73,124 +73,88 @@ def cli(
     """Inspect and repair the fleetbox VM store that the Go tool writes."""
     ctx.obj = App(root=root, as_json=as_json, now=now)
     setup_logging(ctx, verbose)
-
-
-pass_app = click.make_pass_decorator(App)
+    started = time.monotonic()
+    name = ctx.invoked_subcommand
+    ctx.call_on_close(lambda: log.info("%s took %.3f s", name, time.monotonic() - started))
 
 
 @cli.command("ls")
-@click.option("--cluster", metavar="C", help="Only the members of cluster C.")
+@click.option(
+    "--cluster", "clusters", multiple=True, metavar="C", help="Only cluster C (repeatable)."
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_STATES),
+    help="Only members in this state (repeatable).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Names only, one per line.")
+@click.option("--no-headers", is_flag=True, help="The table without its header line.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "jsonl"]),
+    help="table (default), json (one list), or jsonl (one object per line, streamed).",
+)
 @json_flag
 @pass_app
-def ls_command(app: App, cluster: str | None) -> None:
+def ls_command(
+    app: App,
+    clusters: tuple[str, ...],
+    states: tuple[str, ...],
+    quiet: bool,
+    no_headers: bool,
+    fmt: str | None,
+) -> None:
     """List members with their config and state.
 
     One row per member directory, in the Go tool's List() order; STATE is ok,
-    configless, unreadable, stray or conflict.
+    configless, unreadable, stray or conflict. A stray is named cluster/name in -q output.
     """
-    entries = app.store().entries(cluster)
-    app.emit(
-        [text.entry_record(e) for e in entries],
-        lambda: text.ls_table(entries, app.clock()),
-    )
+    fmt = fmt or ("json" if app.as_json else "table")
+    entries = text.keep(app.store().entries(), clusters, states)
+    lines: Iterator[str]
+    if quiet:
+        lines = map(text.label, entries)
+    elif fmt == "jsonl":
+        lines = map(text.to_json_line, map(text.entry_record, entries))
+    elif fmt == "json":
+        lines = iter([text.to_json([text.entry_record(e) for e in entries])])
+    else:
+        lines = iter(text.ls_table(entries, app.clock(), headers=not no_headers).splitlines())
+    for chunk in text.chunks(lines):
+        click.echo("\n".join(chunk))
 
 
 @cli.command("show")
-@click.argument("name")
-@json_flag
-@pass_app
-def show_command(app: App, name: str) -> None:
-    """Show one member in full, fixtures included."""
-    validate_name(name)  # before opening: a bad name must not create a store
-    entry = app.store().entry(name)
-    app.emit(text.entry_record(entry), lambda: text.show_text(entry))
-
-
-def _size_option(name: str, help: str) -> Callable[[F], F]:
-    field = name.removeprefix("--").replace("-", "_")
-    return click.option(
-        name,
-        type=click.IntRange(min=1),
-        default=_DEFAULTS[field],
-        show_default=True,
-        metavar="N",
-        help=help,
-    )
-
-
-@cli.command("create")
-@click.argument("name")
-@_size_option("--cpus", "Virtual CPUs.")
-@_size_option("--memory-mb", "Memory in MiB.")
-@_size_option("--disk-mb", "Disk size in MiB.")
-@click.option(
-    "--image", default=_DEFAULTS["image"], show_default=True, metavar="IMAGE", help="Base image."
-)
-@click.option("--ip", default="", metavar="IP", help="A fixed IPv4 address (not with --subnet).")
-@click.option("--subnet", metavar="CIDR", help="Allocate the lowest free address of CIDR.")
-@click.option(
-    "--mac", default="", metavar="MAC", help="MAC address. Default: derived from the name."
-)
-@click.option(
-    "--fixture",
-    "fixtures",
-    multiple=True,
-    metavar="HOST:GUEST",
-    help="Export host directory HOST read-only at GUEST (repeatable).",
-)
-@json_flag
-@pass_app
-def create_command(
-    app: App,
-    name: str,
-    cpus: int,
-    memory_mb: int,
-    disk_mb: int,
-    image: str,
-    ip: str,
-    subnet: str | None,
-    mac: str,
-    fixtures: tuple[str, ...],
-) -> None:
-    """Create a member and print it.
-
-    Writes its config.json, refusing an IP or MAC another member holds.
-    """
-    if ip and subnet is not None:
-        raise click.UsageError("--ip and --subnet cannot be used together")
-    validate_name(name)
-    vm = VM(name, mac=mac, cpus=cpus, memory_mb=memory_mb, disk_mb=disk_mb, image=image, ip=ip)
-    vm.fixtures = text.parse_fixtures(fixtures, os.getcwd(), os.path.isdir)
-    if app.now is not None:
-        vm.created_at = app.now
-    entry = text.created_entry(app.store().create(vm, subnet=subnet))
-    app.emit(text.entry_record(entry), lambda: text.show_text(entry))
-
-
-@cli.command("rm")
-@click.argument("targets", nargs=-1, metavar="NAME|CLUSTER...")
-@click.option("--all", "remove_all", is_flag=True, help="Remove every member.")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @json_flag
 @pass_app
 @click.pass_context
-def rm_command(ctx: click.Context, app: App, targets: tuple[str, ...], remove_all: bool) -> None:
-    """Remove members by name or by cluster.
+def show_command(ctx: click.Context, app: App, names: tuple[str, ...]) -> None:
+    """Show members in full, fixtures included.
 
-    An exact member name wins, else every member of that cluster (`rm web` removes web-1
-    and web-2, not web-prod). Unknown names are reported after the others are removed,
-    with exit status 1.
+    NAME may be cluster/name, which reaches a stray. With several names, blocks are
+    separated by a blank line (--json: a list); a missing one is an error line, exit 1.
     """
-    if remove_all == bool(targets):
-        raise click.UsageError("give member or cluster names, or --all (not both)")
-    for target in targets:
-        validate_name(target)  # before opening: a bad name must not create a store
-    result = app.store().remove(None if remove_all else targets)
-    app.emit(
-        {"removed": result.removed, "unknown": result.unknown},
-        "\n".join(map(text.display, result.removed)),
-    )
-    failed = [f"no member or cluster named {t!r}" for t in result.unknown]
-    failed += [str(exc) for exc in result.failed]
+    for name in names:
+        member_key(name)  # before opening: a bad name must not even look for a store
+    store = app.store()
+    found, failed = [], []
+    for name in names:
+        try:
+            found.append(store.entry(name))
+        except FleetboxError as exc:
+            failed.append(str(exc))
+    if app.as_json:
+        records = [text.entry_record(e) for e in found]
+        if len(names) > 1:
+            click.echo(text.to_json(records))
+        elif records:  # one NAME: one object, as before; none when it is missing
+            click.echo(text.to_json(records[0]))
+    elif found:
+        click.echo("\n\n".join(text.show_text(e) for e in found))
     for message in failed:
         CommandError(message).show()
     if failed:
@@ -207,6 +171,7 @@ def free_ips_command(app: App, cidr: str, limit: int | None) -> None:
 
     Host addresses nobody holds or reserves, lowest first, one per line.
     """
+    required_subnet(cidr)  # a bad CIDR is the error to report, store or no store
     store = app.store()
     ips = store.iter_free_ips(cidr) if limit is None else iter(store.free_ips(cidr, limit=limit))
     # Streamed: a /8 without --limit prints as it goes instead of building a list first.
@@ -218,77 +183,24 @@ def free_ips_command(app: App, cidr: str, limit: int | None) -> None:
 @click.argument("value", metavar="IP|MAC")
 @json_flag
 @pass_app
-def who_has_command(app: App, value: str) -> None:
-    """Print the member holding an IP or MAC.
-
-    Exit status 1 when nobody does.
-    """
-    name = app.store().who_has(value)
-    if name is None:
-        raise CommandError(f"no member holds {value}")
-    app.emit({"value": value, "name": name}, text.display(name))
-
-
-class _Progress:
-    """A bar on stderr, drawn only on a terminal and once a reconcile has more than
-    PROGRESS_THRESHOLD configs to read; Store.reconcile() calls it after each batch."""
-
-    def __init__(self) -> None:
-        self.bar: ProgressBar[int] | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            if total <= PROGRESS_THRESHOLD or not sys.stderr.isatty():
-                return
-            self.bar = click.progressbar(
-                length=total, label=f"reconciling {total} configs", file=sys.stderr
-            )
-            self.bar.__enter__()
-        self.bar.update(done - self.bar.pos)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-
-
-@cli.command("reconcile")
-@click.option("--full", is_flag=True, help="Re-read every config.json, changed or not.")
-@click.option("--dry-run", is_flag=True, help="Only report what would change.")
-@json_flag
-@pass_app
-def reconcile_command(app: App, full: bool, dry_run: bool) -> None:
-    """Bring the index in line with disk.
-
-    Prints what changed (or, with --dry-run, would change), then the unreadable configs
-    and conflicts that need a human.
-    """
-    progress = _Progress()
-    try:
-        report = app.store().reconcile(full=full, dry_run=dry_run, progress=progress)
-    finally:
-        progress.close()
-    app.emit(
-        text.report_record(report, dry_run),
-        lambda: text.report_text(report, dry_run),
-    )
-
-
-@cli.command("check")
-@json_flag
-@pass_app
 @click.pass_context
-def check_command(ctx: click.Context, app: App) -> None:
-    """Report conflicts, unreadable configs and drift.
+def who_has_command(ctx: click.Context, app: App, value: str) -> None:
+    """Print every member holding an IP or MAC, one per line.
 
-    Looks at disk as it is now (stray directories too) and at the index's drift from it;
-    changes nothing. Exit status 1 when there is any problem, one line each.
+    Exit status 1 when nobody does, and when several do (a conflict, also warned about).
     """
-    problems = app.store().check()
-    app.emit(
-        [text.problem_record(p) for p in problems],
-        "\n".join(text.display(p.message) for p in problems) or "no problems",
-    )
-    if problems:
+    ip_or_mac(value)  # a bad value is the error to report, store or no store
+    holders = app.store().holders(value)
+    app.emit({"value": value, "holders": holders}, "\n".join(map(text.display, holders)))
+    if not holders:
+        if not app.as_json:
+            CommandError(f"no member holds {value}").show()
+        ctx.exit(1)
+    if len(holders) > 1:
+        warn(
+            f"{value} is claimed by {len(holders)} members; give all but one another address "
+            f"with `{PROG} set NAME {'mac' if ':' in value else 'ip'}=...`"
+        )
         ctx.exit(1)
 
 
@@ -301,8 +213,8 @@ def migrate_command(app: App) -> None:
     app.emit({"revision": revision}, revision)
 
 
-cli.add_command(log_command)
-cli.add_command(sql_command)
+for _command in (*writes.COMMANDS, *upkeep.COMMANDS, log_command, sql_command):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from fleetbox_db.cli import history_text
 from fleetbox_db.cli.app import App, json_flag
 from fleetbox_db.cli.text import to_json
 from fleetbox_db.records import EVENT_KINDS as KINDS
+from fleetbox_db.rules.ipam import parse_ipv4
 
 __all__ = ["log_command", "sql_command"]
 
@@ -62,6 +63,8 @@ def log_command(
     The index is first brought in line with disk, so a hand edit made just now is shown.
     """
     when = None if since is None else history_text.parse_since(since, app.clock())
+    if ip is not None:
+        parse_ipv4(ip)  # before the store opens: a bad argument is the first thing said
     events = app.store().history(name, when, kinds or None, limit or None, ip=ip)
     shown = _format(app, fmt)
     if shown == "table":

@@ -22,17 +22,24 @@ from fleetbox_db.records import (
     VM_FIELDS,
     Entry,
     Fixture,
+    Key,
     MemberState,
-    Problem,
-    ReconcileReport,
 )
 from fleetbox_db.rules.config import created_at_text
-from fleetbox_db.rules.layout import cluster_name
+from fleetbox_db.rules.layout import cluster_name, member_label
 
 HEADERS: Final = ("NAME", "CLUSTER", "IP", "MAC", "CPUS", "MEMORY", "IMAGE", "AGE", "STATE")
 CONFIG_KEYS: Final = VM_FIELDS[1:]  # the name is the entry's own
 NONE: Final = "-"
-_CHANGES: Final = ("added", "updated", "removed", "released", "swept")
+#: What `set` may change, and how its text is read.
+SETTABLE: Final = {
+    "ip": str,
+    "mac": str,
+    "cpus": int,
+    "memory_mb": int,
+    "disk_mb": int,
+    "image": str,
+}
 
 
 def display(text: str) -> str:
@@ -44,6 +51,26 @@ def display(text: str) -> str:
     if text.isprintable():
         return text
     return repr(text)[1:-1]
+
+
+def one_line(message: str) -> str:
+    """*message* as one line of terminal text: line breaks joined with spaces, every other
+    control character escaped (\\x1b, not ESC).
+
+    Paths and names come from disk and may hold an escape sequence that, printed raw,
+    would rewrite the operator's terminal.
+    """
+    joined = " ".join(message.splitlines())
+    if joined.isprintable():
+        return joined
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in joined)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def age(created: datetime, now: datetime) -> str:
@@ -82,10 +109,45 @@ def vm_record(vm: VM | None) -> dict[str, Any]:
 
 
 def entry_record(entry: Entry) -> dict[str, Any]:
-    """One member as `ls --json` and `show --json` print it: name, cluster, state, config."""
-    return {"name": entry.name, "cluster": entry.cluster, "state": entry.state} | vm_record(
-        entry.vm
-    )
+    """One member as `ls --json` and `show --json` print it: name, cluster, state, the
+    reason an unreadable config cannot be used (else None), config."""
+    head = {"name": entry.name, "cluster": entry.cluster, "state": entry.state}
+    return head | {"reason": entry.reason} | vm_record(entry.vm)
+
+
+def label(entry: Entry) -> str:
+    """The member as `ls -q` prints it: its name, or cluster/name for a stray (the form
+    show, set and rm take), escaped for one line."""
+    return display(member_label(Key(entry.cluster, entry.name)))
+
+
+def keep(entries: Iterable[Entry], clusters: Sequence[str], states: Sequence[str]) -> list[Entry]:
+    """*entries* in any of *clusters* and any of *states* (an empty filter keeps all)."""
+    return [
+        e
+        for e in entries
+        if (not clusters or e.cluster in clusters) and (not states or e.state in states)
+    ]
+
+
+def parse_assignments(changes: Iterable[str]) -> dict[str, Any]:
+    """`set`'s KEY=VALUE arguments as VM fields; ValueError says what is wrong (a usage
+    error). The values themselves are checked by Store.save."""
+    fields: dict[str, Any] = {}
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep:
+            raise ValueError(f"expected KEY=VALUE, not {change!r}")
+        kind = SETTABLE.get(key)
+        if kind is None:
+            raise ValueError(f"unknown key {key!r}: choose from {', '.join(SETTABLE)}")
+        if kind is int:
+            if not value.isascii() or not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{key} must be a whole number >= 1, not {value!r}")
+            fields[key] = int(value)
+        else:
+            fields[key] = value
+    return fields
 
 
 def created_entry(vm: VM) -> Entry:
@@ -120,15 +182,20 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def ls_table(entries: Iterable[Entry], now: datetime) -> str:
-    """The `ls` table, header included, in the order given."""
-    return table([HEADERS, *(table_row(entry, now) for entry in entries)])
+def ls_table(entries: Iterable[Entry], now: datetime, headers: bool = True) -> str:
+    """The `ls` table, header included unless not *headers*, in the order given."""
+    rows = [table_row(entry, now) for entry in entries]
+    if headers:
+        rows.insert(0, HEADERS)
+    return table(rows) if rows else ""
 
 
 def show_text(entry: Entry) -> str:
     """One member as `show` prints it: one "key  value" line per field, fixtures last."""
     record = entry_record(entry)
     fixtures = record.pop("fixtures")
+    if record["reason"] is None:  # only an unreadable member has one
+        del record["reason"]
     lines = [f"{key:<12}{_value(value)}" for key, value in record.items()]
     if not fixtures:
         lines.append(f"{'fixtures':<12}{NONE}")
@@ -142,41 +209,6 @@ def _value(value: object) -> str:
     if value is None or value == "":
         return NONE
     return display(str(value))
-
-
-def report_record(report: ReconcileReport, dry_run: bool) -> dict[str, Any]:
-    """A reconcile report as plain JSON data."""
-    return {
-        "dry_run": dry_run,
-        **{key: list(getattr(report, key)) for key in (*_CHANGES, "unreadable")},
-        "conflicts": [
-            {"kind": c.kind, "value": c.value, "members": list(c.members)} for c in report.conflicts
-        ],
-    }
-
-
-def report_text(report: ReconcileReport, dry_run: bool) -> str:
-    """The reconcile report: one line per kind of change, then what still needs a human."""
-    lines = ["dry run: nothing written"] if dry_run else []
-    for key in _CHANGES:
-        names: list[str] = getattr(report, key)
-        if names:
-            lines.append(f"{key}: {', '.join(display(n) for n in names)}")
-    if not report.changed:
-        lines.append("no changes")
-    if report.unreadable:
-        lines.append(f"unreadable: {', '.join(display(n) for n in report.unreadable)}")
-    lines.extend(f"conflict: {display(str(c))}" for c in report.conflicts)
-    return "\n".join(lines)
-
-
-def problem_record(problem: Problem) -> dict[str, Any]:
-    return {
-        "kind": problem.kind,
-        "members": list(problem.members),
-        "value": problem.value,
-        "message": problem.message,
-    }
 
 
 def json_array_lines(items: Iterator[str]) -> Iterator[str]:
@@ -198,6 +230,11 @@ def chunks(lines: Iterator[str], size: int = 4096) -> Iterator[list[str]]:
     """*lines* in lists of *size*: one write per chunk instead of one per line."""
     while chunk := list(islice(lines, size)):
         yield chunk
+
+
+def to_json_line(data: object) -> str:
+    """JSON on one line (jsonl), ASCII only: newlines in names come out as \\n."""
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
 
 
 def to_json(data: object) -> str:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from fleetbox_db.disk.observe import Clock, Observation, observe
 from fleetbox_db.disk.scan import Scan
-from fleetbox_db.records import VM, Entry, MemberState
-from fleetbox_db.rules.ipam import Subnet, conflicts_among, free_ranges, ip_key, marked
+from fleetbox_db.records import VM, Entry, Key, MemberState
+from fleetbox_db.rules.ipam import Subnet, conflicts_among, free_ranges, ip_key, mac_key, marked
+from fleetbox_db.rules.layout import member_label
 
 __all__ = ["DiskAnswers"]
 
@@ -33,9 +34,13 @@ class DiskAnswers:
 
     def _parsed(self) -> Iterator[tuple[str, VM, MemberState]]:
         """(name, config, state) of every member whose config parses now, strays included."""
+        for key, vm, state in self._parsed_keys():
+            yield key.name, vm, state
+
+    def _parsed_keys(self) -> Iterator[tuple[Key, VM, MemberState]]:
         for obs in self._observed():
             if obs.vm is not None:
-                yield obs.key.name, obs.vm, obs.state
+                yield obs.key, obs.vm, obs.state
 
     def vms(self) -> list[VM]:
         return [vm for _, vm, state in self._parsed() if state == MemberState.OK]
@@ -44,7 +49,9 @@ class DiskAnswers:
         return [m.name for m in self.scan.members if m.cluster == cluster]
 
     def entries(self, cluster: str | None = None) -> list[Entry]:
-        found = [Entry(o.key.name, o.key.cluster, o.state, o.vm) for o in self._observed()]
+        found = [
+            Entry(o.key.name, o.key.cluster, o.state, o.vm, _reason(o)) for o in self._observed()
+        ]
         claims = ((e.name, e.vm) for e in found if e.vm is not None)
         found = marked(found, conflicts_among(claims))
         return [e for e in found if cluster is None or e.cluster == cluster]
@@ -55,9 +62,21 @@ class DiskAnswers:
         return free_ranges(net, (ip for ip in taken if ip is not None))
 
     def who_has(self, ip: int | None, mac: str | None) -> str | None:
-        for name, vm, _ in self._parsed():
-            if ip is not None and ip_key(vm.ip) == ip:
-                return name
-            if mac is not None and vm.mac.lower() == mac:
-                return name
-        return None
+        found = self.holders(ip, mac)
+        return found[0].rpartition("/")[2] if found else None
+
+    def holders(self, ip: int | None, mac: str | None) -> list[str]:
+        """Every member whose config claims the address (reservations live in the index
+        alone, so none is named here)."""
+        return [
+            member_label(key)
+            for key, vm, _ in self._parsed_keys()
+            if (ip is not None and ip_key(vm.ip) == ip)
+            or (mac is not None and mac_key(vm.mac) == mac)
+        ]
+
+
+def _reason(obs: Observation) -> str | None:
+    """Entry.reason: only an unreadable member's (as the index gives it; a stray's state
+    says stray whatever its config holds)."""
+    return obs.reason if obs.state == MemberState.UNREADABLE else None

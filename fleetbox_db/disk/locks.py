@@ -14,7 +14,7 @@ from typing import Final
 
 from fleetbox_db.errors import LockedError
 
-__all__ = ["LOCK_FILE_MODE", "Lock", "try_lock"]
+__all__ = ["LOCK_FILE_MODE", "Lock", "is_held", "try_lock"]
 
 LOCK_FILE_MODE: Final = 0o644
 _LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -64,6 +64,22 @@ class Lock:
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"
         return f"<Lock {self.name!r} {state} {self.path}>"
+
+
+def is_held(lock_path: Path) -> bool:
+    """Whether another open file description holds lock_path's flock now, without creating
+    the file (a dry run must change nothing): an absent file is held by nobody."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's own lock, if it got it
+    return False
 
 
 def try_lock(lock_path: Path, name: str) -> Lock:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetbox_db.disk.files import read_config_bytes
-from fleetbox_db.disk.scan import MemberDir, Signature
+from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.errors import ConfigError
 from fleetbox_db.records import VM, Key, MemberState
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import is_stray, member_file
 
-__all__ = ["Clock", "Observation", "observe", "observe_written"]
+__all__ = ["Clock", "Observation", "observe", "observe_all", "observe_written"]
 
 Clock = Callable[[], int]
 """Nanoseconds since the epoch (time.time_ns); injected so tests can make files old."""
@@ -36,6 +36,8 @@ class Observation:
     digest: str | None
     vm: VM | None
     present: bool  # config.json exists (parsed or not)
+    # Why the config cannot be used: the decode error, or the OS error (permission denied).
+    reason: str | None = None
 
     @property
     def keeps_last_config(self) -> bool:
@@ -56,13 +58,30 @@ def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observ
     except FileNotFoundError:
         state = MemberState.STRAY if stray else MemberState.CONFIGLESS
         return Observation(key, state, None, verified, None, None, False)
-    except OSError:
+    except OSError as exc:
         # No signature: recorded under the file's unchanged one, a passing error (EACCES
         # fixed later, EMFILE, EIO) would never be read again, and the member's address
         # would stay unknown. Without one, every listing retries the read.
         state = MemberState.STRAY if stray else MemberState.UNREADABLE
-        return Observation(key, state, None, verified, None, None, True)
+        reason = f"cannot be read: {exc.strerror or exc}"
+        return Observation(key, state, None, verified, None, None, True, reason)
     return _parsed(key, stray, path, data, sig, verified)
+
+
+def observe_all(
+    clusters_dir: Path | str,
+    scan: Scan,
+    clock: Clock,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Observation]:
+    """observe() every member of *scan*, in order; *progress(done, total)* every thousand."""
+    members = scan.members
+    found: list[Observation] = []
+    for i, member in enumerate(members, 1):
+        found.append(observe(clusters_dir, member, clock))
+        if progress is not None and (i % 1000 == 0 or i == len(members)):
+            progress(i, len(members))
+    return found
 
 
 def observe_written(
@@ -77,12 +96,13 @@ def _parsed(
     key: Key, stray: bool, path: str, data: bytes, sig: Signature, verified: int
 ) -> Observation:
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    reason = None
     try:
         vm: VM | None = decode_config(data, path)
-    except ConfigError:
-        vm = None
+    except ConfigError as exc:
+        vm, reason = None, exc.reason
     if stray:
         state = MemberState.STRAY
     else:
         state = MemberState.OK if vm is not None else MemberState.UNREADABLE
-    return Observation(key, state, sig, verified, digest, vm, True)
+    return Observation(key, state, sig, verified, digest, vm, True, reason)

@@ -36,7 +36,8 @@ def disk_problems(
                     (name,),
                     where,
                     f"stray directory {where}: vm {name!r} belongs under clusters/"
-                    f"{cluster_name(name)}/; move or remove it",
+                    f"{cluster_name(name)}/; move it there, or remove it with "
+                    f"`fleetbox-db rm {cluster}/{name}`",
                 )
             )
         if obs.present and obs.vm is None:
@@ -46,7 +47,9 @@ def disk_problems(
                     "unreadable",
                     (name,),
                     config,
-                    f"unreadable config {config} of vm {name!r}; fix or remove it",
+                    f"unreadable config {config} of vm {name!r}"
+                    f"{f': {obs.reason}' if obs.reason else ''}; fix or remove it",
+                    obs.reason,
                 )
             )
     claims = ((obs.key.name, obs.vm) for obs in observations if obs.vm is not None)
@@ -56,7 +59,8 @@ def disk_problems(
                 "conflict",
                 conflict.members,
                 conflict.value,
-                f"{conflict}; give all but one another address",
+                f"{conflict}; give all but one another address "
+                f"(`fleetbox-db set NAME {conflict.kind}=...`)",
             )
         )
     for cluster in unreadable_clusters:

@@ -28,7 +28,7 @@ from fleetbox_db.index.answers import (
 )
 from fleetbox_db.records import VM, Key
 from fleetbox_db.rules.ipam import Subnet
-from fleetbox_db.rules.layout import cluster_name, member_file
+from fleetbox_db.rules.layout import cluster_name, is_stray, member_file, member_label
 
 __all__ = ["allocate", "check_unique"]
 
@@ -41,7 +41,7 @@ def check_unique(conn: sqlite3.Connection, vm: VM, ip: int | None, path: Path) -
         holders = [k for k in holders_of_ip(conn, ip) if k != key]
         reserver = reservations.holder(conn, ip)
         if holders or reserver not in (None, vm.name):
-            who = holders[0].name if holders else f"a reservation for {reserver!r}"
+            who = _holder(holders[0]) if holders else f"a reservation for {reserver!r}"
             raise IPConflictError(
                 f"ip {vm.ip} for vm {vm.name!r} is already held by {who}; choose another "
                 "address or pass a subnet to allocate one",
@@ -53,12 +53,21 @@ def check_unique(conn: sqlite3.Connection, vm: VM, ip: int | None, path: Path) -
         holders = [k for k in holders_of_mac(conn, vm.mac) if k != key]
         if holders:
             raise MACConflictError(
-                f"mac {vm.mac} for vm {vm.name!r} is already held by {holders[0].name}; "
+                f"mac {vm.mac} for vm {vm.name!r} is already held by {_holder(holders[0])}; "
                 "leave mac empty to derive one from the name",
                 name=vm.name,
                 value=vm.mac,
                 path=path,
             )
+
+
+def _holder(key: Key) -> str:
+    """The member holding an address, as an error names it: a stray (its own stale copy,
+    often) by cluster/name with the command that removes it."""
+    if not is_stray(*key):
+        return key.name
+    label = member_label(key)
+    return f"{label} (a stray directory; `fleetbox-db rm {label}` removes it)"
 
 
 def allocate(

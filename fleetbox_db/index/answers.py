@@ -19,6 +19,7 @@ from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.ipam import Subnet, format_ipv4, marked
+from fleetbox_db.rules.layout import member_label
 
 __all__ = [
     "IndexAnswers",
@@ -32,6 +33,8 @@ __all__ = [
     "ip_in_range",
     "member_names",
     "names_in_state",
+    "stray_labels",
+    "unreadable_reasons",
 ]
 
 
@@ -63,6 +66,16 @@ class IndexAnswers:
         holders = holders_of_mac(self.conn, mac)
         return holders[0].name if holders else None
 
+    def holders(self, ip: int | None, mac: str | None) -> list[str]:
+        if ip is None:
+            assert mac is not None
+            return [member_label(k) for k in holders_of_mac(self.conn, mac)]
+        found = [member_label(k) for k in holders_of_ip(self.conn, ip)]
+        reserved = reservations.holder(self.conn, ip)
+        if reserved is not None and reserved not in found:
+            found.append(reserved)
+        return found
+
 
 def entries(conn: sqlite3.Connection, cluster: str | None = None) -> list[Entry]:
     """Every member directory (of *cluster*) with its state and last good config."""
@@ -75,17 +88,37 @@ def all_members(conn: sqlite3.Connection) -> list[Entry]:
     """Every row as recorded (state, last good config or None), in Go List() order."""
     fixtures = _fixtures_by_member(conn, "1")
     rows = conn.execute(
-        f"SELECT id, cluster, name, state, {CONFIG_COLUMNS} FROM members ORDER BY {BYTE_ORDER}"
+        f"SELECT id, cluster, name, state, reason, {CONFIG_COLUMNS} FROM members"
+        f" ORDER BY {BYTE_ORDER}"
     )
     return [
         Entry(
             name_of(r[2]),
             name_of(r[1]),
             r[3],
-            None if r[4] is None else vm_from_row(r[4:], fixtures.get(r[0], [])),
+            None if r[5] is None else vm_from_row(r[5:], fixtures.get(r[0], [])),
+            r[4] if r[3] == MemberState.UNREADABLE else None,
         )
         for r in rows
     ]
+
+
+def unreadable_reasons(conn: sqlite3.Connection) -> dict[str, str]:
+    """Why each unreadable member cannot be read, by name, in Go List() order."""
+    rows = conn.execute(
+        f"SELECT name, reason FROM members WHERE state = ? ORDER BY {BYTE_ORDER}",
+        (str(MemberState.UNREADABLE),),
+    )
+    return {name_of(name): reason for name, reason in rows if reason is not None}
+
+
+def stray_labels(conn: sqlite3.Connection) -> list[str]:
+    """Every stray directory as cluster/name, in Go List() order."""
+    rows = conn.execute(
+        f"SELECT cluster, name FROM members WHERE state = ? ORDER BY {BYTE_ORDER}",
+        (str(MemberState.STRAY),),
+    )
+    return [member_label(key_of(c, n)) for c, n in rows]
 
 
 def _fixtures_by_member(conn: sqlite3.Connection, where: str) -> dict[int, list[Fixture]]:

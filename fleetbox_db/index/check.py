@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 
-from fleetbox_db.disk.observe import Observation, observe
+from fleetbox_db.disk.observe import Observation, observe_all
 from fleetbox_db.disk.problems import disk_problems
 from fleetbox_db.disk.scan import Scan
 from fleetbox_db.index import members
@@ -20,11 +21,16 @@ from fleetbox_db.records import Problem
 __all__ = ["find_problems"]
 
 
-def find_problems(conn: sqlite3.Connection, clusters_dir: str, scan: Scan) -> list[Problem]:
+def find_problems(
+    conn: sqlite3.Connection,
+    clusters_dir: str,
+    scan: Scan,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Problem]:
     """disk.problems' findings (unlistable clusters naming the members the index holds
-    there), then the index's drift from disk."""
+    there), then the index's drift from disk. *progress(done, total)* after each batch."""
     # The process clock: nothing is recorded, and the filesystem's would touch a file.
-    observations = [observe(clusters_dir, m, time.time_ns) for m in scan.members]
+    observations = observe_all(clusters_dir, scan, time.time_ns, progress)
     problems = disk_problems(
         clusters_dir,
         observations,

@@ -140,7 +140,7 @@ def _head(obs: Observation) -> tuple[Any, ...]:
     sig = _NO_SIGNATURE if obs.signature is None else obs.signature
     # str(): sqlite3 binds a str subclass (a MemberState) through its adapter lookup, at
     # twice the cost of a str, once per row of a rebuild.
-    return (*stored_key(obs.key), str(obs.state), *sig, obs.verified_ns, obs.digest)
+    return (*stored_key(obs.key), str(obs.state), *sig, obs.verified_ns, obs.digest, obs.reason)
 
 
 def put_member(conn: sqlite3.Connection, obs: Observation, *, keep_config: bool = False) -> None:

@@ -9,8 +9,11 @@ only remembers what disk said.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +24,13 @@ from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexUnavailableError
 from fleetbox_db.index import allocation, history, members, reservations, schema, sql
-from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
+from fleetbox_db.index.answers import (
+    IndexAnswers,
+    conflicts,
+    names_in_state,
+    stray_labels,
+    unreadable_reasons,
+)
 from fleetbox_db.index.check import find_problems
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
@@ -35,6 +44,7 @@ from fleetbox_db.rules.layout import Layout
 __all__ = ["Mirror", "WriteTransaction"]
 
 T = TypeVar("T")
+log = logging.getLogger("fleetbox_db")
 
 #: Copies of the index taken for one answer before the plan is made against the copy itself.
 _COPY_ATTEMPTS = 3
@@ -84,7 +94,9 @@ class Mirror:
         clock: Clock | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
         history_limit: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        self.progress = progress  # for every reconcile that reads configs, and check()
         if clock is None:  # the clock that stamps the files: index.lock is in the tree
             clock = FilesystemClock(layout.index_lock_path)
         self._clusters_dir = layout.clusters_dir
@@ -143,18 +155,20 @@ class Mirror:
         for _ in range(_COPY_ATTEMPTS):
             with in_memory_copy(conn) as copy:
                 if copy.version == plan.data_version:
-                    self._reconciler.apply(copy.conn, plan, on_disk=False)
+                    self._reconciler.apply(copy.conn, plan, progress=self.progress, on_disk=False)
                     return question(IndexAnswers(copy.conn, self._vms, None))
             plan = self._reconciler.plan(conn, scan)
         with in_memory_copy(conn) as copy:
             own = self._reconciler.plan(copy.conn, scan)
-            self._reconciler.apply(copy.conn, own, on_disk=False)
+            self._reconciler.apply(copy.conn, own, progress=self.progress, on_disk=False)
             return question(IndexAnswers(copy.conn, self._vms, None))
 
     def check(self, scan: Scan) -> list[Problem]:
         """Problems on disk and the index's drift from *scan*; writes nothing."""
         return self._retrying(
-            lambda: find_problems(self._file.connection(), self._reconciler.clusters_dir, scan)
+            lambda: find_problems(
+                self._file.connection(), self._reconciler.clusters_dir, scan, self.progress
+            )
         )
 
     def revision(self) -> str | None:
@@ -174,9 +188,9 @@ class Mirror:
             plan = self._changes(self._file.connection(), found)
             changes = reservations.LeaseChanges()
             try:
-                with self._file.write() as conn:
+                with self._locked() as conn:
                     if plan is not None:
-                        self._reconciler.apply(conn, plan)
+                        self._reconciler.apply(conn, plan, progress=self.progress)
                     self._reconciled(conn)
                     tx = WriteTransaction(conn, self._reconciler)
                     tx.leases = changes
@@ -198,7 +212,7 @@ class Mirror:
         rows and every reservation of its name."""
 
         def run() -> None:
-            with self._file.write() as conn:
+            with self._locked() as conn:
                 remove()
                 members.delete_members(conn, [key])
                 for lease in reservations.release(conn, key.name):
@@ -210,6 +224,7 @@ class Mirror:
 
     def reconcile(self, *, full: bool, dry_run: bool, progress: Progress | None) -> ReconcileReport:
         """Store.reconcile(): see there."""
+        progress = progress or self.progress
 
         def run() -> ReconcileReport:
             conn = self._file.connection()
@@ -221,13 +236,15 @@ class Mirror:
                 if full:
                     report.swept = sweep(self._clusters_dir, found.members, now(), remove=False)
                 return report
-            with self._file.write() as wconn:
+            with self._locked() as wconn:
                 report = self._reconciler.apply(wconn, plan, progress=progress)
                 self._reconciled(wconn)
                 if full:  # under the lock that every config write holds
                     report.swept = sweep(self._clusters_dir, found.members, now())
             report.unreadable = names_in_state(conn, MemberState.UNREADABLE)
+            report.reasons = unreadable_reasons(conn)
             report.conflicts = conflicts(conn)
+            report.strays = stray_labels(conn)
             return report
 
         return self._retrying(run)
@@ -281,6 +298,16 @@ class Mirror:
 
     # -- the life cycle -------------------------------------------------------------------
 
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The write transaction, logging how long it took to get (-v shows lock waits)."""
+        started = time.monotonic()
+        with self._file.write() as conn:
+            waited = time.monotonic() - started
+            level = logging.INFO if waited >= 0.01 else logging.DEBUG
+            log.log(level, "took the index write lock after %.3f s", waited)
+            yield conn
+
     def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
         if self._reconciler.is_current(conn, scan):
@@ -306,7 +333,7 @@ class Mirror:
         """Apply *plan* if the write lock is free this instant; False when it is not."""
         try:
             with self._file.write(wait=False) as wconn:
-                self._reconciler.apply(wconn, plan)
+                self._reconciler.apply(wconn, plan, progress=self.progress)
                 self._reconciled(wconn)
         except WriteLockBusy:
             return False

@@ -55,6 +55,9 @@ class MemberRow(Base):
     # timestamp granularity of it may have been rewritten unseen (the racy case).
     verified_ns: Mapped[int | None] = mapped_column(Integer)
     digest: Mapped[str | None] = mapped_column(String(32))
+    # Why an unreadable config cannot be used (its decode error, or the OS error such as
+    # permission denied); NULL in every other state.
+    reason: Mapped[str | None] = mapped_column(Text)
     # The last config that parsed (kept while the file is unreadable); NULL when none ever did.
     config_name: Mapped[str | None] = mapped_column(Text)
     mac: Mapped[str | None] = mapped_column(Text)

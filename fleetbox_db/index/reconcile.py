@@ -14,6 +14,7 @@ changed and take the write lock; the tests in test_reconcile.py pin each such ca
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState, ReconcileReport
+from fleetbox_db.rules.layout import is_stray, member_label
 
 __all__ = ["DEFAULT_GRANULARITY_NS", "Plan", "Progress", "Reconciler"]
 
@@ -45,6 +47,7 @@ _BATCH: Final = 1000
 _ROW_LOOKUPS: Final = 500
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
+log = logging.getLogger("fleetbox_db")
 
 
 @dataclass
@@ -222,6 +225,13 @@ class Reconciler:
         # The index as this apply found it: still what the file holds after an apply to a
         # reader's in-memory copy, so the next answer need not load it again.
         found = self._recorded
+        log.info(
+            "reconciling the index: %d configs to read, %d directories gone%s",
+            len(plan.reads),
+            len(plan.removed),
+            " (dry run)" if dry_run else "",
+        )
+        debug = log.isEnabledFor(logging.DEBUG)  # once: a rebuild reads 100,000 configs
         report = ReconcileReport()
         kept: list[Observation] = []
         gone: list[Key] = []
@@ -229,6 +239,9 @@ class Reconciler:
             fresh: list[Observation] = []
             for member in plan.reads[start : start + _BATCH]:
                 obs = (plan.observed and plan.observed.get(member.key)) or self.observe(member)
+                if debug:
+                    why = f" ({obs.reason})" if obs.reason else ""
+                    log.debug("read %s/%s: %s%s", member.cluster, member.name, obs.state, why)
                 old = plan.old.get(obs.key)
                 if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
                     if old is not None:  # the member directory went away after the scan
@@ -257,9 +270,14 @@ class Reconciler:
             )
         report.released = [r.name for r in dead]
         if dry_run:
-            report.unreadable, report.conflicts = preview.outcome(
-                all_members(conn), plan.removed, kept
-            )
+            rows = all_members(conn)
+            report.unreadable, report.conflicts = preview.outcome(rows, plan.removed, kept)
+            # What this run read wins over what the rows remember.
+            reasons = {e.name: e.reason for e in rows if e.reason is not None} | report.reasons
+            report.reasons = {n: reasons[n] for n in report.unreadable if n in reasons}
+            report.strays = [
+                member_label(m.key) for m in plan.scan.members if is_stray(m.cluster, m.name)
+            ]
         else:
             members.delete_members(conn, gone)
             reservations.delete(conn, (r.id for r in dead))
@@ -294,6 +312,8 @@ def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) 
         report.updated.append(obs.key.name)
     if obs.state == MemberState.UNREADABLE:
         report.unreadable.append(obs.key.name)
+        if obs.reason is not None:
+            report.reasons[obs.key.name] = obs.reason
 
 
 def _lease_drift(

@@ -28,7 +28,9 @@ __all__ = [
     "vm_from_row",
 ]
 
-SIGNATURE_FIELDS: Final = ("state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest")
+SIGNATURE_FIELDS: Final = (
+    "state", "ino", "size", "mtime_ns", "ctime_ns", "verified_ns", "digest", "reason",
+)  # fmt: skip
 CONFIG_FIELDS: Final = (
     "config_name", "mac", "mac_key", "cpus", "memory_mb", "disk_mb", "image", "created_at", "ip",
     "ip_int", "extra", "spelling",

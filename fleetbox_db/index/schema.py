@@ -25,6 +25,7 @@ KNOWN_REVISIONS: Final = (
     "fleetbox_0002",
     "fleetbox_0003",
     "fleetbox_0004",
+    "fleetbox_0005",
     "fleetbox_0006",
 )
 HEAD: Final = KNOWN_REVISIONS[-1]

@@ -346,4 +346,15 @@ def decode_config(data: bytes, path: Path | str | None = None) -> VM:
         where = "config.json" if path is None else f"config.json at {path}"
         member = (Path(path).parent.name or None) if path is not None else None
         message = f"{where} {exc}; fix or remove the file"
-        raise ConfigError(message, name=member, path=path) from None
+        error = ConfigError(message, name=member, path=path)
+        error.reason = _reason(str(exc))
+        raise error from None
+
+
+def _reason(text: str) -> str:
+    """An _Invalid message as a reason on its own: 'has a wrong type for ...' -> 'wrong type
+    for ...', 'is not valid JSON (...)' -> 'not valid JSON (...)'."""
+    for prefix in ("has a ", "has ", "is "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text

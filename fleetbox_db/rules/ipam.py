@@ -263,7 +263,12 @@ def ip_or_mac(value: str) -> tuple[int | None, str | None]:
         raise InvalidValueError(f"expected an IPv4 address or a MAC, not {value!r}")
     if value.count(":") == 5:
         return None, normalize_mac(value)
-    return parse_ipv4(value), None
+    if value and all(ch in "0123456789." for ch in value):  # meant as an address
+        return parse_ipv4(value), None
+    raise InvalidValueError(
+        f"{value!r} is not an IPv4 address or a MAC address (like 10.0.0.2 or c2:e2:65:d7:2f:93)",
+        value=value,
+    )
 
 
 def ip_key(ip: str) -> int | None:

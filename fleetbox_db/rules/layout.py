@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from fleetbox_db.errors import InvalidNameError, InvalidValueError, StorageRootError
+from fleetbox_db.records import Key
 
 __all__ = [
     "CONFIG_NAME",
@@ -24,6 +25,8 @@ __all__ = [
     "go_join",
     "is_stray",
     "member_file",
+    "member_key",
+    "member_label",
     "name_bytes",
     "resolve_home",
     "resolve_root",
@@ -89,6 +92,34 @@ def is_stray(cluster: str, name: str) -> bool:
     still claims its IP and MAC, and `show` or `rm` by name reach the other copy.
     """
     return cluster_name(name) != cluster
+
+
+def member_key(target: str) -> Key:
+    """The member directory *target* names: ``name`` is where the Go tool looks for it
+    (clusters/<cluster_name(name)>/<name>); ``cluster/name`` is any member directory, so a
+    stray (a directory under another cluster, which Go lists but never finds by name) can
+    be shown, changed and removed. Raises InvalidNameError.
+    """
+    if isinstance(target, str) and target.count("/") == 1:
+        cluster, name = target.split("/")
+        for part, problem in (
+            ("cluster", _segment_problem(cluster)),
+            ("name", _name_problem(name)),
+        ):
+            if problem is not None:
+                raise InvalidNameError(
+                    f"invalid VM name {_short_repr(target)}: as cluster/name, its {part} "
+                    f"{problem.removeprefix('it ')}; {_NAME_RULE}",
+                    name=target,
+                )
+        return Key(cluster, name)
+    return Key(cluster_name(validate_name(target)), target)
+
+
+def member_label(key: Key) -> str:
+    """How a member directory is named back to a person: its name, or ``cluster/name`` for
+    a stray, the form member_key() reads back."""
+    return f"{key.cluster}/{key.name}" if is_stray(*key) else key.name
 
 
 def member_file(clusters_dir: Path | str, cluster: str, name: str, leaf: str = CONFIG_NAME) -> str:
@@ -339,6 +370,11 @@ class Layout:
 
     def config_path(self, name: str) -> Path:
         return self.vm_dir(name) / CONFIG_NAME
+
+    def key_dir(self, key: Key) -> Path:
+        """``<root>/clusters/<cluster>/<name>`` of a member_key(), stray or not; the key is
+        trusted to have been validated."""
+        return self._base / "clusters" / key.cluster / key.name
 
     def disk_path(self, name: str) -> Path:
         return self.vm_dir(name) / "disk.raw"

@@ -18,7 +18,7 @@ them under their public names: vms, fixtures, addresses, reservations, events, p
 changing one is a schema change, made by a new revision.
 
 Revision ID: fleetbox_0006
-Revises: fleetbox_0004
+Revises: fleetbox_0005
 Create Date: 2026-11-30
 """
 
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "fleetbox_0006"
-down_revision: str | None = "fleetbox_0004"
+down_revision: str | None = "fleetbox_0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
