@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 STORE_CASES = {
     "walk",
+    "walk_old",
     "parse",
     "list_warm",
     "list_fresh",
@@ -26,6 +27,7 @@ STORE_CASES = {
     "free_ips_naive",
     "incremental",
     "cold_rebuild",
+    "cold_process",
 }
 PROCESS_CASES = {"python_startup", "import_sqlalchemy", "cli_ls_json"}
 

@@ -8,12 +8,12 @@ costs a fraction of fetching and parsing its row again.
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final, NamedTuple
 
+from fleetbox_db.disk.scan import collector_paused
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.rows import CONFIG_COLUMNS, respell
@@ -67,13 +67,8 @@ class VMCache:
         # Building makes no reference cycles, but tens of thousands of new objects would start
         # collections that traverse the whole cache (measured: a third of the time at 10,000
         # members), so the collector waits until the records are built.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             return self._build(conn, version)
-        finally:
-            if paused:
-                gc.enable()
 
     def _build(self, conn: sqlite3.Connection, version: object) -> list[VM]:
         with one_read(conn):
