@@ -101,3 +101,16 @@ def test_cli_case_is_skipped_with_the_reason_when_ls_fails(tmp_path: Path) -> No
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("`fleetbox-db ls --json` failed (exit 2): ")
     assert "is a file" in done.stdout
+
+
+def test_versus_go_skips_with_a_clear_message_without_go(tmp_path: Path) -> None:
+    code = (
+        "import sys, benchmarks.versus_go as v;"
+        " v.find_go = lambda explicit=None: None;"
+        " sys.exit(v.main(['--cache', sys.argv[1]]))"
+    )
+    argv = [sys.executable, "-c", code, str(tmp_path)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("versus_go skipped: no Go toolchain")
+    assert list(tmp_path.iterdir()) == []  # nothing built, no store made
