@@ -11,12 +11,15 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
-from fleetbox_db import FleetboxError, Store
+from fleetbox_db import FleetboxError
 from fleetbox_db.cli import text
+
+if TYPE_CHECKING:
+    from fleetbox_db import Store
 
 __all__ = [
     "PROG",
@@ -73,6 +76,8 @@ class App:
 
     def store(self) -> Store:
         if self._store is None:
+            from fleetbox_db import Store  # on first use: `--version` and `--help` never pay
+
             self._store = Store.open(self.root)
             click.get_current_context().call_on_close(self._store.close)
         return self._store
@@ -110,15 +115,11 @@ def json_flag(command: F) -> F:
 def print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    try:
-        from importlib.metadata import version
+    # The package's own version (a test keeps it equal to the distribution's): reading the
+    # installed metadata instead would import importlib.metadata, a third of this command.
+    import fleetbox_db
 
-        text = version("fleetbox-db")
-    except Exception:  # running from a checkout that was never installed
-        import fleetbox_db
-
-        text = getattr(fleetbox_db, "__version__", "unknown")
-    click.echo(f"{PROG} {text}")
+    click.echo(f"{PROG} {fleetbox_db.__version__}")
     ctx.exit()
 
 
