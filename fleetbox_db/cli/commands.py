@@ -88,6 +88,11 @@ def ls_command(app: App, cluster: str | None) -> None:
     configless, unreadable, stray or conflict.
     """
     entries = app.store().entries(cluster)
+    if app.as_json:  # the same text emit() would print, written without the slow encoder
+        from fleetbox_db.cli.lsjson import entries_json
+
+        click.echo(entries_json(entries))
+        return
     app.emit(
         [text.entry_record(e) for e in entries],
         lambda: text.ls_table(entries, app.clock()),
