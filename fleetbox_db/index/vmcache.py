@@ -19,6 +19,7 @@ import logging
 import marshal
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,8 @@ log = logging.getLogger("fleetbox_db")
 #: Bump when what a stored record holds changes: a file of another format is ignored.
 _BLOB_FORMAT: Final = "fleetbox_db vms 1"
 
-#: Above this many missing records, one read of every 'ok' row beats an IN (...) list.
+#: Ids per IN (...) list when reading missing records; above half the rows, one read of
+#: every 'ok' row is cheaper.
 _BY_ID_LIMIT: Final = 500
 
 RowId = tuple[int, str | None]  # (row id, digest): what a record is valid for
@@ -114,9 +116,15 @@ class VMCache:
                 self._blob_used = bool(loaded)
                 cache.update(loaded)
                 missing = [key for key in missing if key not in cache]
-            if missing:
-                ids = [mid for mid, _ in missing] if len(missing) <= _BY_ID_LIMIT else None
-                cache.update(_read_records(conn, ids))
+            if len(missing) > max(_BY_ID_LIMIT, len(rows) // 2):
+                # Most rows: one read of the table. Each record read is one the cache lacks.
+                cache.update(_read_records(conn))
+            else:
+                # Fewer: by id, in bounded IN lists, so that 1% of 100,000 rows changed does
+                # not build all 100,000 records again beside the cached ones (peak RSS).
+                for start in range(0, len(missing), _BY_ID_LIMIT):
+                    chunk = missing[start : start + _BY_ID_LIMIT]
+                    cache.update(_read_records(conn, [mid for mid, _ in chunk]))
         if len(cache) > len(rows):  # forget rows that changed or went away
             live = set(rows)
             self._records = cache = {k: r for k, r in cache.items() if k in live}
@@ -161,7 +169,7 @@ def _to_blob(path: Path | None, records: dict[RowId, Record]) -> None:
         for (_, digest), r in records.items()
         if digest is not None
     }
-    temp = Path(f"{path}.{os.getpid()}.tmp")
+    temp = Path(f"{path}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writer
     try:
         temp.write_bytes(marshal.dumps((_BLOB_FORMAT, stored)))
         os.replace(temp, path)
