@@ -92,3 +92,11 @@ def test_ls_json_prints_what_the_generic_encoder_prints(root: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == expected
     assert len(json.loads(result.output)) == 6
+
+
+def test_the_writer_knows_todays_record_shape() -> None:
+    """If entry_record changes shape, every entry goes the generic way (still identical);
+    this says the direct writer is actually in use today."""
+    from fleetbox_db.cli import lsjson
+
+    assert lsjson._SHAPE
