@@ -1,10 +1,9 @@
-"""The records file a new process's first vms() loads (index.db-vms): it may be stale,
-missing or garbage, and vms() still answers what disk holds. Real files and Stores only.
+"""vms() of a Store that has only listed, after changes made behind its back: the records
+it reads (all, or a few by id) are what disk holds. Real files and Stores only.
 """
 
 from __future__ import annotations
 
-import marshal
 from pathlib import Path
 
 import pytest
@@ -35,62 +34,11 @@ def fleet(seeded_root: Path) -> Path:
     return seeded_root
 
 
-def test_the_first_reader_writes_it_and_the_next_loads_it(fleet: Path) -> None:
-    blob = fleet / "index.db-vms"
-    assert first_vms(fleet) == on_disk(fleet)
-    assert blob.is_file()
-    written = blob.stat().st_mtime_ns
-    assert first_vms(fleet) == on_disk(fleet)
-    assert blob.stat().st_mtime_ns == written  # nothing missing: not written again
-
-
-def test_a_change_is_read_from_the_index_and_rewrites_the_file(fleet: Path) -> None:
+def test_changes_made_meanwhile_are_read(fleet: Path) -> None:
     first_vms(fleet)
     put(fleet, "web-3", ip="10.0.9.9")
     (fleet / "clusters" / "web" / "web-4" / "config.json").unlink()
     put(fleet, "new", ip="10.0.8.8")
-    assert first_vms(fleet) == on_disk(fleet)
-    assert first_vms(fleet) == on_disk(fleet)
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        pytest.param(b"", id="empty"),
-        pytest.param(b"\x00not marshal", id="not-marshal"),
-        pytest.param(marshal.dumps(("another format", {})), id="other-format"),
-        pytest.param(marshal.dumps(("fleetbox_db vms 1", [1, 2])), id="not-a-dict"),
-        pytest.param(None, id="wrong-record-shape"),
-        pytest.param(1, id="wrong-field-types"),
-    ],
-)
-def test_a_bad_file_is_ignored(fleet: Path, garbage: bytes | int | None) -> None:
-    blob = fleet / "index.db-vms"
-    first_vms(fleet)
-    form, stored = marshal.loads(blob.read_bytes())
-    if garbage is None:
-        garbage = marshal.dumps((form, dict.fromkeys(stored, ("too", "short"))))
-    elif garbage == 1:
-        wrong = {d: (*r[:7], 5, *r[8:]) for d, r in stored.items()}  # fixtures not a tuple
-        garbage = marshal.dumps((form, wrong))
-    assert isinstance(garbage, bytes)
-    blob.write_bytes(garbage)
-    assert first_vms(fleet) == on_disk(fleet)
-
-
-def test_a_file_from_another_tree_only_misses(fleet: Path, tmp_path: Path) -> None:
-    """Records are keyed by the config's digest: another tree's file gives the same VM for
-    the same bytes, and nothing for bytes it never saw."""
-    other = tmp_path / "other"
-    put(other, "web-1", ip="10.0.0.3")  # the same bytes as fleet's web-1
-    put(other, "solo", ip="10.9.9.9")
-    first_vms(other)
-    (fleet / "index.db-vms").write_bytes((other / "index.db-vms").read_bytes())
-    assert first_vms(fleet) == on_disk(fleet)
-
-
-def test_an_unwritable_file_costs_nothing_but_speed(fleet: Path) -> None:
-    (fleet / "index.db-vms").mkdir()  # os.replace onto a directory fails
     assert first_vms(fleet) == on_disk(fleet)
     assert first_vms(fleet) == on_disk(fleet)
 
@@ -108,3 +56,15 @@ def test_a_go_write_of_the_same_name_is_seen(fleet: Path) -> None:
     first_vms(fleet)
     go_write(fleet / "clusters" / "web" / "web-5" / "config.json", config("web-5", cpus=4))
     assert first_vms(fleet) == on_disk(fleet)
+
+
+def test_many_changed_rows_are_read_by_id_in_chunks(seeded_root: Path) -> None:
+    """More than one IN list's worth of changed rows, fewer than half: read in chunks."""
+    for i in range(1300):
+        put(seeded_root, f"n{i:04d}", ip=f"10.1.{i // 250}.{i % 250 + 2}")
+    with Store.open(seeded_root, clock=later) as store:
+        store.list()
+        assert store.vms() == on_disk(seeded_root)
+        for i in range(0, 1200, 2):  # 600 rewritten
+            put(seeded_root, f"n{i:04d}", ip=f"10.2.{i // 250}.{i % 250 + 2}")
+        assert store.vms() == on_disk(seeded_root)

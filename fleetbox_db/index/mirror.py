@@ -86,7 +86,7 @@ class Mirror:
         self._clusters_dir = layout.clusters_dir
         self._file = IndexFile(layout.index_path, layout.index_lock_path, busy_timeout)
         self._reconciler = Reconciler(layout.clusters_dir, clock, granularity_ns)
-        self._vms = VMCache(Path(f"{layout.index_path}-vms"))
+        self._vms = VMCache()
 
     def exists(self) -> bool:
         """Whether there is an index file at all (check() must not create one)."""
