@@ -7,7 +7,8 @@ Lock, and the error tree under FleetboxError. ARCHITECTURE.md maps the parts beh
 
 from __future__ import annotations
 
-from fleetbox_db.disk.locks import Lock
+import typing as _typing
+
 from fleetbox_db.errors import (
     AddressConflictError,
     AddressUnknownError,
@@ -32,20 +33,59 @@ from fleetbox_db.errors import (
     VMExistsError,
     VMNotFoundError,
 )
-from fleetbox_db.records import (
-    VM,
-    Conflict,
-    Entry,
-    Event,
-    Fixture,
-    Problem,
-    QueryResult,
-    ReconcileReport,
-    Removal,
-)
-from fleetbox_db.rules.ipam import generate_mac
-from fleetbox_db.rules.layout import cluster_name
-from fleetbox_db.store import Store
+
+if _typing.TYPE_CHECKING:
+    from fleetbox_db.disk.locks import Lock
+    from fleetbox_db.records import (
+        VM,
+        Conflict,
+        Entry,
+        Event,
+        Fixture,
+        Problem,
+        QueryResult,
+        ReconcileReport,
+        Removal,
+    )
+    from fleetbox_db.rules.ipam import generate_mac
+    from fleetbox_db.rules.layout import cluster_name
+    from fleetbox_db.store import Store
+
+#: Names imported on first use (PEP 562), so that `fleetbox-db --version`, which imports this
+#: package before its CLI, does not pay for the Store, the index and the Go rules (measured:
+#: ~100 ms of a 250 ms start). The errors are imported eagerly: they are small and every
+#: command needs them.
+_LAZY: dict[str, str] = {
+    "Conflict": "fleetbox_db.records",
+    "Entry": "fleetbox_db.records",
+    "Event": "fleetbox_db.records",
+    "Fixture": "fleetbox_db.records",
+    "Lock": "fleetbox_db.disk.locks",
+    "Problem": "fleetbox_db.records",
+    "QueryResult": "fleetbox_db.records",
+    "ReconcileReport": "fleetbox_db.records",
+    "Removal": "fleetbox_db.records",
+    "Store": "fleetbox_db.store",
+    "VM": "fleetbox_db.records",
+    "cluster_name": "fleetbox_db.rules.layout",
+    "generate_mac": "fleetbox_db.rules.ipam",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleetbox_db' has no attribute {name!r}")
+    # __import__, not importlib.import_module: the import statement's own path, which
+    # `python -X importtime` reports (tests read it).
+    value = getattr(__import__(module, fromlist=[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

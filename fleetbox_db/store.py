@@ -24,7 +24,7 @@ from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.locks import Lock
 from fleetbox_db.disk.observe import observe_all
 from fleetbox_db.disk.problems import disk_problems
-from fleetbox_db.disk.scan import Scan, scan
+from fleetbox_db.disk.scan import Scan, collector_paused, scan
 from fleetbox_db.errors import (
     FleetboxError,
     IndexAccessError,
@@ -342,12 +342,15 @@ class Store(Layout):
         Records the scan in the index when the write lock is free; the answer itself always
         comes from the scan, so it needs no in-memory reconcile when the lock is taken.
         """
-        found = self._scan()
-        try:
-            self._mirror.sync(found)
-        except IndexAccessError as exc:
-            self._warn(exc)
-        return [m.name for m in found.members]
+        # One pause for the scan and the snapshot compare: collections started by the scan's
+        # short-lived tuples would traverse the caller's whole heap (see collector_paused).
+        with collector_paused():
+            found = self._scan()
+            try:
+                self._mirror.sync(found)
+            except IndexAccessError as exc:
+                self._warn(exc)
+            return [m.name for m in found.members]
 
     def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""
@@ -513,13 +516,14 @@ class Store(Layout):
     def _ask(self, question: Callable[[Answers], T]) -> T:
         """*question* answered by the index, reconciled with one scan of disk; by disk alone
         (one warning per cause) when the index cannot be used."""
-        found = self._scan()
-        try:
-            return self._mirror.answer(found, question)
-        except IndexAccessError as exc:
-            self._warn(exc)
-            # The process clock: nothing is recorded, and the filesystem's touches a file.
-            return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
+        with collector_paused():  # as in list(): the scan's tuples die before any collection
+            found = self._scan()
+            try:
+                return self._mirror.answer(found, question)
+            except IndexAccessError as exc:
+                self._warn(exc)
+                # The process clock: nothing is recorded, and the filesystem's touches a file.
+                return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
 
     def _scan(self) -> Scan:
         found = scan(self.clusters_dir)

@@ -69,10 +69,17 @@ ERROR_CLASSES: list[type[FleetboxError]] = [
 
 
 def public_names(module: ModuleType) -> set[str]:
-    """Names a caller could take from the module: no submodules, no __future__ flags."""
+    """Names a caller could take from the module: no submodules, no __future__ flags.
+
+    dir(), not vars(): the package imports most of its names on first use (PEP 562), and
+    lists them in its __dir__.
+    """
     names = {"__version__"} if hasattr(module, "__version__") else set()
-    for name, value in vars(module).items():
-        if name.startswith("_") or isinstance(value, ModuleType):
+    for name in dir(module):
+        if name.startswith("_"):
+            continue
+        value = getattr(module, name)
+        if isinstance(value, ModuleType):
             continue
         if type(value).__module__ == "__future__":  # the `annotations` flag
             continue

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 STORE_CASES = {
     "walk",
+    "walk_old",
     "parse",
     "list_warm",
     "list_fresh",
@@ -26,6 +27,7 @@ STORE_CASES = {
     "free_ips_naive",
     "incremental",
     "cold_rebuild",
+    "cold_process",
 }
 PROCESS_CASES = {"python_startup", "import_sqlalchemy", "cli_ls_json"}
 
@@ -99,3 +101,16 @@ def test_cli_case_is_skipped_with_the_reason_when_ls_fails(tmp_path: Path) -> No
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("`fleetbox-db ls --json` failed (exit 2): ")
     assert "is a file" in done.stdout
+
+
+def test_versus_go_skips_with_a_clear_message_without_go(tmp_path: Path) -> None:
+    code = (
+        "import sys, benchmarks.versus_go as v;"
+        " v.find_go = lambda explicit=None: None;"
+        " sys.exit(v.main(['--cache', sys.argv[1]]))"
+    )
+    argv = [sys.executable, "-c", code, str(tmp_path)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("versus_go skipped: no Go toolchain")
+    assert list(tmp_path.iterdir()) == []  # nothing built, no store made

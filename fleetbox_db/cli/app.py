@@ -11,13 +11,16 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
-from fleetbox_db import FleetboxError, NoStoreError, Store
+from fleetbox_db import FleetboxError, NoStoreError
 from fleetbox_db.cli import text
 from fleetbox_db.cli.progress import Progress
+
+if TYPE_CHECKING:
+    from fleetbox_db import Store
 
 __all__ = [
     "PROG",
@@ -91,6 +94,8 @@ class App:
         """The store at --root; only *create* (the `create` command) may start a new one, so
         a mistyped root fails instead of becoming an empty store."""
         if self._store is None:
+            from fleetbox_db import Store  # on first use: `--version` and `--help` never pay
+
             progress = Progress("indexing")
             try:
                 self._store = Store.open(self.root, create=create, progress=progress)
@@ -136,15 +141,11 @@ def json_flag(command: F) -> F:
 def print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    try:
-        from importlib.metadata import version
+    # The package's own version (a test keeps it equal to the distribution's): reading the
+    # installed metadata instead would import importlib.metadata, a third of this command.
+    import fleetbox_db
 
-        text = version("fleetbox-db")
-    except Exception:  # running from a checkout that was never installed
-        import fleetbox_db
-
-        text = getattr(fleetbox_db, "__version__", "unknown")
-    click.echo(f"{PROG} {text}")
+    click.echo(f"{PROG} {fleetbox_db.__version__}")
     ctx.exit()
 
 

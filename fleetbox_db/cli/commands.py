@@ -119,8 +119,10 @@ def ls_command(
         lines = map(text.label, entries)
     elif fmt == "jsonl":
         lines = map(text.to_json_line, map(text.entry_record, entries))
-    elif fmt == "json":
-        lines = iter([text.to_json([text.entry_record(e) for e in entries])])
+    elif fmt == "json":  # the text to_json would give, written without the slow encoder
+        from fleetbox_db.cli.lsjson import entries_json
+
+        lines = iter([entries_json(entries)])
     else:
         lines = iter(text.ls_table(entries, app.clock(), headers=not no_headers).splitlines())
     for chunk in text.chunks(lines):

@@ -7,9 +7,11 @@ correct while the Go tool writes the same tree without telling us.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -18,7 +20,7 @@ from fleetbox_db.errors import StorageRootError
 from fleetbox_db.records import Key
 from fleetbox_db.rules.layout import CONFIG_NAME
 
-__all__ = ["NOT_REGULAR", "MemberDir", "Scan", "Signature", "scan"]
+__all__ = ["NOT_REGULAR", "MemberDir", "Scan", "Signature", "collector_paused", "scan"]
 
 NOT_REGULAR: Final = "not a regular file"
 
@@ -86,13 +88,35 @@ def _sorted_names(names: list[str]) -> list[str]:
     return sorted(names)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a block that makes many objects and no
+    reference cycles (a scan, a snapshot of the index).
+
+    Tens of thousands of new tuples would start collections that traverse every object the
+    process holds, an earlier vms() result included; the scan's cost would then grow with the
+    caller's heap (measured: warm list() -9 to -13% with it paused, more after a vms()).
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def scan(clusters_dir: Path) -> Scan:
     """List every member directory with one stat of its config.json, as Go's List() does.
 
     A missing clusters/ gives an empty Scan; one that cannot be read raises StorageRootError.
     Symlinks are not directories (Go's d_type check) at either level.
     """
-    top = os.fspath(clusters_dir)
+    with collector_paused():
+        return _scan(os.fspath(clusters_dir))
+
+
+def _scan(top: str) -> Scan:
     try:
         topfd = os.open(top, _DIR_FLAGS)
     except FileNotFoundError:

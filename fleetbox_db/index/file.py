@@ -191,7 +191,7 @@ class IndexFile:
         if status in ("empty", "older"):
             log.info("upgrading index %s from %s to %s", self.path, status, schema.HEAD)
             try:
-                schema.run_alembic(self.path, "upgrade", "head", self.busy_timeout)
+                schema.upgrade_to_head(self.path, self.busy_timeout)
             except Exception as exc:
                 cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
                 if isinstance(cause, sqlite3.Error):

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final
 
-from fleetbox_db.disk.scan import MemberDir, Signature
+from fleetbox_db.disk.scan import MemberDir, Signature, collector_paused
 from fleetbox_db.index import reservations
 from fleetbox_db.index.answers import names_in_state
 from fleetbox_db.index.connection import data_version, one_read
@@ -36,6 +36,12 @@ class RecordedScan:
 
     @classmethod
     def load(cls, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
+        """Read the snapshot; the collector waits (a row per member, no cycles)."""
+        with collector_paused():
+            return cls._load(conn, granularity_ns)
+
+    @classmethod
+    def _load(cls, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
         version = data_version(conn)
         with one_read(conn):
             rows = signatures(conn)

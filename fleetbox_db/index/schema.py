@@ -1,17 +1,27 @@
-"""Which revision an index file is at, and the Alembic upgrade that brings it to head.
+"""Which revision an index file is at, and the upgrade that brings it to head.
 
 Classifying a file costs two one-row queries and imports nothing heavy; Alembic and
 SQLAlchemy are imported only when an upgrade is actually needed, so an up-to-date index
-never pays for them.
+never pays for them. A new (empty) index is created at head by replaying the schema that
+Alembic's migrations leave (index/head.py, generated from a migrated file by
+write_snapshot()), without importing Alembic at all: its import and run cost as much as reading
+10,000 configs. tests/test_head_schema.py proves the two give the same schema.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, connect
+from fleetbox_db.index import head
+from fleetbox_db.index.connection import (
+    DEFAULT_BUSY_TIMEOUT,
+    begin_immediate,
+    connect,
+    enable_wal,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -137,3 +147,130 @@ def run_alembic(
             getattr(commands, command)(alembic_config(connection), revision)
     finally:
         engine.dispose()
+
+
+def upgrade_to_head(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    """Bring the index at *path* to head: created from the snapshot when it holds nothing,
+    else upgraded by Alembic. The caller holds <root>/index.lock."""
+    if not create_at_head(path, busy_timeout):
+        run_alembic(path, "upgrade", "head", busy_timeout)
+
+
+def create_at_head(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> bool:
+    """Create the head schema in the empty database at *path*, in one transaction.
+
+    False (nothing done) when the file holds any schema (an index downgraded to base keeps
+    Alembic's table) or the snapshot is not of this code's head (a revision was added and
+    index/head.py not regenerated): Alembic then does the work, only slower.
+    """
+    if head.REVISION != HEAD:
+        return False
+    conn = connect(path, busy_timeout, wal=False)
+    try:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            return False
+        for pragma, value in head.FILE_PRAGMAS:  # before the first table: they shape the file
+            conn.execute(f"PRAGMA {pragma} = {value!r}")
+        begin_immediate(conn, busy_timeout, wait=True)
+        try:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                conn.execute("ROLLBACK")
+                return False
+            for statement in head.STATEMENTS:
+                conn.execute(statement)
+            for insert, values in head.ROWS:
+                conn.execute(insert, values)
+            conn.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head.REVISION,))
+            for pragma, value in head.PRAGMAS:
+                conn.execute(f"PRAGMA {pragma} = {int(value)}")
+            conn.execute("COMMIT")
+            enable_wal(conn)  # as the engine Alembic runs on leaves it
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return True
+
+
+#: Read off a migrated file: those set before any table, then those set in the transaction.
+_FILE_PRAGMAS: Final = ("page_size", "auto_vacuum", "encoding")
+_PRAGMAS: Final = ("application_id", "user_version")
+
+
+def snapshot_source() -> str:
+    """index/head.py's text: the schema `alembic upgrade head` leaves in a new file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "index.db"
+        run_alembic(path, "upgrade", "head")
+        conn = connect(path, wal=False)
+        try:
+            revision = current_revision(conn)
+            rows = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+            ).fetchall()
+            file_pragmas = [(p, conn.execute(f"PRAGMA {p}").fetchone()[0]) for p in _FILE_PRAGMAS]
+            pragmas = [(p, conn.execute(f"PRAGMA {p}").fetchone()[0]) for p in _PRAGMAS]
+            data = _rows_migrations_insert(conn)
+        finally:
+            conn.close()
+    statements = "".join(_literal(sql) for (sql,) in rows)
+    return _HEAD_TEMPLATE.format(
+        revision=repr(revision),
+        file_pragmas=repr(tuple(file_pragmas)),
+        pragmas=repr(tuple(pragmas)),
+        statements=statements,
+        rows="".join(f"    {row!r},\n" for row in data),
+    )
+
+
+def _rows_migrations_insert(conn: sqlite3.Connection) -> list[tuple[str, tuple[object, ...]]]:
+    """(INSERT statement, values) of every row a new file's migrations leave (history_meta's
+    settings, say); alembic_version's is written by create_at_head itself."""
+    tables = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " AND name != 'alembic_version' ORDER BY rowid"
+    ).fetchall()
+    found: list[tuple[str, tuple[object, ...]]] = []
+    for (table,) in tables:
+        for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+            marks = ", ".join("?" * len(row))
+            found.append((f'INSERT INTO "{table}" VALUES ({marks})', tuple(row)))
+    return found
+
+
+def _literal(sql: str) -> str:
+    lines = "".join(f"        {line!r}\n" for line in sql.splitlines(keepends=True))
+    return f"    (\n{lines}    ),\n"
+
+
+_HEAD_TEMPLATE: Final = '''# ruff: noqa: E501
+"""The schema of a new index at head, as Alembic's migrations leave it. GENERATED: do not edit.
+
+Regenerate after adding a revision:
+    python -c "from fleetbox_db.index import schema; schema.write_snapshot()"
+    ruff format fleetbox_db/index/head.py
+(tests/test_head_schema.py fails until it is; until then new indexes go through Alembic).
+"""
+
+from typing import Final
+
+REVISION: Final = {revision}
+#: Pragmas of the file itself, set before the first table.
+FILE_PRAGMAS: Final = {file_pragmas}
+PRAGMAS: Final = {pragmas}
+#: sqlite_master's SQL in creation order (automatic indexes are made by their tables).
+STATEMENTS: Final = (
+{statements})
+#: The rows the migrations insert into a new file, as (statement, values).
+ROWS: Final[tuple[tuple[str, tuple[object, ...]], ...]] = (
+{rows})
+'''
+
+
+def write_snapshot() -> Path:  # pragma: no cover - the developer's regeneration step
+    """Regenerate index/head.py from this checkout's migrations (then run ruff format)."""
+    target = Path(__file__).with_name("head.py")
+    target.write_text(snapshot_source())
+    return target

@@ -8,12 +8,12 @@ costs a fraction of fetching and parsing its row again.
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final, NamedTuple
 
+from fleetbox_db.disk.scan import collector_paused
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.rows import CONFIG_COLUMNS, respell
@@ -23,7 +23,8 @@ from fleetbox_db.rules.gotime import parse_go_time
 
 __all__ = ["Record", "VMCache"]
 
-#: Above this many missing records, one read of every 'ok' row beats an IN (...) list.
+#: Ids per IN (...) list when reading missing records; above half the rows (and this
+#: many), one read of every 'ok' row is cheaper.
 _BY_ID_LIMIT: Final = 500
 
 RowId = tuple[int, str | None]  # (row id, digest): what a record is valid for
@@ -67,13 +68,8 @@ class VMCache:
         # Building makes no reference cycles, but tens of thousands of new objects would start
         # collections that traverse the whole cache (measured: a third of the time at 10,000
         # members), so the collector waits until the records are built.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             return self._build(conn, version)
-        finally:
-            if paused:
-                gc.enable()
 
     def _build(self, conn: sqlite3.Connection, version: object) -> list[VM]:
         with one_read(conn):
@@ -88,9 +84,13 @@ class VMCache:
             rows = self._rows
             cache = self._records
             missing = [mid for mid, digest in rows if (mid, digest) not in cache]
-            if missing:
-                ids = missing if len(missing) <= _BY_ID_LIMIT else None
-                cache.update(_read_records(conn, ids))
+            if len(missing) > max(_BY_ID_LIMIT, len(rows) // 2):
+                cache.update(_read_records(conn))  # most rows: one read of the table
+            else:
+                # Fewer: by id, in bounded IN lists, so that 1% of 100,000 rows changed does
+                # not build all 100,000 records again beside the cached ones (peak RSS).
+                for start in range(0, len(missing), _BY_ID_LIMIT):
+                    cache.update(_read_records(conn, missing[start : start + _BY_ID_LIMIT]))
         if len(cache) > len(rows):  # forget rows that changed or went away
             live = set(rows)
             self._records = cache = {k: r for k, r in cache.items() if k in live}

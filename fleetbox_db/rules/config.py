@@ -248,6 +248,9 @@ def _known_once(pairs: Any, known: frozenset[str]) -> dict[str, Any]:
     return fields
 
 
+_new: Final = object.__new__
+
+
 def _fast_fixtures(value: Any, plain: bool) -> list[Fixture]:
     if value is None:
         return []
@@ -261,7 +264,11 @@ def _fast_fixtures(value: Any, plain: bool) -> list[Fixture]:
             raise _Slow
         if not plain:
             host, guest, label = _clean(host), _clean(guest), _clean(label)
-        fixtures.append(Fixture(host, guest, label))
+        # What Fixture(host, guest, label) makes, without its dataclass __init__ (a third
+        # of a decode): test_decode_fast.py compares the two objects' __dict__.
+        fixture = _new(Fixture)
+        fixture.__dict__ = {"host_path": host, "guest_path": guest, "label": label, "extra": {}}
+        fixtures.append(fixture)
     return fixtures
 
 
@@ -286,15 +293,29 @@ def _fast_vm(pairs: Any, plain: bool) -> VM:
         name, mac, image, ip = _clean(name), _clean(mac), _clean(image), _clean(ip)
     raw = get("created_at")
     if raw is None:
-        created = ZERO_TIME
+        created, remembered = ZERO_TIME, None
     elif type(raw) is str and _GO_TIME_CANONICAL.fullmatch(raw) is not None:
         created = datetime.fromisoformat(raw)  # ValueError (day out of range) -> exact path
+        remembered = (raw, created)
     else:
         raise _Slow
     fixtures = _fast_fixtures(get("fixtures"), plain)
-    vm = VM(name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip)
-    if raw is not None:
-        vm._created_at_raw = (raw, created)
+    # What VM(...) makes, field for field and in its order, without the dataclass __init__.
+    vm = _new(VM)
+    vm.__dict__ = {
+        "name": name,
+        "mac": mac,
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "disk_mb": disk_mb,
+        "image": image,
+        "created_at": created,
+        "fixtures": fixtures,
+        "ip": ip,
+        "extra": {},
+    }
+    if remembered is not None:  # VM(...) leaves it to the class default (None) otherwise
+        vm._created_at_raw = remembered
     return vm
 
 

@@ -1,0 +1,3 @@
+module fleetbox-baseline
+
+go 1.22

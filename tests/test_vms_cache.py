@@ -1,0 +1,70 @@
+"""vms() of a Store that has only listed, after changes made behind its back: the records
+it reads (all, or a few by id) are what disk holds. Real files and Stores only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import config, go_write, later, put
+
+from fleetbox_db import VM, Store
+from fleetbox_db.rules.config import decode_config
+
+
+def on_disk(root: Path) -> list[VM]:
+    """Every member's config decoded from disk, in List() order."""
+    paths = sorted((root / "clusters").glob("*/*/config.json"), key=lambda p: p.parts[-3:])
+    return [decode_config(p.read_bytes()) for p in paths]
+
+
+def first_vms(root: Path) -> list[VM]:
+    """vms() of a Store that has only listed, as a new process has it."""
+    with Store.open(root, clock=later) as store:
+        store.list()
+        return store.vms()
+
+
+@pytest.fixture
+def fleet(seeded_root: Path) -> Path:
+    for i in range(12):
+        put(seeded_root, f"web-{i}", ip=f"10.0.0.{i + 2}")
+    put(seeded_root, "db", data=config("db", cpus=8).replace(b'"db"', b'"d\\u00e9"', 1))
+    return seeded_root
+
+
+def test_changes_made_meanwhile_are_read(fleet: Path) -> None:
+    first_vms(fleet)
+    put(fleet, "web-3", ip="10.0.9.9")
+    (fleet / "clusters" / "web" / "web-4" / "config.json").unlink()
+    put(fleet, "new", ip="10.0.8.8")
+    assert first_vms(fleet) == on_disk(fleet)
+    assert first_vms(fleet) == on_disk(fleet)
+
+
+def test_returned_vms_are_fresh_objects(fleet: Path) -> None:
+    with Store.open(fleet, clock=later) as store:
+        store.list()
+        first = store.vms()
+        first[0].fixtures.append(first[0].fixtures[0] if first[0].fixtures else None)  # type: ignore[arg-type]
+        first[0].cpus = 99
+        assert store.vms() == on_disk(fleet)
+
+
+def test_a_go_write_of_the_same_name_is_seen(fleet: Path) -> None:
+    first_vms(fleet)
+    go_write(fleet / "clusters" / "web" / "web-5" / "config.json", config("web-5", cpus=4))
+    assert first_vms(fleet) == on_disk(fleet)
+
+
+def test_many_changed_rows_are_read_by_id_in_chunks(seeded_root: Path) -> None:
+    """More than one IN list's worth of changed rows, fewer than half: read in chunks."""
+    for i in range(1300):
+        put(seeded_root, f"n{i:04d}", ip=f"10.1.{i // 250}.{i % 250 + 2}")
+    with Store.open(seeded_root, clock=later) as store:
+        store.list()
+        assert store.vms() == on_disk(seeded_root)
+        for i in range(0, 1200, 2):  # 600 rewritten
+            put(seeded_root, f"n{i:04d}", ip=f"10.2.{i // 250}.{i % 250 + 2}")
+        assert store.vms() == on_disk(seeded_root)
