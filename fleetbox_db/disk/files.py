@@ -17,10 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from fleetbox_db.disk.scan import NOT_REGULAR, Signature
+from fleetbox_db.disk.mounts import check_no_mounts
+from fleetbox_db.disk.safeopen import open_regular
+from fleetbox_db.disk.scan import Signature
 from fleetbox_db.errors import StorageRootError
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "ConfigTooLargeError",
     "atomic_write",
     "chown_to_invoker",
     "is_member_dir",
@@ -33,6 +37,9 @@ __all__ = [
 ]
 
 NEW_FILE_MODE: Final = 0o644
+#: Configs are about 1 KB; a larger file is not one we or the Go tool wrote, and reading a
+#: 4 GB sparse one would cost seconds and gigabytes on every listing.
+MAX_CONFIG_BYTES: Final = 1 << 20
 
 _log = logging.getLogger("fleetbox_db")
 
@@ -41,31 +48,44 @@ _TEMP_ATTEMPTS: Final = 8
 _GONE: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO named config.json would otherwise hang open() forever.
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def read_config_bytes(path: Path | str) -> tuple[bytes, Signature]:
     """Read a config file whole, with the signature of the bytes read.
 
-    FileNotFoundError and other OSErrors propagate; a non-regular file raises OSError.
+    Never follows a symlink and never opens a FIFO, device or directory (NotRegularFileError,
+    an OSError); a file over MAX_CONFIG_BYTES raises ConfigTooLargeError (an OSError) without
+    being read. FileNotFoundError and other OSErrors propagate.
     """
-    fd = os.open(path, _READ_FLAGS)
+    fd, st = open_regular(path, os.O_RDONLY)
     try:
         # fstat before read: if a writer slips in between, the signature is the older one
         # and the next scan sees a change and re-reads. The other order would pin stale
         # bytes under a fresh signature forever.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            if stat.S_ISDIR(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-            raise OSError(errno.EINVAL, NOT_REGULAR, str(path))
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigTooLargeError(path, st.st_size)
         chunks: list[bytes] = []
+        total = 0
+        # Bounded even if the file grows while we read: memory never exceeds the cap.
         while chunk := os.read(fd, max(st.st_size + 1, 65536)):
             chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_CONFIG_BYTES:
+                raise ConfigTooLargeError(path, total)
         return b"".join(chunks), Signature.of(st)
     finally:
         os.close(fd)
+
+
+class ConfigTooLargeError(OSError):
+    """A config.json larger than MAX_CONFIG_BYTES: not read (it would cost seconds and GBs)."""
+
+    def __init__(self, path: Path | str, size: int) -> None:
+        super().__init__(
+            errno.EFBIG,
+            f"{size} bytes, over the {MAX_CONFIG_BYTES} byte limit for a config",
+            os.fspath(path),
+        )
 
 
 def _create_temp(directory: str, base: str) -> tuple[int, str]:
@@ -162,7 +182,8 @@ def remove_member(clusters_dir: Path, cluster: str, name: str) -> bool:
 
     Walks by file descriptor from clusters/ down: a cluster directory that is a symlink
     (even one swapped in mid-call) is never entered, so no file outside the tree can go.
-    False when there is no such member directory.
+    False when there is no such member directory; CrossesMountError (removing nothing)
+    when a filesystem is mounted inside it.
     """
     top = os.open(clusters_dir, _DIR_FLAGS)
     try:
@@ -173,6 +194,8 @@ def remove_member(clusters_dir: Path, cluster: str, name: str) -> bool:
                 return False
             raise
         try:
+            # Checked whole before anything goes: a refused delete changes nothing.
+            check_no_mounts(f"{clusters_dir}/{cluster}/{name}")
             _remove_entry(cluster_fd, name)
         except FileNotFoundError:
             return False

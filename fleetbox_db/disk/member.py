@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 
 from fleetbox_db.disk import files, locks
+from fleetbox_db.disk.mounts import CrossesMountError
+from fleetbox_db.disk.safeopen import NotRegularFileError
 from fleetbox_db.disk.scan import Signature
 from fleetbox_db.errors import ConfigError, DiskError, VMNotFoundError
 from fleetbox_db.records import VM
@@ -70,6 +72,14 @@ def remove(layout: Layout, name: str) -> None:
     member_dir = layout.vm_dir(name)
     try:
         removed = files.remove_member(layout.clusters_dir, cluster_name(name), name)
+    except CrossesMountError as exc:
+        raise DiskError(
+            f"vm {name!r} at {member_dir} has a filesystem mounted at {exc.filename}; delete "
+            f"never crosses a mount point and removed nothing: unmount it (umount "
+            f"{exc.filename}) and retry",
+            name=name,
+            path=member_dir,
+        ) from exc
     except OSError as exc:
         raise DiskError(
             f"cannot remove vm {name!r} at {member_dir}: {exc.strerror or exc}"
@@ -104,10 +114,32 @@ def try_lock(layout: Layout, name: str) -> locks.Lock:
             name=name,
             path=path.parent,
         ) from None
+    except NotRegularFileError as exc:
+        raise DiskError(
+            f"lock file {path} of vm {name!r} {exc.strerror}; it is never followed or "
+            "replaced: remove it (a stopped VM does not need it) and retry",
+            name=name,
+            path=path,
+        ) from exc
+    except OSError as exc:
+        raise DiskError(
+            f"cannot open the lock file {path} of vm {name!r}: {exc.strerror or exc}; "
+            "check the permissions of its directory",
+            name=name,
+            path=path,
+        ) from exc
 
 
 def _refuse_symlinks(layout: Layout, name: str) -> None:
-    link = files.symlink_on_the_way(layout.clusters_dir, cluster_name(name), name)
+    try:
+        link = files.symlink_on_the_way(layout.clusters_dir, cluster_name(name), name)
+    except OSError as exc:
+        raise DiskError(
+            f"cannot examine the directory of vm {name!r} at {layout.vm_dir(name)}: "
+            f"{exc.strerror or exc}; check the disk and the tree's permissions",
+            name=name,
+            path=layout.vm_dir(name),
+        ) from exc
     if link is not None:
         raise DiskError(
             f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "

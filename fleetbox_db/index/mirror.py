@@ -221,7 +221,8 @@ class Mirror:
 
     def _retrying(self, run: Callable[[], T]) -> T:
         """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once
-        more. Other index failures raise as the typed errors IndexFile names."""
+        more. Other index failures raise as the typed errors IndexFile names; an OSError
+        of the index's own files is IndexUnavailableError (reads then answer from disk)."""
         for attempt in range(2):
             try:
                 return run()
@@ -240,4 +241,4 @@ class Mirror:
 
     def _recover(self, reason: str) -> None:
         self._reconciler.invalidate()
-        self._file.quarantine(reason)
+        self._file.recover(reason)

@@ -81,7 +81,9 @@ def migrations_dir() -> Path:
     raise FileNotFoundError(f"fleetbox_db migrations not found next to {package}")
 
 
-def make_engine(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
+def make_engine(
+    path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, wal: bool = True
+) -> Engine:
     """A SQLAlchemy engine whose transactions start with BEGIN IMMEDIATE.
 
     pysqlite's own transaction handling delays BEGIN until the first DML statement, so DDL
@@ -91,7 +93,7 @@ def make_engine(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engin
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(
-        "sqlite://", creator=lambda: connect(path, busy_timeout), poolclass=NullPool
+        "sqlite://", creator=lambda: connect(path, busy_timeout, wal=wal), poolclass=NullPool
     )
 
     @event.listens_for(engine, "begin")
@@ -113,7 +115,12 @@ def alembic_config(connection: Any = None) -> Config:
 
 
 def run_alembic(
-    path: Path, command: str, revision: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    path: Path,
+    command: str,
+    revision: str,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    *,
+    wal: bool = True,
 ) -> None:
     """Run ``alembic upgrade/downgrade <revision>`` on the index at *path*.
 
@@ -122,7 +129,7 @@ def run_alembic(
     """
     from alembic import command as commands
 
-    engine = make_engine(path, busy_timeout)
+    engine = make_engine(path, busy_timeout, wal=wal)
     try:
         with engine.connect() as connection:
             getattr(commands, command)(alembic_config(connection), revision)

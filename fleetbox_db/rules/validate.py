@@ -31,6 +31,7 @@ def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Acce
     the name when empty and *fill_mac*), IP a host of *net* when one is given, every field
     encodable. Raises InvalidNameError, InvalidValueError.
     """
+    _check_containers(vm)
     validate_name(vm.name)
     # copy, not dataclasses.replace: replace() would drop the created_at text read from disk,
     # and with it the nanoseconds a save must write back unchanged.
@@ -49,3 +50,23 @@ def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Acce
             value=vm.ip,
         )
     return Accepted(vm, encode_config(vm), ip)
+
+
+def _check_containers(vm: VM) -> None:
+    """InvalidValueError for the types the copy below and the MAC fill would trip over
+    (a TypeError, or a None mac silently replaced); encode_config checks the rest."""
+    if not isinstance(vm, VM):
+        raise InvalidValueError(f"expected a VM, not {type(vm).__name__} ({vm!r})")
+    name = vm.name if isinstance(vm.name, str) else None
+    for field, value, kind in (
+        ("fixtures", vm.fixtures, list),
+        ("extra", vm.extra, dict),
+        ("mac", vm.mac, str),
+        ("ip", vm.ip, str),
+    ):
+        if not isinstance(value, kind):
+            raise InvalidValueError(
+                f"{field} of vm {vm.name!r} must be a {kind.__name__}, not "
+                f"{type(value).__name__} ({value!r})",
+                name=name,
+            )
