@@ -172,8 +172,13 @@ class Store(Layout):
                 vm.ip = format_ipv4(held)
                 written = encode_config(vm)
             tx.check_unique(vm, held, path)
-            self.ensure_dir(vm.name)
-            self._write_config(tx, vm.name, written)
+            made = member.make_new_member_dir(self, vm.name)
+            try:
+                self._write_config(tx, vm.name, written)
+            except BaseException:
+                if not tx.wrote:  # nothing reached disk: leave no empty member behind
+                    member.remove_made(made)
+                raise
             return vm
 
         return self._mirror.write(operation)
@@ -333,12 +338,11 @@ class Store(Layout):
     def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
         found = scan(self.clusters_dir)
-        if not self._mirror.exists():  # creating one would be a change
-            return self._disk_problems(found)
         try:
-            return self._mirror.check(found)
+            problems = self._mirror.check(found)
         except IndexAccessError as exc:
             return [*self._disk_problems(found), Problem("index", (), "", f"index not used: {exc}")]
+        return self._disk_problems(found) if problems is None else problems
 
     def migrate(self) -> str:
         """Upgrade the index schema to head (opening it does so) and return its revision.

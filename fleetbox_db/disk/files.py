@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 NEW_FILE_MODE: Final = 0o644
+#: Matches no file's stat: recorded when a written file cannot be fstat-ed after its
+#: rename, so the next scan sees a change and reads it.
+UNKNOWN_SIGNATURE: Final = Signature(0, -1, 0, 0)
 #: Configs are about 1 KB; a larger file is not one we or the Go tool wrote, and reading a
 #: 4 GB sparse one would cost seconds and gigabytes on every listing.
 MAX_CONFIG_BYTES: Final = 1 << 20
@@ -100,32 +103,42 @@ def _create_temp(directory: str, base: str) -> tuple[int, str]:
 
 
 def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, _DIR_FLAGS)
+    """Make a rename in *directory* durable. Never raises: it runs after the rename, when
+    the write has happened and is visible; reporting it failed would make a retry see
+    VMExistsError. A failure (or a filesystem that cannot fsync a directory) is logged."""
     try:
-        os.fsync(fd)
+        fd = os.open(directory, _DIR_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        # Some filesystems cannot fsync a directory; the rename is still done and visible.
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
+            _log.warning(
+                "wrote %s, but could not fsync the directory (%s): a power loss now could "
+                "undo the write",
+                directory,
+                exc.strerror or exc,
+            )
 
 
 def atomic_write(path: Path, data: bytes) -> Signature:
     """Replace path with data so that readers see the old bytes or the new, never a mix.
 
     A new file gets mode 0644 whatever the umask; an existing one keeps its mode (and its
-    owner when we are root). On failure the old file is untouched and no temp file is
-    left. A symlink at path is replaced by a regular file; its target is not written.
-    Returns the signature of the file written, taken after the rename (which changes its
-    ctime): if another writer replaces it meanwhile, the next scan sees a different one.
+    owner when we are root). On failure (an OSError) the old file is untouched and no temp
+    file is left; once the rename is done nothing raises. A symlink at path is replaced by a
+    regular file; its target is not written. Returns the signature of the file written,
+    taken after the rename (which changes its ctime): if another writer replaces it
+    meanwhile, the next scan sees a different one (UNKNOWN_SIGNATURE if it cannot be
+    taken, which makes the next scan re-read the file).
     """
     target = os.fspath(path)
     directory, base = os.path.split(target)
     directory = directory or "."
     try:
         st: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         st = None
     fd, tmp = _create_temp(directory, base)
     try:
@@ -141,12 +154,20 @@ def atomic_write(path: Path, data: bytes) -> Signature:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else NEW_FILE_MODE)
             os.fsync(fd)  # data on disk before the rename makes it reachable
             os.rename(tmp, target)
-            written = Signature.of(os.fstat(fd))
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
     except BaseException:
-        remove_quietly(Path(tmp))
+        with contextlib.suppress(OSError):  # the error that matters is the one above
+            remove_quietly(Path(tmp))
         raise
+    try:
+        written = Signature.of(os.fstat(fd))
+    except OSError:
+        written = UNKNOWN_SIGNATURE
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _fsync_dir(directory)  # make the rename itself survive a power loss
     return written
 

@@ -8,18 +8,27 @@ a member lives; nothing is written through a symlinked cluster or member directo
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from fleetbox_db.disk import files, locks
 from fleetbox_db.disk.mounts import CrossesMountError
 from fleetbox_db.disk.safeopen import NotRegularFileError
 from fleetbox_db.disk.scan import Signature
-from fleetbox_db.errors import ConfigError, DiskError, VMNotFoundError
+from fleetbox_db.errors import ConfigError, DiskError, StorageRootError, VMNotFoundError
 from fleetbox_db.records import VM
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import Layout, cluster_name
 
-__all__ = ["ensure_dir", "load", "remove", "try_lock", "write_config"]
+__all__ = [
+    "ensure_dir",
+    "load",
+    "make_new_member_dir",
+    "remove",
+    "remove_made",
+    "try_lock",
+    "write_config",
+]
 
 log = logging.getLogger("fleetbox_db")
 
@@ -44,11 +53,40 @@ def load(layout: Layout, name: str) -> VM:
 
 
 def ensure_dir(layout: Layout, name: str) -> Path:
-    """mkdir -p the member directory; idempotent. Raises DiskError for a symlink."""
+    """mkdir -p the member directory; idempotent. Raises DiskError (a symlink on the way, or
+    the OS refused)."""
     path = layout.vm_dir(name)
     _refuse_symlinks(layout, name)
-    files.make_dirs(path)
+    try:
+        files.make_dirs(path)
+    except StorageRootError as exc:
+        raise DiskError(
+            f"cannot create the directory of vm {name!r}: {exc}", name=name, path=path
+        ) from exc
     return path
+
+
+def make_new_member_dir(layout: Layout, name: str) -> list[Path]:
+    """ensure_dir() for create(): the directories it made (cluster, member), for
+    remove_made() to take away again if the write then fails."""
+    member_dir = layout.vm_dir(name)
+    absent = [d for d in (member_dir.parent, member_dir) if not os.path.lexists(d)]
+    try:
+        ensure_dir(layout, name)
+    except BaseException:
+        remove_made(absent)
+        raise
+    return absent
+
+
+def remove_made(made: list[Path]) -> None:
+    """rmdir what make_new_member_dir() made, innermost first; never recursive, so a
+    directory someone has put a file into meanwhile stays. Best effort."""
+    for directory in reversed(made):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            log.debug("could not remove %s after a failed create", directory, exc_info=True)
 
 
 def write_config(layout: Layout, name: str, data: bytes) -> Signature:

@@ -9,6 +9,7 @@ only remembers what disk said.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from fleetbox_db.disk.observe import Clock, observe_written
 from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexUnavailableError
-from fleetbox_db.index import allocation, members, reservations, schema
+from fleetbox_db.index import allocation, members, readonly, reservations, schema
 from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
 from fleetbox_db.index.check import find_problems
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
@@ -34,6 +35,8 @@ from fleetbox_db.rules.layout import Layout
 
 __all__ = ["Mirror", "WriteTransaction"]
 
+log = logging.getLogger("fleetbox_db")
+
 T = TypeVar("T")
 
 
@@ -45,6 +48,9 @@ class WriteTransaction:
         self._conn = conn
         self._reconciler = reconciler
         self.leases = reservations.LeaseChanges()
+        #: A config has been renamed into place: from here on the write has happened, and
+        #: a failure to record it must not make the caller think otherwise.
+        self.wrote = False
 
     def allocate(self, name: str, net: Subnet) -> int:
         """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError,
@@ -63,11 +69,16 @@ class WriteTransaction:
         """Record the config the caller has just written (its bytes, and the signature
         atomic_write returned) without reading it back; a reservation the config now
         holds is released."""
+        self.wrote = True
         obs = observe_written(
             self._reconciler.clusters_dir, key, data, signature, self._reconciler.clock()
         )
-        members.put_member(self._conn, obs)
-        self.leases.dropped += reservations.release_held(self._conn, key)
+        try:
+            members.put_member(self._conn, obs)
+            self.leases.dropped += reservations.release_held(self._conn, key)
+        except sqlite3.Error as exc:
+            # The config is on disk, which is what counts: the next reconcile records it.
+            log.warning("vm %r was written but the index could not record it: %s", key.name, exc)
 
 
 class Mirror:
@@ -87,10 +98,6 @@ class Mirror:
         self._file = IndexFile(layout.index_path, layout.index_lock_path, busy_timeout)
         self._reconciler = Reconciler(layout.clusters_dir, clock, granularity_ns)
         self._vms = VMCache()
-
-    def exists(self) -> bool:
-        """Whether there is an index file at all (check() must not create one)."""
-        return self._file.path.exists()
 
     def close(self) -> None:
         """Release the connection; safe to call twice."""
@@ -124,11 +131,27 @@ class Mirror:
 
         return self._retrying(run)
 
-    def check(self, scan: Scan) -> list[Problem]:
-        """Problems on disk and the index's drift from *scan*; writes nothing."""
-        return self._retrying(
-            lambda: find_problems(self._file.connection(), self._reconciler.clusters_dir, scan)
-        )
+    def check(self, scan: Scan) -> list[Problem] | None:
+        """Problems on disk and the index's drift from *scan*; None when there is no index.
+
+        Changes nothing at all: the file is read as it is (readonly.peek), never created,
+        upgraded or moved aside. Raises IndexAccessError saying why it cannot be compared.
+        """
+        try:
+            with readonly.peek(self._file.path, self._file.busy_timeout) as found:
+                if found is None:
+                    return None
+                if found.conn is None:
+                    assert found.problem is not None
+                    raise found.problem
+                return find_problems(found.conn, self._reconciler.clusters_dir, scan)
+        except sqlite3.Error as exc:
+            error = self._file.translate(exc)
+            if isinstance(error, IndexCorrupt):
+                error = IndexUnavailableError(f"index {self._file.path}: {exc}")
+            raise error from exc
+        except OSError as exc:
+            raise self._file.os_error(exc) from exc
 
     def revision(self) -> str | None:
         """The index's schema revision, upgrading it to head first (opening does)."""
@@ -146,6 +169,7 @@ class Mirror:
             found = scan(self._clusters_dir)
             plan = self._changes(self._file.connection(), found)
             changes = reservations.LeaseChanges()
+            done: list[T] = []  # the result, once the operation has written disk
             try:
                 with self._file.write() as conn:
                     if plan is not None:
@@ -154,9 +178,17 @@ class Mirror:
                     tx.leases = changes
                     try:
                         result = operation(tx)
+                        if tx.wrote:
+                            done.append(result)
                         changes.end_dropped(self._reconciler.leases_dir)
                     finally:
                         self._reconciler.invalidate()
+            except Exception as exc:
+                if done:  # the commit failed after the config reached disk: it is done
+                    _unrecorded(exc)
+                    return done[0]
+                changes.roll_back(self._reconciler.leases_dir)
+                raise
             except BaseException:
                 changes.roll_back(self._reconciler.leases_dir)
                 raise
@@ -169,12 +201,20 @@ class Mirror:
         rows and every reservation of its name."""
 
         def run() -> None:
-            with self._file.write() as conn:
-                remove()
-                members.delete_members(conn, [key])
-                for lease in reservations.release(conn, key.name):
-                    leases.end(self._reconciler.leases_dir, lease)
+            removed = False
+            try:
+                with self._file.write() as conn:
+                    remove()
+                    removed = True
+                    members.delete_members(conn, [key])
+                    for lease in reservations.release(conn, key.name):
+                        leases.end(self._reconciler.leases_dir, lease)
+                    self._reconciler.invalidate()
+            except Exception as exc:
+                if not removed:
+                    raise
                 self._reconciler.invalidate()
+                _unrecorded(exc)  # the member is gone from disk: the delete is done
 
         self._retrying(run)
 
@@ -182,15 +222,12 @@ class Mirror:
         """Store.reconcile(): see there."""
 
         def run() -> ReconcileReport:
+            if dry_run:
+                return self._dry_run(full, progress)
             conn = self._file.connection()
             found = scan(self._clusters_dir)
             plan = self._reconciler.plan(conn, found, full=full)
             now = self._reconciler.clock
-            if dry_run:
-                report = self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
-                if full:
-                    report.swept = sweep(self._clusters_dir, found.members, now(), remove=False)
-                return report
             with self._file.write() as wconn:
                 report = self._reconciler.apply(wconn, plan, progress=progress)
                 if full:  # under the lock that every config write holds
@@ -200,6 +237,30 @@ class Mirror:
             return report
 
         return self._retrying(run)
+
+    def _dry_run(self, full: bool, progress: Progress | None) -> ReconcileReport:
+        """What reconcile() would report, changing nothing: against the index as it is, or
+        (missing, older, broken) against the empty one a rebuild would start from."""
+        with readonly.peek(self._file.path, self._file.busy_timeout) as found:
+            usable = found is not None and found.conn is not None
+            conn = found.conn if found is not None and found.conn is not None else None
+            if not usable and found is not None:
+                log.warning("%s; the dry run compares disk with an empty index", found.problem)
+            blank = readonly.empty_head() if conn is None else None
+            try:
+                target = conn if conn is not None else blank
+                assert target is not None
+                self._reconciler.invalidate()
+                plan = self._reconciler.plan(target, scan(self._clusters_dir), full=full)
+                report = self._reconciler.apply(target, plan, dry_run=True, progress=progress)
+            finally:
+                self._reconciler.invalidate()
+                if blank is not None:
+                    blank.close()
+        if full:
+            now = self._reconciler.clock()
+            report.swept = sweep(self._clusters_dir, plan.scan.members, now, remove=False)
+        return report
 
     # -- the life cycle -------------------------------------------------------------------
 
@@ -220,6 +281,12 @@ class Mirror:
         return True
 
     def _retrying(self, run: Callable[[], T]) -> T:
+        try:
+            return self._retrying_corrupt(run)
+        except OSError as exc:  # the index's own files, or its leases
+            raise self._file.os_error(exc) from exc
+
+    def _retrying_corrupt(self, run: Callable[[], T]) -> T:
         """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once
         more. Other index failures raise as the typed errors IndexFile names; an OSError
         of the index's own files is IndexUnavailableError (reads then answer from disk)."""
@@ -242,3 +309,10 @@ class Mirror:
     def _recover(self, reason: str) -> None:
         self._reconciler.invalidate()
         self._file.recover(reason)
+
+
+def _unrecorded(exc: Exception) -> None:
+    log.warning(
+        "the change is on disk but the index could not record it (%s); the next reconcile will",
+        exc,
+    )
