@@ -147,7 +147,7 @@ class IndexFile:
 
     def _open(self) -> sqlite3.Connection:
         exists = self._check_files()
-        self._check_writable()
+        self.check_writable()
         if not exists:
             self._create()
         # Identity before connecting: if the file is swapped in between, the next call sees
@@ -258,7 +258,7 @@ class IndexFile:
                 raise
             chown_to_invoker(path, self.lock_path, Path(f"{path}-wal"), Path(f"{path}-shm"))
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         directory = self.path.parent
         target = self.path if self.path.exists() else directory
         if not os.access(target, os.W_OK) or not os.access(directory, os.W_OK):

@@ -10,6 +10,7 @@ only remembers what disk said.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +139,11 @@ class Mirror:
         upgraded or moved aside. Raises IndexAccessError saying why it cannot be compared.
         """
         try:
+            if os.path.lexists(self._file.path):
+                # An index this user cannot write cannot be brought back in line: its drift
+                # is not a problem they can fix. Nor is it opened: SQLite could not remove
+                # the -wal and -shm it makes beside a read-only file.
+                self._file.check_writable()
             with readonly.peek(self._file.path, self._file.busy_timeout) as found:
                 if found is None:
                     return None
@@ -240,15 +246,17 @@ class Mirror:
 
     def _dry_run(self, full: bool, progress: Progress | None) -> ReconcileReport:
         """What reconcile() would report, changing nothing: against the index as it is, or
-        (missing, older, broken) against the empty one a rebuild would start from."""
+        (missing, older, broken) against the empty one a rebuild would start from.
+        IndexUnavailableError for an index this user cannot write (as a real run)."""
+        if os.path.lexists(self._file.path):
+            self._file.check_writable()
         with readonly.peek(self._file.path, self._file.busy_timeout) as found:
-            usable = found is not None and found.conn is not None
-            conn = found.conn if found is not None and found.conn is not None else None
-            if not usable and found is not None:
+            conn = found.conn if found is not None else None
+            if found is not None and conn is None:
                 log.warning("%s; the dry run compares disk with an empty index", found.problem)
             blank = readonly.empty_head() if conn is None else None
             try:
-                target = conn if conn is not None else blank
+                target = conn or blank
                 assert target is not None
                 self._reconciler.invalidate()
                 plan = self._reconciler.plan(target, scan(self._clusters_dir), full=full)
