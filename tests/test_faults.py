@@ -1,4 +1,5 @@
-"""Failing syscalls: the k-th os call of an operation fails with EIO, EACCES, EMFILE or ENOSPC.
+"""Failing syscalls: the k-th os call of an operation fails with EIO, EACCES, EMFILE or ENOSPC;
+and a file-size limit (RLIMIT_FSIZE, as a full filesystem) under SQLite's own writes.
 
 A child process (tests/fault_child.py) runs each operation on a copy of one small store,
 with the fault at the k-th call to any of the os functions the library uses, k swept. Every
@@ -112,4 +113,30 @@ def test_every_failing_syscall_is_typed_and_leaves_disk_explained(
             except AssertionError as exc:
                 failures.append(f"{label}: {exc}".splitlines()[0])
             shutil.rmtree(work / str(run["k"]))
+    assert failures == [], "\n".join(failures)
+
+
+#: RLIMIT_FSIZE values tried: no byte at all, a config's worth, a few pages, the index size.
+FSIZE_LIMITS = [0, 700, 4096, 16384, 65536]
+
+
+@pytest.mark.parametrize("op", ["list", "vms", "check", "free_ips", *WRITES])
+def test_a_file_size_limit_degrades_reads_and_types_writes(
+    template: Path, tmp_path: Path, op: str
+) -> None:
+    """Under RLIMIT_FSIZE, SQLite's writes fail with EFBIG (SQLITE_IOERR_WRITE or
+    SQLITE_FULL): main answered with "database or disk is full" and moved the healthy
+    index aside on every call (48 copies)."""
+    size = (template / "index.db").stat().st_size
+    limits = sorted({*FSIZE_LIMITS, size - 1, size, size + 4096})
+    spec = {"template": str(template), "work": str(tmp_path), "op": op, "mode": "fsize"}
+    runs = child({**spec, "fsize": limits})
+    failures = []
+    for run in runs:
+        try:
+            check_run(template, tmp_path / str(run["k"]), op, run)
+            if op in READS:
+                assert run["outcome"] == "ok", f"{op} under a {run['k']} byte limit: {run}"
+        except AssertionError as exc:
+            failures.append(str(exc).splitlines()[0])
     assert failures == [], "\n".join(failures)

@@ -21,7 +21,7 @@ from fleetbox_db.disk.clock import FilesystemClock
 from fleetbox_db.disk.observe import Clock, observe_written
 from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
-from fleetbox_db.errors import IndexUnavailableError
+from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
 from fleetbox_db.index import allocation, members, readonly, reservations, schema
 from fleetbox_db.index.answers import IndexAnswers, conflicts, names_in_state
 from fleetbox_db.index.check import find_problems
@@ -138,19 +138,37 @@ class Mirror:
         Changes nothing at all: the file is read as it is (readonly.peek), never created,
         upgraded or moved aside. Raises IndexAccessError saying why it cannot be compared.
         """
+
+        def compare(found: readonly.Peek) -> list[Problem]:
+            if found.conn is None:
+                assert found.problem is not None
+                raise found.problem
+            return find_problems(found.conn, self._reconciler.clusters_dir, scan)
+
+        return self._peeking(compare, None)
+
+    def _peeking(self, use: Callable[[readonly.Peek], T], absent: T) -> T:
+        """use(peek) of the index as it is (*absent* when there is none), read again the
+        shared way if a writer came in during the first read; typed errors only."""
         try:
             if os.path.lexists(self._file.path):
                 # An index this user cannot write cannot be brought back in line: its drift
                 # is not a problem they can fix. Nor is it opened: SQLite could not remove
                 # the -wal and -shm it makes beside a read-only file.
                 self._file.check_writable()
-            with readonly.peek(self._file.path, self._file.busy_timeout) as found:
-                if found is None:
-                    return None
-                if found.conn is None:
-                    assert found.problem is not None
-                    raise found.problem
-                return find_problems(found.conn, self._reconciler.clusters_dir, scan)
+            for shared in (False, True):
+                with readonly.peek(self._file.path, self._file.busy_timeout, shared=shared) as p:
+                    if p is None:
+                        return absent
+                    try:
+                        result = use(p)
+                    except (sqlite3.Error, IndexAccessError):
+                        if p.stale():
+                            continue
+                        raise
+                    if not p.stale():
+                        return result
+            raise AssertionError("unreachable")  # pragma: no cover - shared is never stale
         except sqlite3.Error as exc:
             error = self._file.translate(exc)
             if isinstance(error, IndexCorrupt):
@@ -248,16 +266,14 @@ class Mirror:
         """What reconcile() would report, changing nothing: against the index as it is, or
         (missing, older, broken) against the empty one a rebuild would start from.
         IndexUnavailableError for an index this user cannot write (as a real run)."""
-        if os.path.lexists(self._file.path):
-            self._file.check_writable()
-        with readonly.peek(self._file.path, self._file.busy_timeout) as found:
-            conn = found.conn if found is not None else None
-            if found is not None and conn is None:
+
+        def preview(found: readonly.Peek | None) -> ReconcileReport:
+            if found is not None and found.conn is None:
                 log.warning("%s; the dry run compares disk with an empty index", found.problem)
-            blank = readonly.empty_head() if conn is None else None
+            blank = readonly.empty_head() if found is None or found.conn is None else None
+            target = blank or (found.conn if found is not None else None)
+            assert target is not None
             try:
-                target = conn or blank
-                assert target is not None
                 self._reconciler.invalidate()
                 plan = self._reconciler.plan(target, scan(self._clusters_dir), full=full)
                 report = self._reconciler.apply(target, plan, dry_run=True, progress=progress)
@@ -265,10 +281,12 @@ class Mirror:
                 self._reconciler.invalidate()
                 if blank is not None:
                     blank.close()
-        if full:
-            now = self._reconciler.clock()
-            report.swept = sweep(self._clusters_dir, plan.scan.members, now, remove=False)
-        return report
+            if full:
+                now = self._reconciler.clock()
+                report.swept = sweep(self._clusters_dir, plan.scan.members, now, remove=False)
+            return report
+
+        return self._peeking(preview, None) or preview(None)
 
     # -- the life cycle -------------------------------------------------------------------
 

@@ -2,16 +2,22 @@
 
 Those two promise to change nothing, so they cannot go through IndexFile.connection(),
 which creates a missing index, upgrades an older one (an older fleetbox_db still running
-then sees a "newer" index and refuses writes) and moves a corrupt one aside. Here the file
-is opened ``mode=rw`` (never created; SQLite removes the -wal and -shm it makes when the
-connection closes, which ``mode=ro`` would leave behind) with ``query_only`` on, and its
-revision is reported, not changed.
+then sees a "newer" index and refuses writes) and moves a corrupt one aside. Here its
+revision is reported, not changed, and no file is made beside it:
+
+- with no -wal and no -shm, nobody has the index open: it is read ``immutable=1``, which
+  makes neither (a normal open makes both, and cannot remove them when the disk is full);
+  if a writer turns up meanwhile (-wal appears, the file changes) the Peek is stale and the
+  caller reads again, the normal way;
+- otherwise another connection has made them already: ``mode=rw`` (never creates the
+  file; ``mode=ro`` would leave -wal and -shm behind) with ``query_only`` on.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -29,30 +35,45 @@ class Peek(NamedTuple):
 
     conn: sqlite3.Connection | None
     problem: IndexUnavailableError | IndexSchemaError | None
+    #: True when what was read may be torn: a writer came in during an immutable read.
+    stale: Callable[[], bool]
 
 
 @contextmanager
-def peek(path: Path, busy_timeout: float) -> Iterator[Peek | None]:
+def peek(path: Path, busy_timeout: float, *, shared: bool = False) -> Iterator[Peek | None]:
     """The index at *path* read-only at head, a Peek with the problem, or None if absent.
 
-    NotRegularFileError (an OSError) when it or its -wal/-shm is a symlink or special file.
+    shared=True never reads immutable (after a stale Peek). NotRegularFileError (an
+    OSError) when it or its -wal/-shm is a symlink or special file.
     """
     if not check_regular(path):
         yield None
         return
-    for suffix in ("-wal", "-shm"):
-        check_regular(f"{path}{suffix}")
-    uri = "file:" + quote(bytes(path)) + "?mode=rw"
+    quiet = not any([check_regular(f"{path}{suffix}") for suffix in ("-wal", "-shm")])
+    quiet = quiet and not shared
+    before = _signature(path)
+    mode = "mode=ro&immutable=1" if quiet else "mode=rw"
+    uri = "file:" + quote(bytes(path)) + "?" + mode
+
+    def stale() -> bool:
+        return quiet and (os.path.lexists(f"{path}-wal") or _signature(path) != before)
+
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
     except sqlite3.Error as exc:
-        yield Peek(None, _unavailable(path, str(exc)))
+        yield Peek(None, _unavailable(path, str(exc)), stale)
         return
     try:
         conn.execute("PRAGMA query_only = ON")
-        yield Peek(conn, None) if (found := _status(conn, path)) is None else Peek(None, found)
+        found = _status(conn, path)
+        yield Peek(conn, None, stale) if found is None else Peek(None, found, stale)
     finally:
         conn.close()
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _status(
