@@ -222,6 +222,15 @@ def test_a_config_just_over_the_cap_is_unreadable_and_one_at_the_cap_parses(root
     store.close()
 
 
+def test_a_fifo_named_like_a_lease_does_not_block_listings(root: Path) -> None:
+    store = populated(root)
+    (root / "leases").mkdir(exist_ok=True)
+    os.mkfifo(root / "leases" / "10.0.0.9")
+    assert store.free_ips(SUBNET, limit=2) == ["10.0.0.4", "10.0.0.5"]
+    assert store.allocate_ip("new-1", SUBNET) == "10.0.0.4"
+    store.close()
+
+
 # -- a filesystem mounted inside a member ----------------------------------------------------
 
 
