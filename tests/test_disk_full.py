@@ -104,6 +104,8 @@ def test_a_full_disk_degrades_reads_and_types_writes(
         ident = None if fresh else (root / "index.db").stat().st_ino
         web1 = config_path(root, "web-1").read_bytes()
         filler = fill(tmpfs, pages)
+        with Store.open(root) as store:  # as the first call: main raised AssertionError
+            migrated = attempt(store.migrate)
         with Store.open(root) as store:
             for _ in range(3):  # main added a .corrupt-* copy on every round
                 assert store.list() == names, where
@@ -114,7 +116,7 @@ def test_a_full_disk_degrades_reads_and_types_writes(
             changed = store.load("web-1")
             changed.cpus = 8
             saved = attempt(lambda: store.save(changed))  # noqa: B023 - called at once
-        for exc in (created, saved):
+        for exc in (migrated, created, saved):
             assert exc is None or (isinstance(exc, FleetboxError) and str(exc)), (where, exc)
         assert config_path(root, "new-1").exists() is (created is None), (where, created)
         if created is not None:

@@ -68,8 +68,11 @@ def chosen_ks(calls: int) -> list[int]:
     return sorted({1, calls, *(round(1 + i * step) for i in range(BOUNDED_KS))})
 
 
-def check_run(template: Path, root: Path, op: str, run: dict[str, Any]) -> None:
-    """The outcome is typed, and disk is in a state it explains."""
+def check_run(
+    template: Path, root: Path, op: str, run: dict[str, Any], files: list[str] | None = None
+) -> None:
+    """The outcome is typed, and disk is in a state it explains. *files*: what the root
+    held before the operation (default: what the template holds)."""
     where = f"{op} k={run['k']} fault in {run['faulted']}: {run['outcome']} {run['message']}"
     assert run["typed"], where
     assert not list(root.glob("index.db.corrupt-*")), where
@@ -87,9 +90,8 @@ def check_run(template: Path, root: Path, op: str, run: dict[str, Any]) -> None:
     if op == "delete" and not failed:  # the cluster's rmdir is best effort, as in Go
         assert not (root / "clusters" / "db" / "db-1").exists(), where
     if op in ("dry_run", "check"):
-        assert sorted(p.name for p in root.iterdir()) == sorted(
-            p.name for p in template.iterdir()
-        ), where
+        before = sorted(p.name for p in template.iterdir()) if files is None else files
+        assert sorted(p.name for p in root.iterdir()) == before, where
     with Store.open(root) as store:
         assert_matches_disk(store, root, [SUBNET], where=where)
 

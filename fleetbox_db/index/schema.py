@@ -46,8 +46,10 @@ def classify(conn: sqlite3.Connection) -> Status:
         return "foreign"
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.OperationalError:
-        return "foreign"
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return "foreign"
+        raise  # a full disk or an I/O error says nothing about whose file this is
     if row is None or not isinstance(row[0], str):
         return "foreign"
     version: str = row[0]
@@ -67,8 +69,12 @@ def current_revision(conn: sqlite3.Connection) -> str | None:
     """The alembic_version of an index, or None before the first revision."""
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.OperationalError:
-        return None
+    except sqlite3.OperationalError as exc:
+        # Only a missing table means "before the first revision": a full disk or an I/O
+        # error failing the read must not pass for an empty index.
+        if "no such table" in str(exc):
+            return None
+        raise
     return None if row is None else str(row[0])
 
 
