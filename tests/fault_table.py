@@ -5,7 +5,8 @@
 Runs the sweeps of test_faults.py (an errno at the k-th os call, every k; RLIMIT_FSIZE)
 and, given an empty 4 MB tmpfs, test_disk_full.py's full disk, on a small store. Prints
 one Markdown row per fault: how many runs succeeded, raised a typed FleetboxError,
-raised anything else, and left disk in a state the outcome does not explain
+raised anything else, how many of the errors came from reads (which should answer from
+disk), and how many left disk in a state the outcome does not explain
 (test_faults.check_run: a failed write left something behind, a succeeded one is missing,
 an index copy moved aside, an answer that differs from disk afterwards).
 """
@@ -43,6 +44,8 @@ def tally(
     counts["runs"] += 1
     outcome = "ok" if run["outcome"] == "ok" else ("typed" if run["typed"] else "untyped")
     counts[outcome] += 1
+    if op in tf.READS and outcome != "ok":
+        counts["read raised"] += 1
     if outcome == "untyped":
         print(f"untyped: {op} {run}", file=sys.stderr)
         return
@@ -107,7 +110,8 @@ def _n() -> None:
 
 
 def row(fault: str, c: Counter[str]) -> str:
-    return f"| {fault} | {c['runs']} | {c['ok']} | {c['typed']} | {c['untyped']} | {c['broken']} |"
+    counts = (c[k] for k in ("runs", "ok", "typed", "untyped", "read raised", "broken"))
+    return f"| {fault} | " + " | ".join(map(str, counts)) + " |"
 
 
 def main() -> None:
@@ -118,8 +122,11 @@ def main() -> None:
             store.create(VM("web-1", ip="10.0.0.2"))
             store.create(VM("db-1", ip="10.0.0.3"))
             store.list()
-        print("| fault | runs | succeeded | typed error | other error | disk unexplained |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(
+            "| fault | runs | succeeded | typed error | other error | of which reads "
+            "| disk unexplained |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for label, code in tf.ERRNOS.items():
             work = Path(tmp) / label
             work.mkdir()
