@@ -127,6 +127,16 @@ def test_a_directory_in_place_of_an_index_file_is_refused_by_name(root: Path, pl
             store.create(VM("web-1"))
 
 
+def test_a_fifo_index_lock_hangs_nothing(root: Path) -> None:
+    root.mkdir()
+    os.mkfifo(root / "index.lock")
+    with Store.open(root) as store:
+        (root / "clusters" / "web" / "web-1").mkdir(parents=True)
+        assert store.list() == ["web-1"]
+        with pytest.raises(IndexUnavailableError, match=r"index\.lock.*FIFO"):
+            store.create(VM("db-1"))
+
+
 # -- the member's .lock ---------------------------------------------------------------------
 
 

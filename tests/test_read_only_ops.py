@@ -98,3 +98,14 @@ def test_a_full_dry_run_removes_no_temp_file(populated: Path) -> None:
         store.reconcile(full=True, dry_run=True)
     assert tmp.exists()
     assert state(populated) == before
+
+
+def test_a_dry_run_of_a_bare_tree_creates_no_file(root: Path) -> None:
+    """Not even index.lock, which the filesystem clock touches to read the time."""
+    (root / "clusters" / "web" / "web-1").mkdir(parents=True)
+    config_path(root, "web-1").write_bytes(config("web-1", ip="10.0.0.2"))
+    with Store.open(root) as store:
+        before = state(root)
+        assert store.reconcile(full=True, dry_run=True).added == ["web-1"]
+        assert store.check() == []
+        assert state(root) == before

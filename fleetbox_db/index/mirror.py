@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -267,6 +268,10 @@ class Mirror:
         (missing, older, broken) against the empty one a rebuild would start from.
         IndexUnavailableError for an index this user cannot write (as a real run)."""
 
+        # Its own Reconciler: no cache of the real one is touched, and the process clock,
+        # as the filesystem's is read by touching (or creating) index.lock.
+        dry = Reconciler(self._clusters_dir, time.time_ns, self._reconciler.granularity_ns)
+
         def preview(found: readonly.Peek | None) -> ReconcileReport:
             if found is not None and found.conn is None:
                 log.warning("%s; the dry run compares disk with an empty index", found.problem)
@@ -274,16 +279,15 @@ class Mirror:
             target = blank or (found.conn if found is not None else None)
             assert target is not None
             try:
-                self._reconciler.invalidate()
-                plan = self._reconciler.plan(target, scan(self._clusters_dir), full=full)
-                report = self._reconciler.apply(target, plan, dry_run=True, progress=progress)
+                plan = dry.plan(target, scan(self._clusters_dir), full=full)
+                report = dry.apply(target, plan, dry_run=True, progress=progress)
             finally:
-                self._reconciler.invalidate()
                 if blank is not None:
                     blank.close()
             if full:
-                now = self._reconciler.clock()
-                report.swept = sweep(self._clusters_dir, plan.scan.members, now, remove=False)
+                report.swept = sweep(
+                    self._clusters_dir, plan.scan.members, dry.clock(), remove=False
+                )
             return report
 
         return self._peeking(preview, None) or preview(None)
