@@ -102,6 +102,10 @@ class Injector:
             self.calls += 1
             if self.calls == self.k:
                 self.faulted = name
+                if os.environ.get("FAULT_TRACE"):
+                    import traceback
+
+                    traceback.print_stack()
                 raise OSError(self.code, os.strerror(self.code), f"<{name} fault>")
             return original(*args, **kwargs)
 

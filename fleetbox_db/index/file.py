@@ -112,7 +112,15 @@ class IndexFile:
     def _same_file(self) -> bool:
         # Sound against inode reuse: our open connection keeps the old inode allocated, so a
         # file created in its place cannot get the same number while we compare.
-        return _identity(self.path) == self._ident
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            # Cannot tell (EIO, EACCES...): keep the connection. Reopening would close the
+            # one a caller is still reading from ("Cannot operate on a closed database").
+            return True
+        return (st.st_dev, st.st_ino) == self._ident
 
     def _unavailable(self, reason: str) -> IndexUnavailableError:
         return IndexUnavailableError(
@@ -152,7 +160,11 @@ class IndexFile:
             self._create()
         # Identity before connecting: if the file is swapped in between, the next call sees
         # a mismatch and reopens, rather than trusting a file it never classified.
-        ident = _identity(self.path)
+        try:  # not _identity(): an lstat that fails (EIO) must not record "no file"
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            raise IndexCorrupt("the file vanished while being opened") from None
+        ident: Identity = (st.st_dev, st.st_ino)
         try:
             conn = self._open_at_head()
         except IndexCorrupt as exc:

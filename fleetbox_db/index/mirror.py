@@ -265,8 +265,8 @@ class Mirror:
 
     def _dry_run(self, full: bool, progress: Progress | None) -> ReconcileReport:
         """What reconcile() would report, changing nothing: against the index as it is, or
-        (missing, older, broken) against the empty one a rebuild would start from.
-        IndexUnavailableError for an index this user cannot write (as a real run)."""
+        (missing, older, broken, or unusable now) against the empty one a rebuild would
+        start from, with a warning."""
 
         # Its own Reconciler: no cache of the real one is touched, and the process clock,
         # as the filesystem's is read by touching (or creating) index.lock.
@@ -290,7 +290,11 @@ class Mirror:
                 )
             return report
 
-        return self._peeking(preview, None) or preview(None)
+        try:
+            return self._peeking(preview, None) or preview(None)
+        except IndexAccessError as exc:  # a read: it answers, as a rebuild would see disk
+            log.warning("%s; the dry run compares disk with an empty index", exc)
+            return preview(None)
 
     # -- the life cycle -------------------------------------------------------------------
 
