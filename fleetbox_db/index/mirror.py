@@ -94,6 +94,9 @@ class Mirror:
         clock: Clock | None = None,
         granularity_ns: int = DEFAULT_GRANULARITY_NS,
     ) -> None:
+        #: A dry run's clock: the given one, else the process's (reading the filesystem's
+        #: touches, or creates, index.lock, and a dry run changes nothing).
+        self._dry_clock: Clock = clock if clock is not None else time.time_ns
         if clock is None:  # the clock that stamps the files: index.lock is in the tree
             clock = FilesystemClock(layout.index_lock_path)
         self._clusters_dir = layout.clusters_dir
@@ -268,9 +271,9 @@ class Mirror:
         (missing, older, broken, or unusable now) against the empty one a rebuild would
         start from, with a warning."""
 
-        # Its own Reconciler: no cache of the real one is touched, and the process clock,
-        # as the filesystem's is read by touching (or creating) index.lock.
-        dry = Reconciler(self._clusters_dir, time.time_ns, self._reconciler.granularity_ns)
+        # Its own Reconciler: no cache of the real one is touched, and no clock that
+        # touches index.lock.
+        dry = Reconciler(self._clusters_dir, self._dry_clock, self._reconciler.granularity_ns)
 
         def preview(found: readonly.Peek | None) -> ReconcileReport:
             if found is not None and found.conn is None:
