@@ -5,7 +5,7 @@
 Runs the sweeps of test_faults.py (an errno at the k-th os call, every k; RLIMIT_FSIZE)
 and, given an empty 4 MB tmpfs, test_disk_full.py's full disk, on a small store. Prints
 one Markdown row per fault: how many runs succeeded, raised a typed FleetboxError,
-raised anything else, how many of the errors came from reads (which should answer from
+raised anything else, how many errors came from reads (which should answer from
 disk), and how many left disk in a state the outcome does not explain
 (test_faults.check_run: a failed write left something behind, a succeeded one is missing,
 an index copy moved aside, an answer that differs from disk afterwards).
@@ -123,7 +123,7 @@ def main() -> None:
             store.create(VM("db-1", ip="10.0.0.3"))
             store.list()
         print(
-            "| fault | runs | succeeded | typed error | other error | of which reads "
+            "| fault | runs | succeeded | typed error | other error | errors from reads "
             "| disk unexplained |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
