@@ -207,6 +207,21 @@ def test_a_symlinked_config_is_not_followed(root: Path, tmp_path: Path) -> None:
     store.close()
 
 
+def test_saving_over_a_symlinked_config_takes_nothing_from_its_target(
+    root: Path, victim: Path
+) -> None:
+    store = populated(root)
+    path = config_path(root, "web-1")
+    path.unlink()
+    path.symlink_to(victim)
+    before = snapshot(victim.parent)
+    store.save(VM("web-1", ip="10.0.0.2"))
+    assert not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not the target's 0600
+    assert snapshot(victim.parent) == before
+    store.close()
+
+
 def test_a_giant_sparse_config_is_unreadable_at_once(root: Path) -> None:
     store = populated(root)
     path = config_path(root, "web-1")

@@ -137,9 +137,11 @@ def atomic_write(path: Path, data: bytes) -> Signature:
     directory, base = os.path.split(target)
     directory = directory or "."
     try:
-        st: os.stat_result | None = os.stat(target)
+        st: os.stat_result | None = os.lstat(target)
     except (FileNotFoundError, NotADirectoryError):
         st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        st = None  # a symlink's target (root's /etc/shadow under sudo) lends no owner or mode
     fd, tmp = _create_temp(directory, base)
     try:
         try:
