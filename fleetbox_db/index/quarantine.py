@@ -65,7 +65,10 @@ def move_aside(path: Path, reason: str) -> Path:
     The caller holds index.lock and has found the file broken (healthy() is False).
     OSError when the rename fails (the file is then where it was).
     """
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+    # One reading of the clock: seconds and nanoseconds from two readings could straddle a
+    # second and name a newer copy older, and prune() would then delete the wrong one.
+    seconds, nanos = divmod(time.time_ns(), 10**9)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
     aside = Path(f"{path}{_MARK}{stamp}")
     os.rename(path, aside)
     # Its -wal holds committed pages of that file: keep them with it, under the name
