@@ -21,7 +21,8 @@
     └── IndexAccessError            the index cannot be used now: answers come from disk
         ├── IndexBusyError          the index stayed locked past the busy timeout (TimeoutError)
         ├── IndexSchemaError        the index is at a revision newer than this code; writes refused
-        └── IndexUnavailableError   the index cannot be written (read-only file, directory or tree)
+        └── IndexUnavailableError   the index cannot be used now (permissions, full disk, I/O
+                                    error, a symlink or special file in place of an index file)
 
 Each error carries the fields it names (``name``, ``path``, ``value``) and pickles with them,
 so it survives being sent from a worker process.
@@ -172,8 +173,10 @@ class IndexBusyError(IndexAccessError, TimeoutError):
 
 
 class IndexSchemaError(IndexAccessError):
-    """Raised for writes when the index is at a revision newer than this code knows."""
+    """Raised for writes when the index is at a revision newer than this code knows (and
+    reported by check(), which never upgrades, for an older one)."""
 
 
 class IndexUnavailableError(IndexAccessError):
-    """Raised for writes when the index cannot be opened for writing (permissions)."""
+    """Raised for writes when the index cannot be used now: permissions, a full disk or file
+    size limit, an I/O error, or a symlink or special file where an index file belongs."""

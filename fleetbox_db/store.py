@@ -49,7 +49,7 @@ from fleetbox_db.records import (
     ReconcileReport,
     Removal,
 )
-from fleetbox_db.rules.config import encode_config
+from fleetbox_db.rules.config import writable_config
 from fleetbox_db.rules.ipam import (
     Subnet,
     addresses,
@@ -225,10 +225,15 @@ class Store(Layout):
             if held is None and net is not None:
                 held = tx.allocate(vm.name, net)
                 vm.ip = format_ipv4(held)
-                written = encode_config(vm)
+                written = writable_config(vm)
             tx.check_unique(vm, held, path)
-            self.ensure_dir(vm.name)
-            self._write_config(tx, vm.name, written)
+            made = member.make_new_member_dir(self, vm.name)
+            try:
+                self._write_config(tx, vm.name, written)
+            except BaseException:
+                if not tx.wrote:  # nothing reached disk: leave no empty member behind
+                    member.remove_made(made)
+                raise
             return vm
 
         return self._mirror.write(operation)
@@ -449,12 +454,11 @@ class Store(Layout):
     def check(self) -> builtins.list[Problem]:
         """Problems on disk now and the index's drift from it; changes nothing."""
         found = self._scan()
-        if not self._mirror.exists():  # creating one would be a change
-            return self._disk_problems(found)
         try:
-            return self._mirror.check(found)
+            problems = self._mirror.check(found)
         except IndexAccessError as exc:
             return [*self._disk_problems(found), Problem("index", (), "", f"index not used: {exc}")]
+        return self._disk_problems(found) if problems is None else problems
 
     def history(
         self,

@@ -260,7 +260,10 @@ def test_an_unreadable_member_carries_the_decode_error(root: Path, store: Store)
 def test_an_os_error_is_the_reason_too(root: Path, store: Store) -> None:
     (root / "clusters" / "web" / "web-1" / "config.json").mkdir(parents=True)
     (entry,) = store.entries()
-    assert (entry.state, entry.reason) == ("unreadable", "cannot be read: Is a directory")
+    assert (entry.state, entry.reason) == (
+        "unreadable",
+        "cannot be read: is a directory, not a regular file",
+    )
 
 
 def test_a_readable_config_has_no_reason(root: Path, store: Store) -> None:

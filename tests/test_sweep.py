@@ -129,7 +129,7 @@ WRITER = textwrap.dedent(
         i = 0
         while True:
             i = i % 8 + 1
-            store.save(VM("web-1", cpus=i, extra={"pad": "x" * 2_000_000}))
+            store.save(VM("web-1", cpus=i, extra={"pad": "x" * 1_000_000}))  # under the 1 MB cap
     """
 )
 

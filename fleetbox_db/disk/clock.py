@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import Final
 
+from fleetbox_db.disk.safeopen import open_regular
+
 __all__ = ["FilesystemClock"]
 
 #: How long a measured offset is trusted, in process-clock nanoseconds.
 REMEASURE_NS: Final = 1_000_000_000
-_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_FLAGS: Final = os.O_WRONLY | os.O_CREAT
 
 
 class FilesystemClock:
@@ -44,7 +46,8 @@ class FilesystemClock:
     def _measure(self, now: int) -> int:
         """The filesystem's time minus *now*, from a touch of the file (created 0644)."""
         try:
-            fd = os.open(self.path, _FLAGS, 0o644)
+            # open_regular: O_WRONLY on a FIFO planted as index.lock would block forever.
+            fd, _ = open_regular(self.path, _FLAGS, 0o644)
         except OSError:
             return 0
         try:

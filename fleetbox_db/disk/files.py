@@ -17,10 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from fleetbox_db.disk.scan import NOT_REGULAR, Signature
+from fleetbox_db.disk.mounts import check_no_mounts
+from fleetbox_db.disk.safeopen import open_regular
+from fleetbox_db.disk.scan import Signature
 from fleetbox_db.errors import StorageRootError
+from fleetbox_db.rules.config import MAX_CONFIG_BYTES
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "ConfigTooLargeError",
     "atomic_write",
     "chown_to_invoker",
     "is_member_dir",
@@ -33,6 +38,9 @@ __all__ = [
 ]
 
 NEW_FILE_MODE: Final = 0o644
+#: Matches no file's stat: recorded when a written file cannot be fstat-ed after its
+#: rename, so the next scan sees a change and reads it.
+UNKNOWN_SIGNATURE: Final = Signature(0, -1, 0, 0)
 
 _log = logging.getLogger("fleetbox_db")
 
@@ -41,31 +49,44 @@ _TEMP_ATTEMPTS: Final = 8
 _GONE: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO named config.json would otherwise hang open() forever.
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def read_config_bytes(path: Path | str) -> tuple[bytes, Signature]:
     """Read a config file whole, with the signature of the bytes read.
 
-    FileNotFoundError and other OSErrors propagate; a non-regular file raises OSError.
+    Never follows a symlink and never opens a FIFO, device or directory (NotRegularFileError,
+    an OSError); a file over MAX_CONFIG_BYTES raises ConfigTooLargeError (an OSError) without
+    being read. FileNotFoundError and other OSErrors propagate.
     """
-    fd = os.open(path, _READ_FLAGS)
+    fd, st = open_regular(path, os.O_RDONLY)
     try:
         # fstat before read: if a writer slips in between, the signature is the older one
         # and the next scan sees a change and re-reads. The other order would pin stale
         # bytes under a fresh signature forever.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            if stat.S_ISDIR(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-            raise OSError(errno.EINVAL, NOT_REGULAR, str(path))
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigTooLargeError(path, st.st_size)
         chunks: list[bytes] = []
+        total = 0
+        # Bounded even if the file grows while we read: memory never exceeds the cap.
         while chunk := os.read(fd, max(st.st_size + 1, 65536)):
             chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_CONFIG_BYTES:
+                raise ConfigTooLargeError(path, total)
         return b"".join(chunks), Signature.of(st)
     finally:
         os.close(fd)
+
+
+class ConfigTooLargeError(OSError):
+    """A config.json larger than MAX_CONFIG_BYTES: not read (it would cost seconds and GBs)."""
+
+    def __init__(self, path: Path | str, size: int) -> None:
+        super().__init__(
+            errno.EFBIG,
+            f"{size} bytes, over the {MAX_CONFIG_BYTES} byte limit for a config",
+            os.fspath(path),
+        )
 
 
 def _create_temp(directory: str, base: str) -> tuple[int, str]:
@@ -80,33 +101,45 @@ def _create_temp(directory: str, base: str) -> tuple[int, str]:
 
 
 def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, _DIR_FLAGS)
+    """Make a rename in *directory* durable. Never raises: it runs after the rename, when
+    the write has happened and is visible; reporting it failed would make a retry see
+    VMExistsError. A failure (or a filesystem that cannot fsync a directory) is logged."""
     try:
-        os.fsync(fd)
+        fd = os.open(directory, _DIR_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        # Some filesystems cannot fsync a directory; the rename is still done and visible.
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
+            _log.warning(
+                "wrote %s, but could not fsync the directory (%s): a power loss now could "
+                "undo the write",
+                directory,
+                exc.strerror or exc,
+            )
 
 
 def atomic_write(path: Path, data: bytes) -> Signature:
     """Replace path with data so that readers see the old bytes or the new, never a mix.
 
     A new file gets mode 0644 whatever the umask; an existing one keeps its mode (and its
-    owner when we are root). On failure the old file is untouched and no temp file is
-    left. A symlink at path is replaced by a regular file; its target is not written.
-    Returns the signature of the file written, taken after the rename (which changes its
-    ctime): if another writer replaces it meanwhile, the next scan sees a different one.
+    owner when we are root). On failure (an OSError) the old file is untouched and no temp
+    file is left; once the rename is done nothing raises. A symlink at path is replaced by a
+    regular file; its target is not written. Returns the signature of the file written,
+    taken after the rename (which changes its ctime): if another writer replaces it
+    meanwhile, the next scan sees a different one (UNKNOWN_SIGNATURE if it cannot be
+    taken, which makes the next scan re-read the file).
     """
     target = os.fspath(path)
     directory, base = os.path.split(target)
     directory = directory or "."
     try:
-        st: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
+        st: os.stat_result | None = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
         st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        st = None  # a symlink's target (root's /etc/shadow under sudo) lends no owner or mode
     fd, tmp = _create_temp(directory, base)
     try:
         try:
@@ -121,12 +154,20 @@ def atomic_write(path: Path, data: bytes) -> Signature:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else NEW_FILE_MODE)
             os.fsync(fd)  # data on disk before the rename makes it reachable
             os.rename(tmp, target)
-            written = Signature.of(os.fstat(fd))
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
     except BaseException:
-        remove_quietly(Path(tmp))
+        with contextlib.suppress(OSError):  # the error that matters is the one above
+            remove_quietly(Path(tmp))
         raise
+    try:
+        written = Signature.of(os.fstat(fd))
+    except OSError:
+        written = UNKNOWN_SIGNATURE
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _fsync_dir(directory)  # make the rename itself survive a power loss
     return written
 
@@ -162,7 +203,8 @@ def remove_member(clusters_dir: Path, cluster: str, name: str) -> bool:
 
     Walks by file descriptor from clusters/ down: a cluster directory that is a symlink
     (even one swapped in mid-call) is never entered, so no file outside the tree can go.
-    False when there is no such member directory.
+    False when there is no such member directory; CrossesMountError (removing nothing)
+    when a filesystem is mounted inside it.
     """
     top = os.open(clusters_dir, _DIR_FLAGS)
     try:
@@ -173,6 +215,8 @@ def remove_member(clusters_dir: Path, cluster: str, name: str) -> bool:
                 return False
             raise
         try:
+            # Checked whole before anything goes: a refused delete changes nothing.
+            check_no_mounts(f"{clusters_dir}/{cluster}/{name}")
             _remove_entry(cluster_fd, name)
         except FileNotFoundError:
             return False

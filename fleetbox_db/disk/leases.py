@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from fleetbox_db.disk.files import chown_to_invoker
+from fleetbox_db.disk.safeopen import open_regular
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 
 __all__ = ["Lease", "end", "is_held", "leases", "read", "release", "remove_dead", "take"]
@@ -35,6 +36,8 @@ __all__ = ["Lease", "end", "is_held", "leases", "read", "release", "remove_dead"
 _CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _LOCK_WAIT_S: Final = 2.0
+#: A lease file holds a name and a subnet; anything longer is not one of ours.
+_MAX_LEASE_BYTES: Final = 4096
 #: Descriptors holding this process's leases, by file path.
 _held: dict[str, int] = {}
 
@@ -188,8 +191,13 @@ def leases(directory: Path) -> list[Lease]:
 def read(directory: Path, ip: int) -> Lease | None:
     """The lease file of *ip* as written, live or not; None if absent or unreadable."""
     try:
-        with open(_path(directory, ip), "rb") as f:
-            record = json.loads(f.read() or b"{}")
+        # Not open(): a FIFO planted under a lease's name would block it forever.
+        fd, _ = open_regular(_path(directory, ip), os.O_RDONLY)
+        try:
+            data = os.read(fd, _MAX_LEASE_BYTES)
+        finally:
+            os.close(fd)
+        record = json.loads(data or b"{}")
         return Lease(ip, str(record["name"]), str(record["subnet"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # being written, or not ours: not a lease to mirror

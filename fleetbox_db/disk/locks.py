@@ -12,12 +12,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from fleetbox_db.disk.safeopen import open_regular
 from fleetbox_db.errors import LockedError
 
 __all__ = ["LOCK_FILE_MODE", "Lock", "is_held", "try_lock"]
 
 LOCK_FILE_MODE: Final = 0o644
-_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT
 
 
 class Lock:
@@ -86,9 +87,11 @@ def try_lock(lock_path: Path, name: str) -> Lock:
     """Take a non-blocking exclusive flock on lock_path, creating the file (not its dir).
 
     Raises LockedError when any open file description holds it, this process included;
-    FileNotFoundError when the member directory is missing.
+    FileNotFoundError when the member directory is missing; NotRegularFileError when the
+    lock is a symlink (never followed: under sudo its target would be created or locked)
+    or not a regular file.
     """
-    fd = os.open(lock_path, _LOCK_FLAGS, LOCK_FILE_MODE)
+    fd, _ = open_regular(lock_path, _LOCK_FLAGS, LOCK_FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -12,8 +12,16 @@ import os
 from pathlib import Path
 
 from fleetbox_db.disk import files, locks
+from fleetbox_db.disk.mounts import CrossesMountError
+from fleetbox_db.disk.safeopen import NotRegularFileError
 from fleetbox_db.disk.scan import Signature
-from fleetbox_db.errors import ConfigError, DiskError, LockedError, VMNotFoundError
+from fleetbox_db.errors import (
+    ConfigError,
+    DiskError,
+    LockedError,
+    StorageRootError,
+    VMNotFoundError,
+)
 from fleetbox_db.records import VM, Key
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import Layout, cluster_name, is_stray, member_label
@@ -22,7 +30,9 @@ __all__ = [
     "ensure_dir",
     "hold_for_removal",
     "load",
+    "make_new_member_dir",
     "remove",
+    "remove_made",
     "stray_hint",
     "try_lock",
     "write_config",
@@ -52,11 +62,40 @@ def load(layout: Layout, key: Key) -> VM:
 
 
 def ensure_dir(layout: Layout, name: str) -> Path:
-    """mkdir -p the member directory; idempotent. Raises DiskError for a symlink."""
+    """mkdir -p the member directory; idempotent. Raises DiskError (a symlink on the way, or
+    the OS refused)."""
     path = layout.vm_dir(name)
     _refuse_symlinks(layout, name)
-    files.make_dirs(path)
+    try:
+        files.make_dirs(path)
+    except StorageRootError as exc:
+        raise DiskError(
+            f"cannot create the directory of vm {name!r}: {exc}", name=name, path=path
+        ) from exc
     return path
+
+
+def make_new_member_dir(layout: Layout, name: str) -> list[Path]:
+    """ensure_dir() for create(): the directories it made (cluster, member), for
+    remove_made() to take away again if the write then fails."""
+    member_dir = layout.vm_dir(name)
+    absent = [d for d in (member_dir.parent, member_dir) if not os.path.lexists(d)]
+    try:
+        ensure_dir(layout, name)
+    except BaseException:
+        remove_made(absent)
+        raise
+    return absent
+
+
+def remove_made(made: list[Path]) -> None:
+    """rmdir what make_new_member_dir() made, innermost first; never recursive, so a
+    directory someone has put a file into meanwhile stays. Best effort."""
+    for directory in reversed(made):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            log.debug("could not remove %s after a failed create", directory, exc_info=True)
 
 
 def write_config(layout: Layout, name: str, data: bytes) -> Signature:
@@ -83,6 +122,14 @@ def remove(layout: Layout, key: Key) -> None:
     label = member_label(key)
     try:
         removed = files.remove_member(layout.clusters_dir, key.cluster, key.name)
+    except CrossesMountError as exc:
+        raise DiskError(
+            f"vm {label!r} at {member_dir} has a filesystem mounted at {exc.filename}; delete "
+            f"never crosses a mount point and removed nothing: unmount it (umount "
+            f"{exc.filename}) and retry",
+            name=key.name,
+            path=member_dir,
+        ) from exc
     except OSError as exc:
         raise DiskError(
             f"cannot remove vm {label!r} at {member_dir}: {exc.strerror or exc}"
@@ -192,10 +239,32 @@ def try_lock(layout: Layout, name: str) -> locks.Lock:
             name=name,
             path=path.parent,
         ) from None
+    except NotRegularFileError as exc:
+        raise DiskError(
+            f"lock file {path} of vm {name!r} {exc.strerror}; it is never followed or "
+            "replaced: remove it (a stopped VM does not need it) and retry",
+            name=name,
+            path=path,
+        ) from exc
+    except OSError as exc:
+        raise DiskError(
+            f"cannot open the lock file {path} of vm {name!r}: {exc.strerror or exc}; "
+            "check the permissions of its directory",
+            name=name,
+            path=path,
+        ) from exc
 
 
 def _refuse_symlinks(layout: Layout, name: str) -> None:
-    link = files.symlink_on_the_way(layout.clusters_dir, cluster_name(name), name)
+    try:
+        link = files.symlink_on_the_way(layout.clusters_dir, cluster_name(name), name)
+    except OSError as exc:
+        raise DiskError(
+            f"cannot examine the directory of vm {name!r} at {layout.vm_dir(name)}: "
+            f"{exc.strerror or exc}; check the disk and the tree's permissions",
+            name=name,
+            path=layout.vm_dir(name),
+        ) from exc
     if link is not None:
         raise DiskError(
             f"{link} is a symlink; vm {name!r} is not written through it (the Go tool does "

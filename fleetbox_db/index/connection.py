@@ -35,8 +35,11 @@ _POLL_S: Final = 0.001
 _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 _UNAVAILABLE_CODES: Final = frozenset({3, 8, 14, 23})  # PERM, READONLY, CANTOPEN, AUTH
 _CORRUPT_CODES: Final = frozenset({11, 26})  # CORRUPT, NOTADB
+_FULL_CODE: Final = 13  # SQLITE_FULL: the disk (or RLIMIT_FSIZE), never the file
 
-Failure = Literal["busy", "unavailable", "corrupt", "io", "other"]
+#: busy: another process holds the lock; unavailable: permissions; full: no space; corrupt:
+#: SQLite says the file is damaged; io: an I/O error, which may or may not be the file's.
+Failure = Literal["busy", "unavailable", "full", "corrupt", "io", "other"]
 
 
 def connect(
@@ -81,6 +84,8 @@ def classify_error(exc: sqlite3.Error) -> Failure:
         return "busy"
     if primary in _UNAVAILABLE_CODES or "readonly" in text or "unable to open" in text:
         return "unavailable"
+    if primary == _FULL_CODE or "disk is full" in text:
+        return "full"
     if primary in _CORRUPT_CODES or "malformed" in text or "not a database" in text:
         return "corrupt"
     # Our own statements name only tables and columns the head revision has: missing ones

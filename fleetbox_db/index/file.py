@@ -2,7 +2,11 @@
 
 The index is a cache of what disk says. Whatever is wrong with the file - missing, empty,
 truncated, not SQLite, someone else's tables - the answer is the same: move it aside and
-build a new one; the next reconcile fills it from disk.
+build a new one; the next reconcile fills it from disk. What is wrong with the machine
+instead - a full disk, I/O errors, permissions, a symlink planted in the file's place - is
+never the file's fault: the index is then unavailable (answers come from disk) and left as
+it is. A new index is built under another name and renamed into place, so an interrupted
+build never leaves an empty or half-built index.db.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from fleetbox_db.disk.files import chown_to_invoker
+from fleetbox_db.disk.safeopen import NotRegularFileError, check_regular, open_regular
 from fleetbox_db.errors import (
     FleetboxError,
     IndexBusyError,
@@ -25,7 +30,7 @@ from fleetbox_db.errors import (
     IndexUnavailableError,
 )
 from fleetbox_db.index import connection as dbconn
-from fleetbox_db.index import schema
+from fleetbox_db.index import lockfile, quarantine, schema
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 
 __all__ = ["Identity", "IndexCorrupt", "IndexFile", "WriteLockBusy"]
@@ -41,7 +46,8 @@ Identity = tuple[int, int]
 
 
 class IndexCorrupt(Exception):
-    """Internal: the file is not a usable index; the caller quarantines it and retries."""
+    """Internal: the file may not be a usable index; the caller asks quarantine() to check
+    it (under the lock) and move it aside, and retries."""
 
     def __init__(self, reason: str, ident: Identity | None = None) -> None:
         super().__init__(reason)
@@ -86,7 +92,10 @@ class IndexFile:
                 self._conn = self._open()
                 return self._conn
             except IndexCorrupt as exc:
-                self.quarantine(str(exc), exc.ident)
+                corrupt = exc
+            except OSError as exc:
+                raise self.os_error(exc) from exc
+            self.recover(str(corrupt), corrupt.ident)
         raise IndexUnavailableError(
             f"index {self.path} could not be rebuilt after {_OPEN_ATTEMPTS} attempts; "
             "remove it and run `fleetbox-db reconcile`",
@@ -105,15 +114,59 @@ class IndexFile:
     def _same_file(self) -> bool:
         # Sound against inode reuse: our open connection keeps the old inode allocated, so a
         # file created in its place cannot get the same number while we compare.
-        return _identity(self.path) == self._ident
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            # Cannot tell (EIO, EACCES...): keep the connection. Reopening would close the
+            # one a caller is still reading from ("Cannot operate on a closed database").
+            return True
+        return (st.st_dev, st.st_ino) == self._ident
+
+    def _unavailable(self, reason: str) -> IndexUnavailableError:
+        return IndexUnavailableError(
+            f"index {self.path} cannot be used now ({reason}); answers come from disk and "
+            "writes are refused until it can (free disk space, check the disk and the "
+            "tree's permissions)",
+            path=self.path,
+        )
+
+    def os_error(self, exc: OSError) -> Exception:
+        """The typed error for an OSError of the index's own files (a FleetboxError that
+        is also an OSError, such as DiskError, is returned as it is)."""
+        if isinstance(exc, FleetboxError):
+            return exc
+        if isinstance(exc, NotRegularFileError):
+            where = exc.filename or self.path
+            return IndexUnavailableError(
+                f"{where} {exc.strerror}; fleetbox_db never follows or opens it: remove it "
+                f"(rm {where}) and the index is rebuilt from disk",
+                path=where,
+            )
+        where = f" ({exc.filename})" if exc.filename else ""
+        return self._unavailable(f"{exc.strerror or exc}{where}")
+
+    def _check_files(self) -> bool:
+        """Whether index.db exists; NotRegularFileError when it, its -wal or -shm is a
+        symlink or not a regular file (SQLite would follow or open it)."""
+        exists = check_regular(self.path)
+        for suffix in ("-wal", "-shm"):
+            check_regular(f"{self.path}{suffix}")
+        return exists
 
     def _open(self) -> sqlite3.Connection:
-        self._check_writable()
-        if not self.path.exists():
+        exists = self._check_files()
+        self.check_writable()
+        if not exists:
             self._create()
         # Identity before connecting: if the file is swapped in between, the next call sees
         # a mismatch and reopens, rather than trusting a file it never classified.
-        ident = _identity(self.path)
+        try:  # not _identity(): an lstat that fails (EIO) must not record "no file"
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            raise IndexCorrupt("the file vanished while being opened") from None
+        ident: Identity = (st.st_dev, st.st_ino)
         try:
             conn = self._open_at_head()
         except IndexCorrupt as exc:
@@ -127,7 +180,7 @@ class IndexFile:
     def _open_at_head(self, upgraded: bool = False) -> sqlite3.Connection:
         """A connection to the file at path, upgraded to head under the lock if older."""
         try:
-            size = os.stat(self.path).st_size
+            size = os.lstat(self.path).st_size
         except FileNotFoundError:
             raise IndexCorrupt("the file vanished while being opened") from None
         if size == 0:
@@ -160,14 +213,28 @@ class IndexFile:
         return self._open_at_head(upgraded=True)
 
     def _create(self) -> None:
-        """Create the index at head; another process may have done so first."""
+        """Create the index at head; another process may have done so first.
+
+        Built as <index.db>.new and renamed into place: killed or failing half-way (a full
+        disk), the build leaves no index.db at all, never an empty or half-built one.
+        """
         with self.file_lock():
-            if self.path.exists():
+            if os.path.lexists(self.path):
                 return
             # A -wal left by a deleted index would be replayed into the new file.
             for suffix in ("-wal", "-shm"):
                 _remove(Path(f"{self.path}{suffix}"))
-            self._upgrade_locked()
+            building = Path(f"{self.path}.new")
+            _remove_build(building)  # a build killed earlier, or a planted symlink
+            try:
+                fd, _ = open_regular(building, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                os.close(fd)
+                self._upgrade_locked(building, wal=False)
+                os.rename(building, self.path)
+            except BaseException:
+                _remove_build(building)
+                raise
+            chown_to_invoker(self.path)
 
     def _connect(self, wal: bool = True) -> sqlite3.Connection:
         try:
@@ -175,11 +242,18 @@ class IndexFile:
         except sqlite3.DatabaseError as exc:
             raise self.translate(exc) from exc
 
-    def _upgrade_locked(self) -> None:
-        """Bring the file to head; the caller holds the file lock."""
-        conn = self._connect(wal=False)
+    def _upgrade_locked(self, path: Path | None = None, *, wal: bool = True) -> None:
+        """Bring the file at *path* (default: the index) to head; the caller holds the file
+        lock. wal=False leaves a new file in rollback-journal mode, so it is whole in one
+        file when renamed into place."""
+        path = self.path if path is None else path
+        try:
+            conn = dbconn.connect(path, self.busy_timeout, wal=False)
+        except sqlite3.DatabaseError as exc:
+            raise self.translate(exc) from exc
         try:
             status = schema.classify(conn)
+            old = schema.current_revision(conn) if status == "older" else None
         except sqlite3.DatabaseError as exc:
             raise IndexCorrupt(str(exc)) from exc
         finally:
@@ -189,19 +263,18 @@ class IndexFile:
         if status == "newer":
             raise self._newer_error()
         if status in ("empty", "older"):
-            log.info("upgrading index %s from %s to %s", self.path, status, schema.HEAD)
+            was = f"revision {old}" if old else "an empty file"
+            log.info("upgrading index %s from %s to %s", path, was, schema.HEAD)
             try:
-                schema.upgrade_to_head(self.path, self.busy_timeout)
+                schema.upgrade_to_head(path, self.busy_timeout, wal=wal)
             except Exception as exc:
                 cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
                 if isinstance(cause, sqlite3.Error):
                     raise self.translate(cause) from exc
                 raise
-            chown_to_invoker(
-                self.path, self.lock_path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
-            )
+            chown_to_invoker(path, self.lock_path, Path(f"{path}-wal"), Path(f"{path}-shm"))
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         directory = self.path.parent
         target = self.path if self.path.exists() else directory
         if not os.access(target, os.W_OK) or not os.access(directory, os.W_OK):
@@ -248,7 +321,8 @@ class IndexFile:
             self.lock_times.append((taken - asked, time.perf_counter() - taken))
 
     def translate(self, exc: sqlite3.Error) -> Exception:
-        """A typed error for *exc*; IndexCorrupt when the file should be rebuilt."""
+        """A typed error for *exc*; IndexCorrupt when the file may need rebuilding (an I/O
+        error too: quarantine() then asks SQLite whether the file itself is damaged)."""
         kind = dbconn.classify_error(exc)
         if kind == "busy":
             return IndexBusyError(
@@ -262,6 +336,8 @@ class IndexFile:
                 "its permissions are fixed",
                 path=self.path,
             )
+        if kind == "full":
+            return self._unavailable(f"{exc}: the disk is full or a file size limit is set")
         if kind in ("corrupt", "io"):
             return IndexCorrupt(f"{kind}: {exc}")
         return FleetboxError(f"index {self.path} failed: {exc}", path=self.path)
@@ -272,85 +348,55 @@ class IndexFile:
     def file_lock(self) -> Iterator[None]:
         """<root>/index.lock: serialises upgrades and quarantines across processes.
 
-        Imported here: filelock costs more to import than a whole up-to-date list(), which
-        never needs this lock.
+        NotRegularFileError when index.lock is a symlink or not a regular file (nothing is
+        created or changed through it); other OSErrors of open() and flock().
         """
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.lock_path), timeout=self.busy_timeout)
         try:
-            with lock:
+            with lockfile.held(self.lock_path, self.busy_timeout):
                 chown_to_invoker(self.lock_path)
                 yield
-        except Timeout as exc:
+        except lockfile.LockTimeout as exc:
             raise IndexBusyError(
                 f"{self.lock_path} stayed locked for {self.busy_timeout:g} s: another "
                 "fleetbox process is upgrading or rebuilding the index; wait for it",
                 path=self.lock_path,
             ) from exc
 
-    def quarantine(self, reason: str, ident: Identity | None = None) -> None:
-        """Move a bad index aside as index.db.corrupt-<timestamp> and log a warning.
+    def recover(self, reason: str, ident: Identity | None = None) -> None:
+        """quarantine(), or IndexUnavailableError when the file is not broken after all (a
+        full disk, an I/O error) or cannot be checked."""
+        try:
+            moved = self.quarantine(reason, ident)
+        except OSError as exc:
+            raise self.os_error(exc) from exc
+        if not moved:
+            raise self._unavailable(reason)
+
+    def quarantine(self, reason: str, ident: Identity | None = None) -> bool:
+        """Move a broken index aside as index.db.corrupt-<timestamp> and log a warning;
+        False when the file is not broken after all (the caller reports it unavailable).
 
         *ident* is the file found bad (default: the one this Index opened last). Under the
-        lock the file is moved only if it is still that file and still fails the checks:
-        another process may have rebuilt it meanwhile, or the error may have been passing.
+        lock the file is moved only if it is still that file and SQLite says it is broken:
+        another process may have rebuilt it meanwhile (True: retry), or the error came
+        from the machine - a full disk, an I/O error - not the file (False).
         """
         expected = ident if ident is not None else self._ident
         self.close()
         with self.file_lock():
             found = _identity(self.path)
             if found is None or (expected is not None and found != expected):
-                return
-            if self._healthy():
-                return
-            stamp = (
-                time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
-            )
-            aside = Path(f"{self.path}.corrupt-{stamp}")
-            os.rename(self.path, aside)
-            self.quarantined = f"the index was unusable ({reason}); moved to {aside.name}"
-            # Its -wal holds committed pages of that file: keep them with it, under the name
-            # SQLite looks for; a new index must not start with them either.
-            with suppress(FileNotFoundError):
-                os.rename(f"{self.path}-wal", f"{aside}-wal")
-            _remove(Path(f"{self.path}-shm"))
-            log.warning(
-                "index %s is unusable (%s); moved to %s, rebuilding from disk",
-                self.path,
-                reason,
-                aside,
-            )
-
-    def _healthy(self) -> bool:
-        """False when the file at path is broken; True when it is usable or not ours to judge
-        (a newer revision, a file we cannot open for lack of permission)."""
-        try:
-            if os.stat(self.path).st_size == 0:
-                return False
-            conn = dbconn.connect(self.path, self.busy_timeout, wal=False)
-        except FileNotFoundError:
-            return True
-        except sqlite3.Error as exc:
-            return dbconn.classify_error(exc) not in ("corrupt", "io")
-        try:
-            status = schema.classify(conn)
-            if status == "foreign":
-                return False
-            if status != "current":
                 return True
-            # Only on this failure path: quick_check reads every page, which a truncated
-            # file fails even when the pages a first query touches happen to be intact.
-            return bool(conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
-        except sqlite3.Error as exc:
-            return dbconn.classify_error(exc) not in ("corrupt", "io")
-        finally:
-            conn.close()
+            if quarantine.healthy(self.path, self.busy_timeout):
+                return False
+            aside = quarantine.move_aside(self.path, reason)
+            self.quarantined = f"the index was unusable ({reason}); moved to {aside.name}"
+            return True
 
 
 def _identity(path: Path) -> Identity | None:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
@@ -367,3 +413,8 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _remove(path: Path) -> None:
     with suppress(FileNotFoundError):
         path.unlink()
+
+
+def _remove_build(path: Path) -> None:
+    for name in (path, Path(f"{path}-journal")):
+        _remove(name)

@@ -10,6 +10,7 @@ only remembers what disk said.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,8 +23,8 @@ from fleetbox_db.disk.clock import FilesystemClock
 from fleetbox_db.disk.observe import Clock, observe_written
 from fleetbox_db.disk.scan import Scan, Signature, scan
 from fleetbox_db.disk.sweep import sweep
-from fleetbox_db.errors import IndexUnavailableError
-from fleetbox_db.index import allocation, history, members, reservations, schema, sql
+from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
+from fleetbox_db.index import allocation, history, members, readonly, reservations, schema, sql
 from fleetbox_db.index.answers import (
     IndexAnswers,
     conflicts,
@@ -43,6 +44,8 @@ from fleetbox_db.rules.layout import Layout
 
 __all__ = ["Mirror", "WriteTransaction"]
 
+log = logging.getLogger("fleetbox_db")
+
 T = TypeVar("T")
 log = logging.getLogger("fleetbox_db")
 
@@ -58,6 +61,9 @@ class WriteTransaction:
         self._conn = conn
         self._reconciler = reconciler
         self.leases = reservations.LeaseChanges()
+        #: A config has been renamed into place: from here on the write has happened, and
+        #: a failure to record it must not make the caller think otherwise.
+        self.wrote = False
 
     def allocate(self, name: str, net: Subnet) -> int:
         """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError,
@@ -76,11 +82,16 @@ class WriteTransaction:
         """Record the config the caller has just written (its bytes, and the signature
         atomic_write returned) without reading it back; a reservation the config now
         holds is released."""
+        self.wrote = True
         obs = observe_written(
             self._reconciler.clusters_dir, key, data, signature, self._reconciler.clock()
         )
-        members.put_member(self._conn, obs)
-        self.leases.dropped += reservations.release_held(self._conn, key)
+        try:
+            members.put_member(self._conn, obs)
+            self.leases.dropped += reservations.release_held(self._conn, key)
+        except sqlite3.Error as exc:
+            # The config is on disk, which is what counts: the next reconcile records it.
+            log.warning("vm %r was written but the index could not record it: %s", key.name, exc)
 
 
 class Mirror:
@@ -97,6 +108,9 @@ class Mirror:
         progress: Progress | None = None,
     ) -> None:
         self.progress = progress  # for every reconcile that reads configs, and check()
+        #: A dry run's clock: the given one, else the process's (reading the filesystem's
+        #: touches, or creates, index.lock, and a dry run changes nothing).
+        self._dry_clock: Clock = clock if clock is not None else time.time_ns
         if clock is None:  # the clock that stamps the files: index.lock is in the tree
             clock = FilesystemClock(layout.index_lock_path)
         self._clusters_dir = layout.clusters_dir
@@ -107,10 +121,6 @@ class Mirror:
         self._history_limit = history_limit
         # Whether the history of the index is known to have started (see _changes).
         self._history_started = False
-
-    def exists(self) -> bool:
-        """Whether there is an index file at all (check() must not create one)."""
-        return self._file.path.exists()
 
     def close(self) -> None:
         """Release the connection; safe to call twice."""
@@ -163,13 +173,50 @@ class Mirror:
             self._reconciler.apply(copy.conn, own, progress=self.progress, on_disk=False)
             return question(IndexAnswers(copy.conn, self._vms, None))
 
-    def check(self, scan: Scan) -> list[Problem]:
-        """Problems on disk and the index's drift from *scan*; writes nothing."""
-        return self._retrying(
-            lambda: find_problems(
-                self._file.connection(), self._reconciler.clusters_dir, scan, self.progress
-            )
-        )
+    def check(self, scan: Scan) -> list[Problem] | None:
+        """Problems on disk and the index's drift from *scan*; None when there is no index.
+
+        Changes nothing at all: the file is read as it is (readonly.peek), never created,
+        upgraded or moved aside. Raises IndexAccessError saying why it cannot be compared.
+        """
+
+        def compare(found: readonly.Peek) -> list[Problem]:
+            if found.conn is None:
+                assert found.problem is not None
+                raise found.problem
+            return find_problems(found.conn, self._reconciler.clusters_dir, scan, self.progress)
+
+        return self._peeking(compare, None)
+
+    def _peeking(self, use: Callable[[readonly.Peek], T], absent: T) -> T:
+        """use(peek) of the index as it is (*absent* when there is none), read again the
+        shared way if a writer came in during the first read; typed errors only."""
+        try:
+            if os.path.lexists(self._file.path):
+                # An index this user cannot write cannot be brought back in line: its drift
+                # is not a problem they can fix. Nor is it opened: SQLite could not remove
+                # the -wal and -shm it makes beside a read-only file.
+                self._file.check_writable()
+            for shared in (False, True):
+                with readonly.peek(self._file.path, self._file.busy_timeout, shared=shared) as p:
+                    if p is None:
+                        return absent
+                    try:
+                        result = use(p)
+                    except (sqlite3.Error, IndexAccessError):
+                        if p.stale():
+                            continue
+                        raise
+                    if not p.stale():
+                        return result
+            raise AssertionError("unreachable")  # pragma: no cover - shared is never stale
+        except sqlite3.Error as exc:
+            error = self._file.translate(exc)
+            if isinstance(error, IndexCorrupt):
+                error = IndexUnavailableError(f"index {self._file.path}: {exc}")
+            raise error from exc
+        except OSError as exc:
+            raise self._file.os_error(exc) from exc
 
     def revision(self) -> str | None:
         """The index's schema revision, upgrading it to head first (opening does)."""
@@ -187,6 +234,7 @@ class Mirror:
             found = scan(self._clusters_dir)
             plan = self._changes(self._file.connection(), found)
             changes = reservations.LeaseChanges()
+            done: list[T] = []  # the result, once the operation has written disk
             try:
                 with self._locked() as conn:
                     if plan is not None:
@@ -196,10 +244,18 @@ class Mirror:
                     tx.leases = changes
                     try:
                         result = operation(tx)
+                        if tx.wrote:
+                            done.append(result)
                         history.record(conn, history.ours())
                         changes.end_dropped(self._reconciler.leases_dir)
                     finally:
                         self._reconciler.invalidate()
+            except Exception as exc:
+                if done:  # the commit failed after the config reached disk: it is done
+                    _unrecorded(exc)
+                    return done[0]
+                changes.roll_back(self._reconciler.leases_dir)
+                raise
             except BaseException:
                 changes.roll_back(self._reconciler.leases_dir)
                 raise
@@ -212,13 +268,21 @@ class Mirror:
         rows and every reservation of its name."""
 
         def run() -> None:
-            with self._locked() as conn:
-                remove()
-                members.delete_members(conn, [key])
-                for lease in reservations.release(conn, key.name):
-                    leases.end(self._reconciler.leases_dir, lease)
-                history.record(conn, history.ours())
+            removed = False
+            try:
+                with self._locked() as conn:
+                    remove()
+                    removed = True
+                    members.delete_members(conn, [key])
+                    for lease in reservations.release(conn, key.name):
+                        leases.end(self._reconciler.leases_dir, lease)
+                    history.record(conn, history.ours())
+                    self._reconciler.invalidate()
+            except Exception as exc:
+                if not removed:
+                    raise
                 self._reconciler.invalidate()
+                _unrecorded(exc)  # the member is gone from disk: the delete is done
 
         self._retrying(run)
 
@@ -227,15 +291,12 @@ class Mirror:
         progress = progress or self.progress
 
         def run() -> ReconcileReport:
+            if dry_run:
+                return self._dry_run(full, progress)
             conn = self._file.connection()
             found = scan(self._clusters_dir)
             plan = self._reconciler.plan(conn, found, full=full)
             now = self._reconciler.clock
-            if dry_run:
-                report = self._reconciler.apply(conn, plan, dry_run=True, progress=progress)
-                if full:
-                    report.swept = sweep(self._clusters_dir, found.members, now(), remove=False)
-                return report
             with self._locked() as wconn:
                 report = self._reconciler.apply(wconn, plan, progress=progress)
                 self._reconciled(wconn)
@@ -296,6 +357,39 @@ class Mirror:
             history.set_limit(conn, self._history_limit)
             self._history_limit = None
 
+    def _dry_run(self, full: bool, progress: Progress | None) -> ReconcileReport:
+        """What reconcile() would report, changing nothing: against the index as it is, or
+        (missing, older, broken, or unusable now) against the empty one a rebuild would
+        start from, with a warning."""
+
+        # Its own Reconciler: no cache of the real one is touched, and no clock that
+        # touches index.lock.
+        dry = Reconciler(self._clusters_dir, self._dry_clock, self._reconciler.granularity_ns)
+
+        def preview(found: readonly.Peek | None) -> ReconcileReport:
+            if found is not None and found.conn is None:
+                log.warning("%s; the dry run compares disk with an empty index", found.problem)
+            blank = readonly.empty_head() if found is None or found.conn is None else None
+            target = blank or (found.conn if found is not None else None)
+            assert target is not None
+            try:
+                plan = dry.plan(target, scan(self._clusters_dir), full=full)
+                report = dry.apply(target, plan, dry_run=True, progress=progress)
+            finally:
+                if blank is not None:
+                    blank.close()
+            if full:
+                report.swept = sweep(
+                    self._clusters_dir, plan.scan.members, dry.clock(), remove=False
+                )
+            return report
+
+        try:
+            return self._peeking(preview, None) or preview(None)
+        except IndexAccessError as exc:  # a read: it answers, as a rebuild would see disk
+            log.warning("%s; the dry run compares disk with an empty index", exc)
+            return preview(None)
+
     # -- the life cycle -------------------------------------------------------------------
 
     @contextmanager
@@ -340,8 +434,15 @@ class Mirror:
         return True
 
     def _retrying(self, run: Callable[[], T]) -> T:
+        try:
+            return self._retrying_corrupt(run)
+        except OSError as exc:  # the index's own files, or its leases
+            raise self._file.os_error(exc) from exc
+
+    def _retrying_corrupt(self, run: Callable[[], T]) -> T:
         """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once
-        more. Other index failures raise as the typed errors IndexFile names."""
+        more. Other index failures raise as the typed errors IndexFile names; an OSError
+        of the index's own files is IndexUnavailableError (reads then answer from disk)."""
         for attempt in range(2):
             try:
                 return run()
@@ -361,4 +462,11 @@ class Mirror:
     def _recover(self, reason: str) -> None:
         self._reconciler.invalidate()
         self._history_started = False
-        self._file.quarantine(reason)
+        self._file.recover(reason)
+
+
+def _unrecorded(exc: Exception) -> None:
+    log.warning(
+        "the change is on disk but the index could not record it (%s); the next reconcile will",
+        exc,
+    )

@@ -6,6 +6,7 @@ are the caller's. Names go through index.names, as member rows' do.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.owners import Owner
 from fleetbox_db.index.names import name_of, stored
 from fleetbox_db.records import Key
+
+log = logging.getLogger("fleetbox_db")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +83,23 @@ class LeaseChanges:
     dropped: list[Lease] = field(default_factory=list)
 
     def end_dropped(self, leases_dir: Path) -> None:
-        """Under the write lock, so that no one can take an address anew meanwhile."""
+        """Under the write lock, so that no one can take an address anew meanwhile. Best
+        effort: it runs after the config is on disk, which an OS error here must not undo
+        (a lease file left is dead once we exit, and the next writer removes it)."""
         for lease in self.dropped:
-            leases.end(leases_dir, lease)
+            try:
+                leases.end(leases_dir, lease)
+            except OSError as exc:
+                log.warning("could not end the lease of %s: %s", lease.name, exc)
         self.dropped.clear()
 
     def roll_back(self, leases_dir: Path) -> None:
+        """Best effort, on the way out of a failed write whose error the caller must see."""
         for ip in self.taken:
-            leases.release(leases_dir, ip)
+            try:
+                leases.release(leases_dir, ip)
+            except OSError as exc:
+                log.warning("could not release the lease of %s: %s", ip, exc)
 
 
 def release_held(conn: sqlite3.Connection, key: Key) -> list[Lease]:

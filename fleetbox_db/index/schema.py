@@ -65,8 +65,10 @@ def classify(conn: sqlite3.Connection) -> Status:
         return "foreign"
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.OperationalError:
-        return "foreign"
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return "foreign"
+        raise  # a full disk or an I/O error says nothing about whose file this is
     if row is None or not isinstance(row[0], str):
         return "foreign"
     version: str = row[0]
@@ -86,8 +88,12 @@ def current_revision(conn: sqlite3.Connection) -> str | None:
     """The alembic_version of an index, or None before the first revision."""
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.OperationalError:
-        return None
+    except sqlite3.OperationalError as exc:
+        # Only a missing table means "before the first revision": a full disk or an I/O
+        # error failing the read must not pass for an empty index.
+        if "no such table" in str(exc):
+            return None
+        raise
     return None if row is None else str(row[0])
 
 
@@ -100,7 +106,9 @@ def migrations_dir() -> Path:
     raise FileNotFoundError(f"fleetbox_db migrations not found next to {package}")
 
 
-def make_engine(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
+def make_engine(
+    path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, wal: bool = True
+) -> Engine:
     """A SQLAlchemy engine whose transactions start with BEGIN IMMEDIATE.
 
     pysqlite's own transaction handling delays BEGIN until the first DML statement, so DDL
@@ -110,7 +118,7 @@ def make_engine(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engin
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(
-        "sqlite://", creator=lambda: connect(path, busy_timeout), poolclass=NullPool
+        "sqlite://", creator=lambda: connect(path, busy_timeout, wal=wal), poolclass=NullPool
     )
 
     @event.listens_for(engine, "begin")
@@ -132,7 +140,12 @@ def alembic_config(connection: Any = None) -> Config:
 
 
 def run_alembic(
-    path: Path, command: str, revision: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    path: Path,
+    command: str,
+    revision: str,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    *,
+    wal: bool = True,
 ) -> None:
     """Run ``alembic upgrade/downgrade <revision>`` on the index at *path*.
 
@@ -141,7 +154,7 @@ def run_alembic(
     """
     from alembic import command as commands
 
-    engine = make_engine(path, busy_timeout)
+    engine = make_engine(path, busy_timeout, wal=wal)
     try:
         with engine.connect() as connection:
             getattr(commands, command)(alembic_config(connection), revision)
@@ -149,14 +162,19 @@ def run_alembic(
         engine.dispose()
 
 
-def upgrade_to_head(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+def upgrade_to_head(
+    path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, wal: bool = True
+) -> None:
     """Bring the index at *path* to head: created from the snapshot when it holds nothing,
-    else upgraded by Alembic. The caller holds <root>/index.lock."""
-    if not create_at_head(path, busy_timeout):
-        run_alembic(path, "upgrade", "head", busy_timeout)
+    else upgraded by Alembic. The caller holds <root>/index.lock. wal=False leaves the file
+    in rollback-journal mode (a new file built aside, whole in one file when renamed)."""
+    if not create_at_head(path, busy_timeout, wal=wal):
+        run_alembic(path, "upgrade", "head", busy_timeout, wal=wal)
 
 
-def create_at_head(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> bool:
+def create_at_head(
+    path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, wal: bool = True
+) -> bool:
     """Create the head schema in the empty database at *path*, in one transaction.
 
     False (nothing done) when the file holds any schema (an index downgraded to base keeps
@@ -184,7 +202,8 @@ def create_at_head(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> bo
             for pragma, value in head.PRAGMAS:
                 conn.execute(f"PRAGMA {pragma} = {int(value)}")
             conn.execute("COMMIT")
-            enable_wal(conn)  # as the engine Alembic runs on leaves it
+            if wal:
+                enable_wal(conn)  # as the engine Alembic runs on leaves it
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -34,9 +34,11 @@ from fleetbox_db.rules.gotime import format_go_time, parse_go_time
 from fleetbox_db.rules.spelling import ESCAPE as _ESCAPE
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
     "created_at_text",
     "decode_config",
     "encode_config",
+    "writable_config",
     "restore_created_at",
 ]
 
@@ -47,6 +49,12 @@ _FIXTURE_KEYS: Final = frozenset(FIXTURE_FIELDS)
 
 class _Slow(Exception):
     """The fast path met something (unknown key, duplicate, bad type) the exact path must read."""
+
+
+#: Configs are about 1 KB; a larger file is not one we or the Go tool wrote, and reading a
+#: 4 GB sparse one would cost seconds and gigabytes on every listing. Nothing larger is
+#: read (disk/files.py) or written.
+MAX_CONFIG_BYTES: Final = 1 << 20
 
 
 def restore_created_at(vm: VM, text: str) -> None:
@@ -151,6 +159,20 @@ def encode_config(vm: VM) -> bytes:
         return _vm_json(vm).encode("utf-8")
     except _Bad as exc:
         raise _invalid(vm, exc) from None
+
+
+def writable_config(vm: VM) -> bytes:
+    """encode_config(vm), refused (InvalidValueError) over MAX_CONFIG_BYTES: no listing
+    would read such a file back, so a write must not make one."""
+    data = encode_config(vm)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InvalidValueError(
+            f"config of vm {vm.name!r} would be {len(data)} bytes, over the "
+            f"{MAX_CONFIG_BYTES} byte limit for a config (configs are about 1 KB): keep "
+            "fixtures and extra keys small",
+            name=vm.name,
+        )
+    return data
 
 
 def _short(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.records import VM
-from fleetbox_db.rules.config import encode_config
+from fleetbox_db.rules.config import writable_config
 from fleetbox_db.rules.ipam import Subnet, format_ipv4, generate_mac, normalize_mac, parse_ipv4
 from fleetbox_db.rules.layout import validate_name
 
@@ -31,6 +31,7 @@ def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Acce
     the name when empty and *fill_mac*), IP a host of *net* when one is given, every field
     encodable. Raises InvalidNameError, InvalidValueError.
     """
+    _check_containers(vm)
     validate_name(vm.name)
     # copy, not dataclasses.replace: replace() would drop the created_at text read from disk,
     # and with it the nanoseconds a save must write back unchanged.
@@ -48,4 +49,24 @@ def accept(vm: VM, net: Subnet | None = None, *, fill_mac: bool = False) -> Acce
             name=vm.name,
             value=vm.ip,
         )
-    return Accepted(vm, encode_config(vm), ip)
+    return Accepted(vm, writable_config(vm), ip)
+
+
+def _check_containers(vm: VM) -> None:
+    """InvalidValueError for the types the copy below and the MAC fill would trip over
+    (a TypeError, or a None mac silently replaced); writable_config checks the rest."""
+    if not isinstance(vm, VM):
+        raise InvalidValueError(f"expected a VM, not {type(vm).__name__} ({vm!r})")
+    name = vm.name if isinstance(vm.name, str) else None
+    for field, value, kind in (
+        ("fixtures", vm.fixtures, list),
+        ("extra", vm.extra, dict),
+        ("mac", vm.mac, str),
+        ("ip", vm.ip, str),
+    ):
+        if not isinstance(value, kind):
+            raise InvalidValueError(
+                f"{field} of vm {vm.name!r} must be a {kind.__name__}, not "
+                f"{type(value).__name__} ({value!r})",
+                name=name,
+            )
