@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fleetbox_db.errors import ConfigError, InvalidValueError
-from fleetbox_db.records import FIXTURE_FIELDS, VM, VM_FIELDS, ZERO_TIME, Fixture
+from fleetbox_db.records import FIXTURE_FIELDS, VM, VM_FIELDS, ZERO_TIME, Fixture, built_vm
 from fleetbox_db.rules.gojson import EXACT as _EXACT
 from fleetbox_db.rules.gojson import FAST as _FAST
 from fleetbox_db.rules.gojson import GO_REPLACE as _GO_REPLACE
@@ -322,20 +322,7 @@ def _fast_vm(pairs: Any, plain: bool) -> VM:
     else:
         raise _Slow
     fixtures = _fast_fixtures(get("fixtures"), plain)
-    # What VM(...) makes, field for field and in its order, without the dataclass __init__.
-    vm = _new(VM)
-    vm.__dict__ = {
-        "name": name,
-        "mac": mac,
-        "cpus": cpus,
-        "memory_mb": memory_mb,
-        "disk_mb": disk_mb,
-        "image": image,
-        "created_at": created,
-        "fixtures": fixtures,
-        "ip": ip,
-        "extra": {},
-    }
+    vm = built_vm(name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, {})
     if remembered is not None:  # VM(...) leaves it to the class default (None) otherwise
         vm._created_at_raw = remembered
     return vm
