@@ -291,3 +291,18 @@ def test_rows_without_a_signature_are_merged_as_a_full_load_shows_them(
         full_loads.clear()
         check_refresh(store)
         assert full_loads == [1]  # check_refresh's own load only
+
+
+def test_answers_after_own_writes_are_not_served_from_the_scan_before_them(
+    seeded_root: Path,
+) -> None:
+    """After this connection writes, the reconciler's version token is unknown (None) until
+    its scan is refreshed: a cache keyed by the token before the write would answer stale."""
+    with two_stores(seeded_root, 3) as (store, _):
+        assert [v.cpus for v in store.vms()] == [2, 2, 2]
+        assert [v.cpus for v in store.vms()] == [2, 2, 2]
+        put(seeded_root, "web-1", data=config("web-1", cpus=16))
+        assert [v.cpus for v in store.vms()] == [2, 16, 2]
+        store.save(vm("web-2", cpus=9))
+        assert [v.cpus for v in store.vms()] == [2, 16, 9]
+        assert reconciler(store).version is not None

@@ -97,8 +97,9 @@ class Reconciler:
 
     @property
     def version(self) -> object:
-        """A token for the index state last loaded: a new object whenever the index changed."""
-        return self._recorded
+        """A token for the index state last loaded: a new object whenever the index changed;
+        None (unknown) after this connection wrote, until the scan is refreshed."""
+        return None if self._stale else self._recorded
 
     def invalidate(self) -> None:
         """Refresh the recorded scan before its next use: this connection wrote, which
