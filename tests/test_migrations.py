@@ -275,6 +275,32 @@ def test_upgrade_from_0004_keeps_the_rows_and_learns_why_a_member_is_unreadable(
         assert store.who_has("10.0.0.3") == "db-1"  # the last good config still holds it
 
 
+def test_upgrade_from_0006_keeps_the_rows_and_counts_changes_from_there(root: Path) -> None:
+    """fleetbox_0007 adds members.seq, member_seq and member_removals: an index at
+    fleetbox_0006 with members keeps them (seq 0, counter 0), and from then on every insert,
+    change and delete moves the counter; the stamp itself fires no trigger."""
+    put(root, "web-1", ip="10.0.0.2")
+    put(root, "db-1", ip="10.0.0.3")
+    with Store.open(root) as store:
+        assert store.list() == ["db-1", "web-1"]
+        path = store.index_path
+    schema.run_alembic(path, "downgrade", "fleetbox_0006")
+    assert revision_of(path) == "fleetbox_0006"
+    assert not {"member_seq", "member_removals"} & tables_of(path)
+    before = rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+
+    schema.run_alembic(path, "upgrade", "head")
+    assert rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id") == before
+    assert rows_of(path, "SELECT DISTINCT seq FROM members") == [(0,)]
+    assert rows_of(path, "SELECT id, value, kept_removals FROM member_seq") == [(1, 0, 10_000)]
+    with Store.open(root) as store:
+        store.save(VM("web-1", cpus=8, created_at=datetime(2024, 5, 1, tzinfo=UTC)))
+        store.delete("db-1")
+    assert rows_of(path, "SELECT name, seq FROM members") == [("web-1", 1)]
+    assert rows_of(path, "SELECT seq, cluster, name FROM member_removals") == [(2, "db", "db-1")]
+    assert rows_of(path, "SELECT value FROM member_seq") == [(2,)]
+
+
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.

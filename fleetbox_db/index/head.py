@@ -9,7 +9,7 @@ Regenerate after adding a revision:
 
 from typing import Final
 
-REVISION: Final = "fleetbox_0006"
+REVISION: Final = "fleetbox_0007"
 #: Pragmas of the file itself, set before the first table.
 FILE_PRAGMAS: Final = (("page_size", 4096), ("auto_vacuum", 0), ("encoding", "UTF-8"))
 PRAGMAS: Final = (("application_id", 1178753092), ("user_version", 0))
@@ -43,7 +43,7 @@ STATEMENTS: Final = (
         "\tcreated_at TEXT, \n"
         "\tip TEXT, \n"
         "\tip_int INTEGER, \n"
-        "\textra TEXT, spelling TEXT, reason TEXT, \n"
+        "\textra TEXT, spelling TEXT, reason TEXT, seq INTEGER DEFAULT 0 NOT NULL, \n"
         "\tCONSTRAINT pk_members PRIMARY KEY (id), \n"
         "\tCONSTRAINT ck_members_member_state CHECK (state IN ('ok', 'configless', 'unreadable', 'stray'))\n"
         ")"
@@ -201,6 +201,43 @@ STATEMENTS: Final = (
         "        SELECT state, 'state', NULL, cluster, name FROM members\n"
         "          WHERE state IN ('unreadable', 'stray')"
     ),
+    ("CREATE INDEX ix_members_seq ON members (seq)"),
+    (
+        "CREATE TABLE member_seq (\n"
+        "\tid INTEGER NOT NULL, \n"
+        "\tvalue INTEGER NOT NULL, \n"
+        "\tkept_removals INTEGER NOT NULL, \n"
+        "\tCONSTRAINT pk_member_seq PRIMARY KEY (id), \n"
+        "\tCONSTRAINT ck_member_seq_one_row CHECK (id = 1)\n"
+        ")"
+    ),
+    (
+        "CREATE TABLE member_removals (\n"
+        "\tseq INTEGER NOT NULL, \n"
+        "\tcluster TEXT NOT NULL, \n"
+        "\tname TEXT NOT NULL\n"
+        ")"
+    ),
+    ("CREATE INDEX ix_member_removals_seq ON member_removals (seq)"),
+    (
+        "CREATE TRIGGER member_seq_insert AFTER INSERT ON members BEGIN UPDATE member_seq SET value = value + 1 WHERE id = 1; UPDATE members SET seq = (SELECT value FROM member_seq WHERE id = 1) WHERE id = new.id; END"
+    ),
+    (
+        "CREATE TRIGGER member_seq_update \n"
+        "        AFTER UPDATE OF id, cluster, name, state, ino, size, mtime_ns, ctime_ns, verified_ns, digest, reason, config_name, mac, mac_key, cpus, memory_mb, disk_mb, image, created_at, ip, ip_int, extra, spelling ON members BEGIN UPDATE member_seq SET value = value + 1 WHERE id = 1; UPDATE members SET seq = (SELECT value FROM member_seq WHERE id = 1) WHERE id = new.id;\n"
+        "        INSERT INTO member_removals (seq, cluster, name)\n"
+        "            SELECT value, old.cluster, old.name FROM member_seq\n"
+        "            WHERE id = 1 AND (old.cluster IS NOT new.cluster OR old.name IS NOT new.name);\n"
+        "        END"
+    ),
+    (
+        "CREATE TRIGGER member_seq_delete \n"
+        "        AFTER DELETE ON members BEGIN UPDATE member_seq SET value = value + 1 WHERE id = 1;\n"
+        "        INSERT INTO member_removals (seq, cluster, name)\n"
+        "            VALUES ((SELECT value FROM member_seq WHERE id = 1), old.cluster, old.name);\n"
+        "        DELETE FROM member_removals WHERE seq <=\n"
+        "            (SELECT value - kept_removals FROM member_seq WHERE id = 1); END"
+    ),
 )
 #: The rows the migrations insert into a new file, as (statement, values).
 ROWS: Final[tuple[tuple[str, tuple[object, ...]], ...]] = (
@@ -208,4 +245,5 @@ ROWS: Final[tuple[tuple[str, tuple[object, ...]], ...]] = (
         'INSERT INTO "history_meta" VALUES (?, ?, ?, ?)',
         (1, 0, 100000, "a new index was built from disk (none was found: first use, or deleted)"),
     ),
+    ('INSERT INTO "member_seq" VALUES (?, ?, ?)', (1, 0, 10000)),
 )

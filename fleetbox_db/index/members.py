@@ -83,12 +83,13 @@ def go_order(conn: sqlite3.Connection) -> str:
 # -- the reconcile diff -----------------------------------------------------------------
 
 
-def signatures(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """(cluster, name, ino, size, mtime_ns, ctime_ns) of every row, in Go List() order.
+def signatures(conn: sqlite3.Connection, order: str | None = None) -> list[tuple[Any, ...]]:
+    """(cluster, name, ino, size, mtime_ns, ctime_ns) of every row, in Go List() order
+    (*order*: go_order(conn), when the caller has it already).
 
     BINARY collation compares UTF-8 bytes, which is exactly Go's order.
     """
-    order = go_order(conn)
+    order = go_order(conn) if order is None else order
     rows = conn.execute(
         f"SELECT cluster, name, ino, size, mtime_ns, ctime_ns FROM members ORDER BY {order}"
     ).fetchall()

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fleetbox_db.records import STORED_STATES
@@ -40,6 +51,7 @@ class MemberRow(Base):
         Index("ix_members_name", "name"),
         Index("ix_members_ip_int", "ip_int"),
         Index("ix_members_mac_key", "mac_key"),
+        Index("ix_members_seq", "seq"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -73,6 +85,9 @@ class MemberRow(Base):
     # The config's strings (fixtures' too) that Go 1.26 wrote with the escape \ufffd, as
     # JSON that keeps it (index/rows.py); NULL when none did, which is nearly always.
     spelling: Mapped[str | None] = mapped_column(Text)
+    # member_seq's value when the row was last inserted or changed (triggers stamp it):
+    # a reader reloads only the rows past the number it last saw (index/recorded.py).
+    seq: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class FixtureRow(Base):
@@ -159,3 +174,27 @@ class HistoryTouchedRow(Base):
     cluster: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     old: Mapped[str | None] = mapped_column(Text)
+
+
+class MemberSeqRow(Base):
+    """The one row holding the last change number stamped on a member row or removal, and
+    how many numbers back removals are kept (triggers in fleetbox_0007_member_seq.py)."""
+
+    __tablename__ = "member_seq"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    kept_removals: Mapped[int] = mapped_column(Integer)
+
+
+#: The key of each deleted member row and the change number of its deletion; only the
+#: newest kept_removals numbers. A plain Table: it has no primary key to map.
+member_removals: Final = Table(
+    "member_removals",
+    Base.metadata,
+    Column("seq", Integer, nullable=False),
+    Column("cluster", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Index("ix_member_removals_seq", "seq"),
+)

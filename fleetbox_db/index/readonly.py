@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from fleetbox_db.disk.safeopen import check_regular
 from fleetbox_db.errors import IndexSchemaError, IndexUnavailableError
-from fleetbox_db.index import schema
+from fleetbox_db.index import head, schema
 
 __all__ = ["Peek", "empty_head", "peek"]
 
@@ -117,5 +117,8 @@ def empty_head() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
     Base.metadata.create_all(engine)
+    # The rows a new file's migrations insert (member_seq's counter, history's settings).
+    for insert, values in head.ROWS:
+        conn.execute(insert, values)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn

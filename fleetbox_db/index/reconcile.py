@@ -93,15 +93,21 @@ class Reconciler:
         # <root>/leases beside <root>/clusters (rules.layout.Layout.leases_dir).
         self.leases_dir = Path(clusters_dir).parent / "leases" if leases_dir is None else leases_dir
         self._recorded: RecordedScan | None = None
+        self._stale = False  # this connection wrote since _recorded was loaded
 
     @property
     def version(self) -> object:
-        """A token for the index state last loaded: a new object whenever the index changed."""
-        return self._recorded
+        """A token for the index state last loaded: a new object whenever the index changed;
+        None (unknown) after this connection wrote, until the scan is refreshed."""
+        return None if self._stale else self._recorded
 
     def invalidate(self) -> None:
-        """Forget the recorded scan: this connection wrote, which data_version does not show."""
-        self._recorded = None
+        """Refresh the recorded scan before its next use: this connection wrote, which
+        data_version does not show. One loaded inside a transaction may hold writes rolled
+        back since: it is forgotten, and the next use loads every row."""
+        recorded = self._recorded
+        self._recorded = None if recorded is None or recorded.in_transaction else recorded
+        self._stale = self._recorded is not None
 
     def observe(self, member: MemberDir) -> Observation:
         """Read and parse one member's config.json now."""
@@ -124,8 +130,13 @@ class Reconciler:
 
     def _load(self, conn: sqlite3.Connection) -> RecordedScan:
         recorded = self._recorded
-        if recorded is None or not recorded.is_current(conn):
-            recorded = self._recorded = RecordedScan.load(conn, self.granularity_ns)
+        if recorded is None:
+            recorded = RecordedScan.load(conn, self.granularity_ns)
+        elif self._stale or not recorded.is_current(conn):
+            recorded = recorded.refreshed(conn, self.granularity_ns)
+        else:
+            return recorded
+        self._recorded, self._stale = recorded, False
         return recorded
 
     # -- the diff -------------------------------------------------------------------------
@@ -285,7 +296,10 @@ class Reconciler:
                 for r in dead:
                     leases.remove_dead(self.leases_dir, r.ip_int)
             reservations.mirror(conn, unmirrored)
-            self._recorded = None if on_disk else found
+            if on_disk:
+                self.invalidate()
+            else:
+                self._recorded = found
         return report
 
     def _write(self, conn: sqlite3.Connection, obs: Observation, old: StoredRow | None) -> None:

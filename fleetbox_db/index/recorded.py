@@ -2,25 +2,38 @@
 
 Reconciler compares every scan with this list; when they are equal (the common case) a
 list() needs no lock, no write and no parse. ``PRAGMA data_version`` says when another
-connection wrote, so the list is rebuilt only then.
+connection wrote, so the list is brought up to date only then.
+
+Under contention another process commits several times a second, and reading all 10,000
+rows again each time was a fifth of a reader's call (issue 12). Triggers (migration
+fleetbox_0007) stamp every inserted or changed row with the next number of member_seq and
+record every deleted key with its number, so refreshed() reads only the rows and removals
+past the number this scan reflects and merges them into its sorted entries. Whenever that
+merge could differ from a full load - raw names (SQL and Python order them differently),
+removals trimmed past this scan's number, a schema change, many changes - it loads all.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Final
+from operator import itemgetter
+from typing import Any, Final
 
 from fleetbox_db.disk.scan import MemberDir, Signature, collector_paused
 from fleetbox_db.index import reservations
 from fleetbox_db.index.answers import names_in_state
 from fleetbox_db.index.connection import data_version, one_read
-from fleetbox_db.index.members import racy_keys, signatures
+from fleetbox_db.index.members import go_order, racy_keys, signatures
+from fleetbox_db.index.names import BYTE_ORDER
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState
 from fleetbox_db.rules.layout import is_stray
 
 __all__ = ["RecordedScan"]
+
+CONFIGLESS: Final = str(MemberState.CONFIGLESS)
 
 
 @dataclass
@@ -32,6 +45,13 @@ class RecordedScan:
     entries: list[MemberDir]
     racy: set[Key]
     reservations: list[Reservation]
+    seq: int  # member_seq's value this scan reflects
+    schema: int  # PRAGMA schema_version then: a migration may have reset member_seq
+    raw: bool  # some name is not UTF-8: entries are in byte order, not Python's str order
+    # Loaded inside a transaction, which may hold this connection's uncommitted writes: never
+    # a base for refreshed() (the transaction may have rolled back, and its numbers been
+    # handed out again).
+    in_transaction: bool
     _by_key: dict[tuple[str, str], MemberDir] | None = None
 
     @classmethod
@@ -43,8 +63,12 @@ class RecordedScan:
     @classmethod
     def _load(cls, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
         version = data_version(conn)
+        in_transaction = conn.in_transaction
         with one_read(conn):
-            rows = signatures(conn)
+            seq = _seq(conn)[0]
+            schema = _schema_version(conn)
+            order = go_order(conn)
+            rows = signatures(conn, order)
             racy = racy_keys(conn, granularity_ns)
             held = reservations.every(conn)
             # Rows without a signature need their state (configless or not); usually few.
@@ -59,11 +83,46 @@ class RecordedScan:
             else member(c, n, None, _no_file(c, n, configless))
             for c, n, i, s, m, t in rows
         ]
-        return cls(conn, version, entries, racy, held)
+        raw = order is BYTE_ORDER
+        return cls(conn, version, entries, racy, held, seq, schema, raw, in_transaction)
+
+    def refreshed(self, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
+        """The index as it is now: this scan with only the rows changed since merged in when
+        that gives what load() would, else load()."""
+        with collector_paused():
+            fresh = self._refreshed(conn, granularity_ns)
+            return fresh if fresh is not None else self._load(conn, granularity_ns)
+
+    def _refreshed(self, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan | None:
+        if self.conn is not conn or self.raw or self.in_transaction:
+            return None
+        version = data_version(conn)
+        in_transaction = conn.in_transaction
+        with one_read(conn):
+            seq, kept = _seq(conn)
+            if _schema_version(conn) != self.schema or seq < self.seq:
+                return None
+            # Past kept_removals numbers some removals are gone; past an eighth of the rows
+            # one ordered read of the table is cheaper than the merge.
+            if seq - self.seq > min(kept, max(_MERGED, len(self.entries) // 8)):
+                return None
+            entries = self.entries
+            if seq != self.seq:
+                changed = conn.execute(_CHANGED, (self.seq,)).fetchall()
+                removed = conn.execute(_REMOVED, (self.seq,)).fetchall()
+                merged = _merged(self.entries, changed, removed)
+                if merged is None:
+                    return None
+                entries = merged
+            racy = racy_keys(conn, granularity_ns)
+            held = reservations.every(conn)
+        return RecordedScan(
+            conn, version, entries, racy, held, seq, self.schema, False, in_transaction
+        )
 
     def is_current(self, conn: sqlite3.Connection) -> bool:
         """Nobody wrote the index since this was loaded (this connection's own writes aside:
-        data_version does not count them, so the Reconciler forgets its snapshot after one)."""
+        data_version does not count them, so the Reconciler refreshes its scan after one)."""
         return self.conn is conn and self.data_version == data_version(conn)
 
     @property
@@ -72,6 +131,55 @@ class RecordedScan:
         if self._by_key is None:
             self._by_key = {(e[0], e[1]): e for e in self.entries}  # plain tuples: Key's equal
         return self._by_key
+
+
+#: Changes merged however few rows there are (an eighth of a small index is a handful).
+_MERGED: Final = 64
+_CHANGED: Final = (
+    "SELECT cluster, name, ino, size, mtime_ns, ctime_ns, state FROM members WHERE seq > ?"
+)
+_REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
+_key: Final = itemgetter(0, 1)
+
+
+def _seq(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(the last change number, how many numbers back removals are kept)."""
+    row = conn.execute("SELECT value, kept_removals FROM member_seq WHERE id = 1").fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA schema_version").fetchone()[0])
+
+
+def _merged(
+    entries: list[MemberDir], changed: list[tuple[Any, ...]], removed: list[tuple[Any, ...]]
+) -> list[MemberDir] | None:
+    """*entries* with *removed* keys dropped and *changed* rows put at their sorted place;
+    None when a name is not UTF-8 (a BLOB), whose SQL order Python's str order is not.
+
+    Entries are in SQL's BINARY order of TEXT, UTF-8 byte order, which is Python's order of
+    the decoded str (code points), so bisect finds the place load() would give. A key both
+    removed and changed was deleted and made again: its row is what the file holds now.
+    """
+    if any(not (isinstance(k, str) and isinstance(n, str)) for k, n, *_ in changed + removed):
+        return None
+    result = list(entries)
+    for key in removed:
+        i = bisect_left(result, key, key=_key)
+        if i < len(result) and _key(result[i]) == key:
+            del result[i]
+    for c, n, i_, s, m, t, state in changed:
+        if i_ is not None:
+            entry = MemberDir(c, n, Signature(i_, s, m, t), None)
+        else:
+            entry = MemberDir(c, n, None, _no_file(c, n, {n} if state == CONFIGLESS else set()))
+        i = bisect_left(result, (c, n), key=_key)
+        if i < len(result) and _key(result[i]) == (c, n):
+            result[i] = entry
+        else:
+            result.insert(i, entry)
+    return result
 
 
 class _AnyError(str):

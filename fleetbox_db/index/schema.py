@@ -37,11 +37,21 @@ KNOWN_REVISIONS: Final = (
     "fleetbox_0004",
     "fleetbox_0005",
     "fleetbox_0006",
+    "fleetbox_0007",
 )
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
 HEAD_TABLES: Final = frozenset(
-    {"members", "fixtures", "reservations", "history", "history_meta", "history_touched"}
+    {
+        "members",
+        "fixtures",
+        "reservations",
+        "history",
+        "history_meta",
+        "history_touched",
+        "member_seq",
+        "member_removals",
+    }
 )
 #: Alembic's table and the automatic index SQLite gives its primary key.
 _VERSION_TABLE: Final = frozenset({"alembic_version", "sqlite_autoindex_alembic_version_1"})

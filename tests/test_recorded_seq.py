@@ -1,0 +1,308 @@
+"""The recorded scan brought up to date from member_seq (issue 12): after any mix of writes
+through the API, hand edits on disk, other connections and other processes, the refreshed
+scan equals one loaded from scratch, and it is refreshed without reading every row.
+Real SQLite files and real Stores only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import config, config_path, go_write, later, put
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from internals import index_connection, reconciler
+
+import fleetbox_db.index.recorded as recorded_module
+from fleetbox_db import VM, Store
+from fleetbox_db.index.recorded import RecordedScan
+
+CREATED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+NAMES = ("web-1", "web-2", "web-10", "db-1", "db-2", "zeta-1", "é-1")
+
+
+def strict(scan: RecordedScan) -> tuple[Any, ...]:
+    """A scan's content, with each error compared by its type too: an _AnyError equals any
+    str, which == alone would not catch."""
+    entries = [(e[0], e[1], e[2], type(e[3]).__name__, e[3] and str(e[3])) for e in scan.entries]
+    return entries, scan.racy, scan.reservations, scan.seq
+
+
+def check_refresh(store: Store) -> None:
+    """The store's recorded scan, brought up to date, equals one loaded from scratch."""
+    rec, conn = reconciler(store), index_connection(store)
+    refreshed = rec._load(conn)
+    assert strict(refreshed) == strict(RecordedScan.load(conn, rec.granularity_ns))
+
+
+@pytest.fixture
+def full_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the full reads of every row's signature (the real function still runs)."""
+    calls: list[int] = []
+    real = recorded_module.signatures
+
+    def counted(conn: sqlite3.Connection, order: str | None = None) -> list[tuple[Any, ...]]:
+        calls.append(1)
+        return real(conn, order)
+
+    monkeypatch.setattr(recorded_module, "signatures", counted)
+    return calls
+
+
+def vm(name: str, cpus: int = 2) -> VM:
+    return VM(name, cpus=cpus, created_at=CREATED)
+
+
+# -- the property -----------------------------------------------------------------------
+
+Step = tuple[str, int, int]
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "create",
+                "save",
+                "delete",
+                "hand-edit",
+                "hand-remove",
+                "configless",
+                "stray",
+                "unreadable",
+                "allocate",
+                "reconcile",
+                "other-store",
+                "list",
+            ]
+        ),
+        st.integers(0, len(NAMES) - 1),
+        st.integers(1, 64),
+    ),
+    max_size=25,
+)
+
+
+def run_step(store: Store, other: Store, root: Path, step: Step) -> None:
+    kind, index, cpus = step
+    name = NAMES[index]
+    path = config_path(root, name)
+    if kind == "create" and not path.parent.exists():
+        store.create(vm(name, cpus))
+    elif kind == "save" and path.is_file():
+        store.save(vm(name, cpus))
+    elif kind == "delete" and path.parent.exists():
+        store.delete(name)
+    elif kind == "hand-edit":
+        age = None if cpus % 2 else 3600 * 10**9  # racy or settled
+        put(root, name, data=config(name, cpus=cpus), age_ns=age)
+    elif kind == "hand-remove":
+        shutil.rmtree(path.parent, ignore_errors=True)
+    elif kind == "configless":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+    elif kind == "stray":
+        put(root, name, cluster="elsewhere")
+    elif kind == "unreadable":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        go_write(path, b'{"name": "' + name.encode() + b'", "cpus": "many"}')
+    elif kind == "allocate":
+        store.allocate_ip(name, "10.9.0.0/24")
+    elif kind == "reconcile":
+        store.reconcile()
+    elif kind == "other-store":
+        other.list()  # another connection applies what it finds on disk, and commits
+    else:
+        store.list()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=STEPS)
+def test_refreshed_scan_equals_a_full_load_after_any_steps(
+    head_index: Path, steps: list[Step]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "fleetbox"
+        root.mkdir()
+        shutil.copyfile(head_index, root / "index.db")
+        with Store.open(root) as store, Store.open(root, clock=later) as other:
+            store.list()
+            for step in steps:
+                try:
+                    run_step(store, other, root, step)
+                except Exception as exc:  # a refused operation (exists, conflict) is fine
+                    if not type(exc).__module__.startswith("fleetbox_db"):
+                        raise
+                check_refresh(store)
+                check_refresh(other)
+
+
+# -- it is incremental ------------------------------------------------------------------
+
+
+@contextmanager
+def two_stores(seeded_root: Path, members: int) -> Iterator[tuple[Store, Store]]:
+    for i in range(members):
+        put(seeded_root, f"web-{i}")
+    with Store.open(seeded_root, clock=later) as store, Store.open(seeded_root) as other:
+        assert len(store.list()) == members
+        other.list()  # each has loaded its scan once: from here on, only refreshes
+        yield store, other
+
+
+def test_another_connections_writes_are_merged_without_reading_every_row(
+    seeded_root: Path, full_loads: list[int]
+) -> None:
+    with two_stores(seeded_root, 20) as (store, other):
+        full_loads.clear()
+        other.save(vm("web-3", cpus=9))
+        other.delete("web-7")
+        other.create(vm("web-15a-1"))
+        other.allocate_ip("web-30", "10.9.0.0/24")
+        store.list()
+        assert full_loads == []  # merged, not reloaded
+        check_refresh(store)
+        assert reconciler(store)._recorded is not None
+        assert [r.name for r in reconciler(store)._recorded.reservations] == ["web-30"]
+
+
+def test_own_writes_are_merged_without_reading_every_row(
+    seeded_root: Path, full_loads: list[int]
+) -> None:
+    with two_stores(seeded_root, 20) as (store, _):
+        full_loads.clear()
+        store.save(vm("web-3", cpus=9))
+        store.delete("web-7")
+        store.list()
+        assert full_loads == []
+        check_refresh(store)
+
+
+def test_a_second_process_committing_between_loads_is_seen(
+    seeded_root: Path, full_loads: list[int]
+) -> None:
+    with two_stores(seeded_root, 20) as (store, _):
+        full_loads.clear()
+        script = textwrap.dedent(
+            f"""
+            from datetime import UTC, datetime
+            from fleetbox_db import VM, Store
+            with Store.open({str(seeded_root)!r}) as store:
+                store.save(VM("web-4", cpus=7, created_at=datetime(2024, 5, 1, tzinfo=UTC)))
+                store.delete("web-5")
+                store.create(VM("web-99", created_at=datetime(2024, 5, 1, tzinfo=UTC)))
+            """
+        )
+        subprocess.run([sys.executable, "-c", script], check=True)
+        names = store.list()
+        assert "web-5" not in names
+        assert "web-99" in names
+        assert full_loads == []
+        check_refresh(store)
+
+
+def set_kept_removals(store: Store, kept: int) -> None:
+    conn = index_connection(store)
+    conn.execute("UPDATE member_seq SET kept_removals = ?", (kept,))
+
+
+@pytest.mark.parametrize(
+    ("change", "loads"),
+    [
+        pytest.param(lambda s: None, 0, id="nothing"),
+        pytest.param(lambda s: s.delete("web-1"), 0, id="one-removal"),
+        pytest.param(lambda s: [s.delete(f"web-{i}") for i in range(3)], 1, id="trimmed"),
+    ],
+)
+def test_removals_trimmed_past_the_scan_mean_a_full_load(
+    seeded_root: Path, full_loads: list[int], change: Callable[[Store], object], loads: int
+) -> None:
+    with two_stores(seeded_root, 10) as (store, other):
+        set_kept_removals(other, 2)
+        store.list()
+        full_loads.clear()
+        change(other)
+        store.list()
+        assert len(full_loads) == loads
+        check_refresh(store)
+
+
+def test_a_raw_name_means_a_full_load(seeded_root: Path, full_loads: list[int]) -> None:
+    with two_stores(seeded_root, 5) as (store, other):
+        raw = seeded_root / "clusters" / "web" / "web-\udce9"
+        raw.mkdir()
+        go_write(raw / "config.json", config("web-1"))
+        other.list()
+        full_loads.clear()
+        store.list()
+        assert full_loads == [1]
+        check_refresh(store)
+        other.save(vm("web-2", cpus=5))
+        full_loads.clear()
+        store.list()
+        assert full_loads == [1]  # the scan holds a raw name: never merged
+        check_refresh(store)
+
+
+def test_a_hand_edited_key_counts_as_a_removal(seeded_root: Path) -> None:
+    with two_stores(seeded_root, 5) as (store, _):
+        store.list()
+        conn = sqlite3.connect(seeded_root / "index.db")
+        with conn:
+            conn.execute("UPDATE members SET name = 'web-9' WHERE name = 'web-1'")
+        conn.close()
+        check_refresh(store)
+
+
+def test_the_update_trigger_names_every_column_but_seq(store: Store) -> None:
+    """A column added to members must be added to member_seq_update, or its changes go
+    unseen by every reader (fleetbox_0007's docstring)."""
+    store.list()
+    conn = index_connection(store)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(members)")} - {"seq"}
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'member_seq_update'").fetchone()[
+        0
+    ]
+    named = sql.split("UPDATE OF", 1)[1].split(" ON members", 1)[0]
+    assert {c.strip() for c in named.split(",")} == columns
+
+
+@pytest.mark.parametrize("kind", ["configless", "unreadable", "stray", "hand-remove"])
+def test_rows_without_a_signature_are_merged_as_a_full_load_shows_them(
+    seeded_root: Path, full_loads: list[int], kind: str
+) -> None:
+    with two_stores(seeded_root, 5) as (store, other):
+        run_step(store, other, seeded_root, (kind, 0, 1))
+        run_step(store, other, seeded_root, (kind, 3, 1))
+        other.list()
+        full_loads.clear()
+        check_refresh(store)
+        assert full_loads == [1]  # check_refresh's own load only
+
+
+def test_answers_after_own_writes_are_not_served_from_the_scan_before_them(
+    seeded_root: Path,
+) -> None:
+    """After this connection writes, the reconciler's version token is unknown (None) until
+    its scan is refreshed: a cache keyed by the token before the write would answer stale."""
+    with two_stores(seeded_root, 3) as (store, _):
+        assert [v.cpus for v in store.vms()] == [2, 2, 2]
+        assert [v.cpus for v in store.vms()] == [2, 2, 2]
+        put(seeded_root, "web-1", data=config("web-1", cpus=16))
+        assert [v.cpus for v in store.vms()] == [2, 16, 2]
+        store.save(vm("web-2", cpus=9))
+        assert [v.cpus for v in store.vms()] == [2, 16, 9]
+        assert reconciler(store).version is not None
