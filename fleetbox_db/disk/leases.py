@@ -23,11 +23,11 @@ import errno
 import fcntl
 import json
 import os
-import time
 from pathlib import Path
 from typing import Final, NamedTuple
 
 from fleetbox_db.disk.files import chown_to_invoker
+from fleetbox_db.disk.locks import flock_within
 from fleetbox_db.disk.safeopen import open_regular
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 
@@ -36,6 +36,7 @@ __all__ = ["Lease", "end", "is_held", "leases", "read", "release", "remove_dead"
 _CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _LOCK_WAIT_S: Final = 2.0
+_LOCK_POLL_S: Final = 0.0005
 #: A lease file holds a name and a subnet; anything longer is not one of ours.
 _MAX_LEASE_BYTES: Final = 4096
 #: Descriptors holding this process's leases, by file path.
@@ -88,17 +89,9 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
 
 def _lock(fd: int) -> None:
     """LOCK_EX on a lease file we just created. Only is_held() probes can hold it (a shared
-    lock for a few syscalls, from any listing), so retry briefly rather than block: a
-    blocking flock cannot be given up on."""
-    deadline = time.monotonic() + _LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.0005)
+    lock for a few syscalls, from any listing), so retry briefly rather than block."""
+    if not flock_within(fd, _LOCK_WAIT_S, _LOCK_POLL_S):
+        raise BlockingIOError(errno.EWOULDBLOCK, "a lease file stayed locked by a probe")
 
 
 def release(directory: Path, ip: int) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -65,6 +67,23 @@ class Lock:
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"
         return f"<Lock {self.name!r} {state} {self.path}>"
+
+
+def flock_within(fd: int, timeout: float, poll_s: float) -> bool:
+    """LOCK_EX on *fd*, tried about every *poll_s* (jittered, so pollers do not move in
+    step) for up to *timeout* seconds; False when another holder kept it that long.
+
+    Polling rather than a blocking flock: a blocking one cannot be given up on.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+        time.sleep(random.uniform(0.5, 1.5) * poll_s)
 
 
 def is_held(lock_path: Path) -> bool:

@@ -9,15 +9,13 @@ fleetbox_db (which uses filelock) still excludes this one and the other way roun
 
 from __future__ import annotations
 
-import fcntl
 import os
-import random
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from fleetbox_db.disk.locks import flock_within
 from fleetbox_db.disk.safeopen import open_regular
 
 __all__ = ["LockTimeout", "held"]
@@ -40,15 +38,8 @@ def held(path: Path, timeout: float) -> Iterator[None]:
     """
     fd, _ = open_regular(path, os.O_RDWR | os.O_CREAT, _MODE)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(str(path)) from None
-            time.sleep(random.uniform(0.5, 1.5) * _POLL_S)
+        if not flock_within(fd, timeout, _POLL_S):
+            raise LockTimeout(str(path))
         yield
     finally:
         os.close(fd)  # releases the flock
