@@ -15,6 +15,7 @@ changed and take the write lock; the tests in test_reconcile.py pin each such ca
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from fleetbox_db.disk import leases
 from fleetbox_db.disk.files import is_member_dir
 from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.observe import Clock, Observation, observe
-from fleetbox_db.disk.scan import MemberDir, Scan
+from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.index import members, preview, reservations
 from fleetbox_db.index.answers import all_members
 from fleetbox_db.index.connection import data_version
@@ -34,7 +35,7 @@ from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState, ReconcileReport
-from fleetbox_db.rules.layout import is_stray, member_label
+from fleetbox_db.rules.layout import is_stray, member_file, member_label
 
 __all__ = ["DEFAULT_GRANULARITY_NS", "Plan", "Progress", "Reconciler"]
 
@@ -45,6 +46,13 @@ DEFAULT_GRANULARITY_NS: Final = 2_000_000_000
 _BATCH: Final = 1000
 #: Above this many touched rows, one table read beats a lookup per row.
 _ROW_LOOKUPS: Final = 500
+#: At most this many configs with a new signature are read by plan(), lock-free, to skip
+#: writing those whose bytes are unchanged (a Go tool re-saving the same config); more
+#: are read by apply(), in batches.
+_PRE_READS: Final = 64
+#: Pauses (s) before reading again a config that fails to parse within a tick of its
+#: last change; after the last, it is unreadable.
+_TORN_PAUSES: Final = (0.0, 0.001)
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
 log = logging.getLogger("fleetbox_db")
@@ -110,8 +118,26 @@ class Reconciler:
         self._stale = self._recorded is not None
 
     def observe(self, member: MemberDir) -> Observation:
-        """Read and parse one member's config.json now."""
-        return observe(self.clusters_dir, member, self.clock)
+        """Read and parse one member's config.json now.
+
+        One that does not parse and changed within the last tick is most likely caught
+        mid-write (Go's os.WriteFile truncates, then writes): it is read again, after
+        yielding the CPU, before it counts as unreadable - else every reader beside such
+        a writer would record, and then undo, a broken member."""
+        obs = observe(self.clusters_dir, member, self.clock)
+        for pause in _TORN_PAUSES:
+            if not self._torn(obs):
+                break
+            time.sleep(pause)
+            obs = observe(self.clusters_dir, member, self.clock)
+        return obs
+
+    def _torn(self, obs: Observation) -> bool:
+        return (
+            obs.state is MemberState.UNREADABLE
+            and obs.vm is None
+            and (obs.signature is not None and not self._settled(obs))
+        )
 
     # -- the no-change path: no lock, no write, no parse ----------------------------------
 
@@ -148,30 +174,44 @@ class Reconciler:
         """
         recorded = self._load(conn)
         remaining = dict(recorded.by_key)
-        reads: list[MemberDir] = []
-        reread: list[MemberDir] = []  # racy, or their last read failed: observed here
+        reads: list[MemberDir] = []  # every row to write, in the scan's (Go's) order
+        # Racy, or their last read failed: re-read here and dropped from reads if unchanged.
+        reread: list[MemberDir] = []
+        resigned: list[MemberDir] = []  # a new signature: re-read here too, if few
         for member in scan.members:
             key = (member[0], member[1])
             entry = remaining.pop(key, None)
             if entry is None or full:
                 reads.append(member)
             elif entry != member:
+                reads.append(member)
                 # Recorded without a signature (its read failed) but stat-able now: retried
                 # here, lock-free, and written only if the read now gives something else.
-                unsigned = entry.signature is None and member.signature is not None
-                (reread if unsigned else reads).append(member)
+                if entry.signature is None and member.signature is not None:
+                    reread.append(member)
+                elif entry.signature is not None and member.signature is not None:
+                    resigned.append(member)
             elif key in recorded.racy:
+                reads.append(member)
                 reread.append(member)
+        if len(resigned) > _PRE_READS:
+            resigned = []  # a bulk change: read in apply(), in batches
         unlisted = set(scan.unreadable_clusters)
         removed = [Key(*k) for k in remaining if k[0] not in unlisted]
-        old = self._stored(conn, full, [*reads, *reread], removed)
+        old = self._stored(conn, full, reads, removed)
         observed: dict[Key, Observation] = {}
-        for member in reread:
+        unchanged: set[Key] = set()
+        for member, same in [(m, self._noop) for m in reread] + [
+            (m, self._deferred) for m in resigned
+        ]:
             obs = self.observe(member)
             row = old.get(obs.key)  # None: another process dropped it since it was loaded
-            if row is None or not self._noop(row, obs):
-                reads.append(member)
+            if row is not None and same(row, obs):
+                unchanged.add(obs.key)
+            else:
                 observed[obs.key] = obs
+        if unchanged:
+            reads = [m for m in reads if m.key not in unchanged]
         dead, unmirrored = _lease_drift(recorded.reservations, leases.leases(self.leases_dir))
         return Plan(
             scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed
@@ -205,6 +245,23 @@ class Reconciler:
         if sig is None:
             return False
         return max(sig.mtime_ns, sig.ctime_ns) + self.granularity_ns <= obs.verified_ns
+
+    def _unchanged_since(self, obs: Observation) -> bool:
+        """plan() read *obs* before the write lock: it stands if its file still has the
+        signature it was read under (one stat, not another read)."""
+        if obs.signature is None:
+            return False
+        try:
+            st = os.stat(member_file(self.clusters_dir, *obs.key))
+        except OSError:
+            return False
+        return Signature.of(st) == obs.signature
+
+    def _deferred(self, row: StoredRow, obs: Observation) -> bool:
+        """Same bytes under a new signature, read within one tick of the file's change: no
+        answer changes, and recording the signature now would not spare the next read (the
+        row would be racy). Written once the file has settled, by whoever plans then."""
+        return row.holds(obs) and obs.signature is not None and not self._settled(obs)
 
     def _noop(self, row: StoredRow, obs: Observation) -> bool:
         """Writing *obs* would change nothing: same bytes, same signature, nothing settled."""
@@ -249,7 +306,9 @@ class Reconciler:
         for start in range(0, len(plan.reads), _BATCH):
             fresh: list[Observation] = []
             for member in plan.reads[start : start + _BATCH]:
-                obs = (plan.observed and plan.observed.get(member.key)) or self.observe(member)
+                obs = plan.observed.get(member.key) if plan.observed else None
+                if obs is None or not self._unchanged_since(obs):
+                    obs = self.observe(member)
                 if debug:
                     why = f" ({obs.reason})" if obs.reason else ""
                     log.debug("read %s/%s: %s%s", member.cluster, member.name, obs.state, why)

@@ -1,0 +1,113 @@
+"""A Go tool re-saving configs in place beside readers (issue 12): what a reader writes.
+
+Go's os.WriteFile truncates a config and writes it again in place. Readers beside such a
+writer must answer right without turning into writers: a rewrite of the same bytes is not
+recorded until it settles, and a config caught between the truncate and the write is read
+again before it counts as unreadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+from helpers import go_write, later, put
+
+from fleetbox_db import Store
+from fleetbox_db.disk.scan import scan
+from fleetbox_db.index import reconcile
+from fleetbox_db.index.reconcile import Reconciler
+from fleetbox_db.records import MemberState
+
+
+def row_of(root: Path, name: str) -> tuple[int, ...]:
+    """The member row's signature, verification time and change sequence."""
+    with contextlib.closing(sqlite3.connect(f"file:{root / 'index.db'}?mode=ro", uri=True)) as c:
+        row = c.execute(
+            "SELECT ino, size, mtime_ns, ctime_ns, verified_ns, seq FROM members WHERE name = ?",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_same_bytes_rewritten_in_place_are_answered_without_a_write(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    put(seeded_root, "web-2", "10.0.0.3")
+    with Store.open(seeded_root) as store:
+        store.list()
+        recorded = row_of(seeded_root, "web-1")
+        go_write(path, path.read_bytes())  # new mtime and ctime, same bytes
+        assert [vm.ip for vm in store.vms()] == ["10.0.0.2", "10.0.0.3"]
+        assert store.who_has("10.0.0.2") == "web-1"
+        assert store.list() == ["web-1", "web-2"]
+        # Nothing recorded: a row written now would be racy and read again anyway.
+        assert row_of(seeded_root, "web-1") == recorded
+    st = path.stat()
+    with Store.open(seeded_root, clock=later) as store:  # a tick later: settled, recorded
+        store.list()
+    ino, size, mtime_ns, ctime_ns, *_ = row_of(seeded_root, "web-1")
+    assert (ino, size, mtime_ns, ctime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
+def test_changed_bytes_rewritten_in_place_are_recorded_at_once(seeded_root: Path) -> None:
+    path = put(seeded_root, "web-1", "10.0.0.2")
+    with Store.open(seeded_root) as store:
+        store.list()
+        go_write(path, path.read_bytes().replace(b"10.0.0.2", b"10.0.0.7"))
+        assert store.who_has("10.0.0.7") == "web-1"
+        assert store.who_has("10.0.0.2") is None
+    assert row_of(seeded_root, "web-1")[1] == path.stat().st_size
+
+
+def test_a_config_caught_mid_write_is_read_again(root: Path) -> None:
+    path = put(root, "web-1", "10.0.0.2")
+    whole = path.read_bytes()
+    go_write(path, whole[: len(whole) // 2])  # the writer truncated and wrote half
+    reads = 0
+
+    def clock() -> int:  # stamped before each read: the writer finishes before the second
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            go_write(path, whole)
+        return time.time_ns()
+
+    member = scan(root / "clusters").members[0]
+    obs = Reconciler(root / "clusters", clock).observe(member)
+    assert obs.vm is not None
+    assert obs.vm.ip == "10.0.0.2"
+    assert reads == 2
+
+
+def test_a_config_that_stays_broken_is_unreadable_after_a_bounded_retry(root: Path) -> None:
+    path = put(root, "web-1", "10.0.0.2")
+    go_write(path, b'{"name": "web-1", ')
+    reads = 0
+
+    def clock() -> int:
+        nonlocal reads
+        reads += 1
+        return time.time_ns()
+
+    member = scan(root / "clusters").members[0]
+    obs = Reconciler(root / "clusters", clock).observe(member)
+    assert obs.state is MemberState.UNREADABLE
+    assert reads == 1 + len(reconcile._TORN_PAUSES)
+    reads = 0
+
+    def hour_later() -> int:
+        nonlocal reads
+        reads += 1
+        return later()
+
+    obs = Reconciler(root / "clusters", hour_later).observe(member)  # settled: broken for good
+    assert obs.state is MemberState.UNREADABLE
+    assert reads == 1
