@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from internals import index_connection, reconciler
 
+import fleetbox_db
 import fleetbox_db.index.recorded as recorded_module
 from fleetbox_db import VM, Store
 from fleetbox_db.index.recorded import RecordedScan
@@ -306,3 +307,57 @@ def test_answers_after_own_writes_are_not_served_from_the_scan_before_them(
         store.save(vm("web-2", cpus=9))
         assert [v.cpus for v in store.vms()] == [2, 16, 9]
         assert reconciler(store).version is not None
+
+
+def cpus(store: Store) -> dict[str, int]:
+    return {v.name: v.cpus for v in store.vms()}
+
+
+def outrun_next_plan(store: Store, other: Store) -> list[object]:
+    """Make *other* commit once between *store*'s next lock-free plan and its write lock,
+    so that the write plans again, loading the recorded scan inside its transaction."""
+    rec = reconciler(store)
+    real_plan = rec.plan
+    outrun: list[object] = []
+
+    def plan(conn: sqlite3.Connection, scan: Any, full: bool = False) -> Any:
+        found = real_plan(conn, scan, full)
+        if not conn.in_transaction and not outrun:
+            outrun.append(other.save(vm("web-9", cpus=5)))
+        return found
+
+    rec.plan = plan  # type: ignore[method-assign]
+    return outrun
+
+
+def test_a_scan_loaded_inside_a_committed_write_is_refreshed_not_reloaded(
+    seeded_root: Path, full_loads: list[int]
+) -> None:
+    """A reader that records what it found loads the scan under the write lock when another
+    process committed since its plan; once that transaction commits, the scan is the file's
+    and the next answer merges later changes instead of reading every row again."""
+    with two_stores(seeded_root, 20) as (store, other):
+        outrun = outrun_next_plan(store, other)
+        put(seeded_root, "web-1", data=config("web-1", cpus=16))
+        full_loads.clear()
+        assert cpus(store)["web-1"] == 16
+        assert outrun
+        other.save(vm("web-3", cpus=9))
+        assert (cpus(store)["web-1"], cpus(store)["web-3"]) == (16, 9)
+        assert full_loads == []
+        check_refresh(store)
+
+
+def test_a_scan_loaded_inside_a_rolled_back_write_is_read_again(
+    seeded_root: Path, full_loads: list[int]
+) -> None:
+    with two_stores(seeded_root, 20) as (store, other):
+        outrun = outrun_next_plan(store, other)
+        put(seeded_root, "web-1", data=config("web-1", cpus=16))
+        with pytest.raises(fleetbox_db.FleetboxError):
+            store.create(vm("web-2"))  # taken: the write rolls back
+        assert outrun
+        full_loads.clear()
+        assert cpus(store)["web-1"] == 16
+        assert full_loads == [1]
+        check_refresh(store)

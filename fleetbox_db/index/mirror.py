@@ -343,7 +343,7 @@ class Mirror:
         conn = self._file.connection()
         plan = self._changes(conn, scan(self._clusters_dir))
         if plan is not None:
-            with self._file.write() as wconn:
+            with self._locked() as wconn:
                 self._reconciler.apply(wconn, plan)
                 self._reconciled(wconn)
         return conn
@@ -393,14 +393,22 @@ class Mirror:
     # -- the life cycle -------------------------------------------------------------------
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
-        """The write transaction, logging how long it took to get (-v shows lock waits)."""
+    def _locked(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """The write transaction, logging how long it took to get (-v shows lock waits).
+
+        The reconciler learns whether it committed: a recorded scan loaded inside it is
+        then the file's and can be refreshed incrementally, else it is forgotten."""
         started = time.monotonic()
-        with self._file.write() as conn:
-            waited = time.monotonic() - started
-            level = logging.INFO if waited >= 0.01 else logging.DEBUG
-            log.log(level, "took the index write lock after %.3f s", waited)
-            yield conn
+        try:
+            with self._file.write(wait=wait) as conn:
+                waited = time.monotonic() - started
+                level = logging.INFO if waited >= 0.01 else logging.DEBUG
+                log.log(level, "took the index write lock after %.3f s", waited)
+                yield conn
+        except BaseException:
+            self._reconciler.rolled_back()
+            raise
+        self._reconciler.committed()
 
     def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
@@ -418,7 +426,7 @@ class Mirror:
             self._history_started = True
             return
         try:
-            with self._file.write(wait=False) as wconn:
+            with self._locked(wait=False) as wconn:
                 self._reconciled(wconn)
         except WriteLockBusy:
             pass
@@ -426,7 +434,7 @@ class Mirror:
     def _record_if_free(self, plan: Plan) -> bool:
         """Apply *plan* if the write lock is free this instant; False when it is not."""
         try:
-            with self._file.write(wait=False) as wconn:
+            with self._locked(wait=False) as wconn:
                 self._reconciler.apply(wconn, plan, progress=self.progress)
                 self._reconciled(wconn)
         except WriteLockBusy:

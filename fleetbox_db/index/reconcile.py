@@ -111,11 +111,22 @@ class Reconciler:
 
     def invalidate(self) -> None:
         """Refresh the recorded scan before its next use: this connection wrote, which
-        data_version does not show. One loaded inside a transaction may hold writes rolled
-        back since: it is forgotten, and the next use loads every row."""
-        recorded = self._recorded
-        self._recorded = None if recorded is None or recorded.in_transaction else recorded
+        data_version does not show."""
         self._stale = self._recorded is not None
+
+    def committed(self) -> None:
+        """The write transaction ended in a commit: a recorded scan loaded inside it holds
+        only committed rows, a base for an incremental refresh."""
+        if self._recorded is not None and self._recorded.in_transaction:
+            self._recorded.in_transaction = False
+            self._stale = True
+
+    def rolled_back(self) -> None:
+        """The write transaction did not commit: a recorded scan loaded inside it may hold
+        its writes and the change numbers they took; the next use loads every row."""
+        if self._recorded is not None and self._recorded.in_transaction:
+            self._recorded = None
+            self._stale = False
 
     def observe(self, member: MemberDir) -> Observation:
         """Read and parse one member's config.json now.
