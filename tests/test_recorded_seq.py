@@ -45,6 +45,9 @@ def check_refresh(store: Store) -> None:
     rec, conn = reconciler(store), index_connection(store)
     refreshed = rec._load(conn)
     assert strict(refreshed) == strict(RecordedScan.load(conn, rec.granularity_ns))
+    if refreshed._by_key is not None:  # carried over from the scan before: the same rows
+        assert sorted(refreshed._by_key) == sorted((e[0], e[1]) for e in refreshed.entries)
+        assert all(refreshed._by_key[(e[0], e[1])] is e for e in refreshed.entries)
 
 
 @pytest.fixture

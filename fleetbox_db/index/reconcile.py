@@ -31,6 +31,7 @@ from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.index import members, preview, reservations
 from fleetbox_db.index.answers import all_members
 from fleetbox_db.index.connection import data_version
+from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
@@ -184,31 +185,26 @@ class Reconciler:
         change needs no write).
         """
         recorded = self._load(conn)
-        remaining = dict(recorded.by_key)
+        touched, gone = differences(scan.members, recorded, full)
         reads: list[MemberDir] = []  # every row to write, in the scan's (Go's) order
         # Racy, or their last read failed: re-read here and dropped from reads if unchanged.
         reread: list[MemberDir] = []
         resigned: list[MemberDir] = []  # a new signature: re-read here too, if few
-        for member in scan.members:
-            key = (member[0], member[1])
-            entry = remaining.pop(key, None)
+        for member, entry in touched:
+            reads.append(member)
             if entry is None or full:
-                reads.append(member)
-            elif entry != member:
-                reads.append(member)
-                # Recorded without a signature (its read failed) but stat-able now: retried
-                # here, lock-free, and written only if the read now gives something else.
-                if entry.signature is None and member.signature is not None:
-                    reread.append(member)
-                elif entry.signature is not None and member.signature is not None:
-                    resigned.append(member)
-            elif key in recorded.racy:
-                reads.append(member)
+                continue
+            # Racy, or recorded without a signature (its read failed) but stat-able now:
+            # retried here, lock-free, and written only if the read now gives something else.
+            unsigned = entry.signature is None and member.signature is not None
+            if entry == member or unsigned:
                 reread.append(member)
+            elif entry.signature is not None and member.signature is not None:
+                resigned.append(member)
         if len(resigned) > _PRE_READS:
             resigned = []  # a bulk change: read in apply(), in batches
         unlisted = set(scan.unreadable_clusters)
-        removed = [Key(*k) for k in remaining if k[0] not in unlisted]
+        removed = [Key(*k) for k in gone if k[0] not in unlisted]
         old = self._stored(conn, full, reads, removed)
         observed: dict[Key, Observation] = {}
         unchanged: set[Key] = set()

@@ -106,18 +106,25 @@ class RecordedScan:
             # one ordered read of the table is cheaper than the merge.
             if seq - self.seq > min(kept, max(_MERGED, len(self.entries) // 8)):
                 return None
-            entries = self.entries
+            entries, racy, by_key = self.entries, self.racy, self._by_key
             if seq != self.seq:
-                changed = conn.execute(_CHANGED, (self.seq,)).fetchall()
+                changed = conn.execute(_CHANGED, (granularity_ns, self.seq)).fetchall()
                 removed = conn.execute(_REMOVED, (self.seq,)).fetchall()
                 merged = _merged(self.entries, changed, removed)
                 if merged is None:
                     return None
                 entries = merged
-            racy = racy_keys(conn, granularity_ns)
+                # Racy-ness is a function of a row's own columns, so only changed rows can
+                # have gained or lost it: no read of the whole table.
+                racy = set(racy)
+                racy.difference_update(Key(*k) for k in removed)
+                for c, n, *_, is_racy in changed:
+                    (racy.add if is_racy else racy.discard)(Key(c, n))
+                if by_key is not None:  # carried over: a copy is cheaper than a rebuild
+                    by_key = _merged_by_key(by_key, entries, changed, removed)
             held = reservations.every(conn)
         return RecordedScan(
-            conn, version, entries, racy, held, seq, self.schema, False, in_transaction
+            conn, version, entries, racy, held, seq, self.schema, False, in_transaction, by_key
         )
 
     def is_current(self, conn: sqlite3.Connection) -> bool:
@@ -136,7 +143,9 @@ class RecordedScan:
 #: Changes merged however few rows there are (an eighth of a small index is a handful).
 _MERGED: Final = 64
 _CHANGED: Final = (
-    "SELECT cluster, name, ino, size, mtime_ns, ctime_ns, state FROM members WHERE seq > ?"
+    "SELECT cluster, name, ino, size, mtime_ns, ctime_ns, state,"
+    " mtime_ns IS NOT NULL AND max(mtime_ns, ctime_ns) + ? > verified_ns"  # members.racy_keys
+    " FROM members WHERE seq > ?"
 )
 _REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
 _key: Final = itemgetter(0, 1)
@@ -169,7 +178,7 @@ def _merged(
         i = bisect_left(result, key, key=_key)
         if i < len(result) and _key(result[i]) == key:
             del result[i]
-    for c, n, i_, s, m, t, state in changed:
+    for c, n, i_, s, m, t, state, _ in changed:
         if i_ is not None:
             entry = MemberDir(c, n, Signature(i_, s, m, t), None)
         else:
@@ -179,6 +188,23 @@ def _merged(
             result[i] = entry
         else:
             result.insert(i, entry)
+    return result
+
+
+def _merged_by_key(
+    by_key: dict[tuple[str, str], MemberDir],
+    entries: list[MemberDir],
+    changed: list[tuple[Any, ...]],
+    removed: list[tuple[Any, ...]],
+) -> dict[tuple[str, str], MemberDir]:
+    """*by_key* with the merge applied: removed keys dropped, changed ones taken from the
+    merged *entries* (which hold the key if the row exists)."""
+    result = dict(by_key)
+    for key in removed:
+        result.pop((key[0], key[1]), None)
+    for c, n, *_ in changed:
+        i = bisect_left(entries, (c, n), key=_key)
+        result[(c, n)] = entries[i]
     return result
 
 
