@@ -359,19 +359,19 @@ class Store(Layout):
 
     def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""
-        return self._ask(lambda answers: answers.vms())
+        return self._ask(lambda answers: answers.vms(), leases=False)
 
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""
         validate_cluster(cluster)
-        return self._ask(lambda answers: answers.member_names(cluster))
+        return self._ask(lambda answers: answers.member_names(cluster), leases=False)
 
     def entries(self, cluster: str | None = None) -> builtins.list[Entry]:
         """Every member directory (of *cluster*, if given) with its state and last good
         config, in list() order (for `ls`)."""
         if cluster is not None:
             validate_cluster(cluster)
-        return self._ask(lambda answers: answers.entries(cluster))
+        return self._ask(lambda answers: answers.entries(cluster), leases=False)
 
     def entry(self, name: str) -> Entry:
         """The member directory `show` shows: the one Go finds by *name*, else a stray copy;
@@ -517,13 +517,14 @@ class Store(Layout):
 
     # -- how each operation reaches disk and the index -----------------------------------
 
-    def _ask(self, question: Callable[[Answers], T]) -> T:
+    def _ask(self, question: Callable[[Answers], T], *, leases: bool = True) -> T:
         """*question* answered by the index, reconciled with one scan of disk; by disk alone
-        (one warning per cause) when the index cannot be used."""
+        (one warning per cause) when the index cannot be used. *leases* False: the answer
+        involves no address, so leases need not be compared (Mirror.answer)."""
         with collector_paused():  # as in list(): the scan's tuples die before any collection
             found = self._scan()
             try:
-                return self._mirror.answer(found, question)
+                return self._mirror.answer(found, question, leases=leases)
             except IndexAccessError as exc:
                 self._warn(exc)
                 # The process clock: nothing is recorded, and the filesystem's touches a file.

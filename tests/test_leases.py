@@ -280,3 +280,53 @@ def test_a_config_ends_a_lease_another_live_process_holds(root: Path, owner: Own
         assert store.allocate_ip("db-1", SUBNET) == owner.ip
         assert store.reconcile().released == []
         assert store.who_has(owner.ip) == "db-1"
+
+
+def test_a_lease_file_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
+    """leases() keeps what it read by file identity; a rewrite changes the identity (times)."""
+    from fleetbox_db.disk import leases as lease_files
+    from fleetbox_db.rules.ipam import parse_ipv4
+
+    ip = parse_ipv4("10.5.0.2")
+    assert lease_files.take(tmp_path, ip, "web-1", SUBNET)
+    try:
+        assert [x.name for x in lease_files.leases(tmp_path)] == ["web-1"]
+        path = tmp_path / "10.5.0.2"
+        data = path.read_bytes()
+        with open(path, "r+b") as f:  # same inode, same size: only the times tell
+            f.write(data.replace(b"web-1", b"web-2"))
+        assert [x.name for x in lease_files.leases(tmp_path)] == ["web-2"]
+        os.mkfifo(tmp_path / "10.5.0.3")  # never opened: it would release its writer
+        (tmp_path / "10.5.0.4").write_text('{"name": "web-4", "subnet": "10.5.0.0/29"}')
+        assert [x.name for x in lease_files.leases(tmp_path)] == ["web-2"]  # 10.5.0.4: dead
+    finally:
+        lease_files.release(tmp_path, ip)
+    assert lease_files.leases(tmp_path) == []
+
+
+def test_only_answers_that_involve_addresses_list_the_leases(
+    root: Path, owner: Owner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allocator's lease is on disk before its commit: an answer that compared leases
+    would need an in-memory copy each time. list(), vms(), members() and entries() hold no
+    address a lease could change, so they never list them; who_has and free_ips must."""
+    from fleetbox_db.disk import leases as lease_files
+
+    listed: list[int] = []
+    real = lease_files.leases
+
+    def counted(directory: Path) -> list[lease_files.Lease]:
+        listed.append(1)
+        return real(directory)
+
+    monkeypatch.setattr(lease_files, "leases", counted)
+    with Store.open(root) as store:
+        store.create(VM("db-1"))
+        store.list()
+        store.vms()
+        store.members("db")
+        store.entries()
+        assert listed == [1]  # create's own write, under the lock
+        assert store.who_has(owner.ip) == "web-1"
+        assert owner.ip not in store.free_ips(SUBNET)
+        assert len(listed) >= 3

@@ -157,8 +157,10 @@ class RacedReconciler(Reconciler):
     races = 0
     holder: sqlite3.Connection | None = None
 
-    def plan(self, conn: sqlite3.Connection, scan: Any, full: bool = False) -> Any:
-        made = super().plan(conn, scan, full)
+    def plan(
+        self, conn: sqlite3.Connection, scan: Any, full: bool = False, leases: bool = True
+    ) -> Any:
+        made = super().plan(conn, scan, full, leases)
         if self.races and self.holder is not None:
             self.races -= 1
             self.holder.execute("DELETE FROM members WHERE name = 'web-2'")

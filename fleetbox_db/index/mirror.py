@@ -129,23 +129,28 @@ class Mirror:
     # -- reads ----------------------------------------------------------------------------
 
     def sync(self, scan: Scan) -> None:
-        """Bring the index in line with *scan* if the write lock is free; never waits."""
+        """Bring the index in line with *scan* if the write lock is free; never waits. The
+        leases are left to answers that involve addresses (see answer())."""
 
         def run() -> None:
-            plan = self._changes(self._file.connection(), scan)
+            plan = self._changes(self._file.connection(), scan, leases=False)
             if plan is not None:
                 self._record_if_free(plan)
 
         self._retrying(run)
 
-    def answer(self, scan: Scan, question: Callable[[IndexAnswers], T]) -> T:
+    def answer(
+        self, scan: Scan, question: Callable[[IndexAnswers], T], *, leases: bool = True
+    ) -> T:
         """*question* asked of the index brought in line with *scan*. Never waits for the
         write lock: when another process holds it, the reconcile is applied to an
-        in-memory copy for this answer only (index/overlay.py)."""
+        in-memory copy for this answer only (index/overlay.py). *leases* False: no address
+        is part of the answer, so the leases are not compared (an allocator holding
+        hundreds, each taken before its commit, would make every answer a copy)."""
 
         def run() -> T:
             conn = self._file.connection()
-            plan = self._changes(conn, scan)
+            plan = self._changes(conn, scan, leases=leases)
             if plan is not None and not self._record_if_free(plan):
                 return self._answer_from_copy(conn, scan, plan, question)
             return question(IndexAnswers(conn, self._vms, self._reconciler.version))
@@ -167,9 +172,9 @@ class Mirror:
                 if copy.version == plan.data_version:
                     self._reconciler.apply(copy.conn, plan, progress=self.progress, on_disk=False)
                     return question(IndexAnswers(copy.conn, self._vms, None))
-            plan = self._reconciler.plan(conn, scan)
+            plan = self._reconciler.plan(conn, scan, leases=plan.leases)
         with in_memory_copy(conn) as copy:
-            own = self._reconciler.plan(copy.conn, scan)
+            own = self._reconciler.plan(copy.conn, scan, leases=plan.leases)
             self._reconciler.apply(copy.conn, own, progress=self.progress, on_disk=False)
             return question(IndexAnswers(copy.conn, self._vms, None))
 
@@ -410,13 +415,13 @@ class Mirror:
             raise
         self._reconciler.committed()
 
-    def _changes(self, conn: sqlite3.Connection, scan: Scan) -> Plan | None:
+    def _changes(self, conn: sqlite3.Connection, scan: Scan, leases: bool = True) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
-        if self._reconciler.is_current(conn, scan):
+        if self._reconciler.is_current(conn, scan, leases):
             if not scan.members and not self._history_started:
                 self._start_history(conn)
             return None
-        plan = self._reconciler.plan(conn, scan)
+        plan = self._reconciler.plan(conn, scan, leases=leases)
         return None if plan.empty else plan
 
     def _start_history(self, conn: sqlite3.Connection) -> None:

@@ -53,7 +53,7 @@ _ROW_LOOKUPS: Final = 500
 _PRE_READS: Final = 64
 #: Pauses (s) before reading again a config that fails to parse within a tick of its
 #: last change; after the last, it is unreadable.
-_TORN_PAUSES: Final = (0.0, 0.001)
+_TORN_PAUSES: Final = (0.0, 0.001, 0.004)
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
 log = logging.getLogger("fleetbox_db")
@@ -79,6 +79,7 @@ class Plan:
     data_version: int = -1
     # Racy rows plan() already re-read to see whether they changed: not read twice.
     observed: dict[Key, Observation] = field(default_factory=dict)
+    leases: bool = True  # dead and unmirrored were looked for (see Reconciler.plan)
 
     @property
     def empty(self) -> bool:
@@ -103,6 +104,7 @@ class Reconciler:
         self.leases_dir = Path(clusters_dir).parent / "leases" if leases_dir is None else leases_dir
         self._recorded: RecordedScan | None = None
         self._stale = False  # this connection wrote since _recorded was loaded
+        self._listed: tuple[Scan, list[Lease]] | None = None  # the last scan's leases
 
     @property
     def version(self) -> object:
@@ -153,12 +155,14 @@ class Reconciler:
 
     # -- the no-change path: no lock, no write, no parse ----------------------------------
 
-    def is_current(self, conn: sqlite3.Connection, scan: Scan) -> bool:
-        """True when the index already says what *scan* shows and no row is racy."""
+    def is_current(self, conn: sqlite3.Connection, scan: Scan, leases: bool = True) -> bool:
+        """True when the index already says what *scan* shows and no row is racy; the
+        leases are compared too unless *leases* is False (an answer no address is part of).
+        """
         recorded = self._load(conn)
         if recorded.racy:
             return False
-        if _lease_drift(recorded.reservations, leases.leases(self.leases_dir)) != ([], []):
+        if leases and _lease_drift(recorded.reservations, self._leases(scan)) != ([], []):
             return False
         if scan.unreadable_clusters:
             # Their rows stay (plan never drops them) but the scan cannot show them.
@@ -177,12 +181,23 @@ class Reconciler:
         self._recorded, self._stale = recorded, False
         return recorded
 
+    def _leases(self, scan: Scan) -> list[Lease]:
+        """The live leases, listed once per scan: is_current() and plan() of one answer
+        share them (an allocator may hold hundreds). apply() lists them again, locked."""
+        listed = self._listed
+        if listed is None or listed[0] is not scan:
+            listed = self._listed = (scan, leases.leases(self.leases_dir))
+        return listed[1]
+
     # -- the diff -------------------------------------------------------------------------
 
-    def plan(self, conn: sqlite3.Connection, scan: Scan, full: bool = False) -> Plan:
+    def plan(
+        self, conn: sqlite3.Connection, scan: Scan, full: bool = False, leases: bool = True
+    ) -> Plan:
         """Diff *scan* against the recorded scan; takes no lock and reads no config except
         racy rows and rows whose last read failed (re-read now, so that one that did not
-        change needs no write).
+        change needs no write). *leases* False: the leases are left out (an answer no
+        address is part of); apply() compares them anyway, under the lock.
         """
         recorded = self._load(conn)
         touched, gone = differences(scan.members, recorded, full)
@@ -219,10 +234,13 @@ class Reconciler:
                 observed[obs.key] = obs
         if unchanged:
             reads = [m for m in reads if m.key not in unchanged]
-        dead, unmirrored = _lease_drift(recorded.reservations, leases.leases(self.leases_dir))
-        return Plan(
-            scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed
+        dead, unmirrored = (
+            _lease_drift(recorded.reservations, self._leases(scan)) if leases else ([], [])
         )
+        return Plan(
+            scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed,
+            leases,
+        )  # fmt: skip
 
     def _stored(
         self, conn: sqlite3.Connection, full: bool, touched: list[MemberDir], removed: list[Key]
