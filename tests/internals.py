@@ -44,8 +44,11 @@ def drop_lease_locks() -> None:
     their files left for the next writer to remove."""
     import os
 
-    from fleetbox_db.disk import leases
+    from fleetbox_db.disk import lease_owners, leases
 
     for fd in leases._held.values():
         os.close(fd)
     leases._held.clear()
+    for _, fd in lease_owners._mine.values():
+        os.close(fd)
+    lease_owners._mine.clear()

@@ -69,6 +69,14 @@ def owner(root: Path) -> Iterator[Owner]:
         child.stop()
 
 
+def lease_files_in(root: Path) -> list[str]:
+    """The lease files (owners' lock files, in .owners, aside)."""
+    leases = root / "leases"
+    return (
+        sorted(p.name for p in leases.iterdir() if p.name != ".owners") if leases.exists() else []
+    )
+
+
 def break_index(root: Path, how: str) -> None:
     index = root / "index.db"
     if how == "deleted":
@@ -104,7 +112,7 @@ def test_a_dead_owners_lease_frees_itself(root: Path, owner: Owner) -> None:
         assert store.reconcile().released == ["web-1"]
         assert store.who_has(owner.ip) is None
         assert store.allocate_ip("db-1", SUBNET) == owner.ip
-    assert sorted(p.name for p in (root / "leases").iterdir()) == [owner.ip]  # db-1's now
+    assert lease_files_in(root) == [owner.ip]  # db-1's now
 
 
 def test_a_config_that_takes_the_address_ends_the_lease(root: Path) -> None:
@@ -121,7 +129,7 @@ def test_a_rolled_back_allocation_leaves_no_lease(root: Path) -> None:
         store.create(VM("web-1", mac="02:00:00:00:00:01"))
         with pytest.raises(Exception, match="mac"):
             store.create(VM("db-1", mac="02:00:00:00:00:01"), subnet=SUBNET)
-        assert not (root / "leases").exists() or list((root / "leases").iterdir()) == []
+        assert lease_files_in(root) == []
         assert store.free_ips(SUBNET, limit=1) == ["10.5.0.2"]
 
 
@@ -160,7 +168,8 @@ def test_under_sudo_leases_belong_to_the_invoking_user(
     monkeypatch.setenv("SUDO_GID", "65534")
     with Store.open(root) as store:
         ip = store.allocate_ip("web-1", SUBNET)
-    for path in (root / "leases", root / "leases" / ip):
+    owners = root / "leases" / ".owners"
+    for path in (root / "leases", root / "leases" / ip, owners, *owners.iterdir()):
         assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
 
 
@@ -330,3 +339,86 @@ def test_only_answers_that_involve_addresses_list_the_leases(
         assert store.who_has(owner.ip) == "web-1"
         assert owner.ip not in store.free_ips(SUBNET)
         assert len(listed) >= 3
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from fleetbox_db.disk import leases
+    for ip in sys.argv[2:]:
+        assert leases.take(Path(sys.argv[1]), int(ip), "web-" + ip, "10.5.0.0/29")
+    print("ok", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_one_owner_probe_answers_for_all_its_leases(tmp_path: Path) -> None:
+    import fcntl
+
+    from fleetbox_db.disk import lease_owners
+    from fleetbox_db.disk import leases as lease_files
+
+    ips = [str(0x0A050002 + i) for i in range(3)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), *ips],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ok"
+    (token,) = os.listdir(tmp_path / ".owners")
+    assert [x.name for x in lease_files.leases(tmp_path)] == [f"web-{ip}" for ip in ips]
+    # The same files again: their owner's lock answers for them, and none is opened. Once
+    # the owner is dead, the test holds each lease file's own lock: were the files probed,
+    # they would read as held.
+    held = [os.open(tmp_path / lease_files.format_ipv4(int(ip)), os.O_RDONLY) for ip in ips]
+    try:
+        child.kill()
+        child.communicate()
+        for fd in held:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        dfd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            assert lease_owners.alive(dfd, token) is False
+        finally:
+            os.close(dfd)
+        assert lease_files.leases(tmp_path) == []
+    finally:
+        for fd in held:
+            os.close(fd)
+    # The next process that takes a lease removes the dead owner's file.
+    assert lease_files.take(tmp_path, 0x0A050006, "db-1", SUBNET)
+    try:
+        assert token not in os.listdir(tmp_path / ".owners")
+    finally:
+        lease_files.release(tmp_path, 0x0A050006)
+
+
+def test_a_lease_without_an_owner_or_with_a_forged_one_is_probed_itself(tmp_path: Path) -> None:
+    """Leases written by versions without owners, or naming a path instead of a token,
+    are alive exactly while their own file's lock is held."""
+    import fcntl
+
+    from fleetbox_db.disk import leases as lease_files
+
+    for address, record in [
+        ("10.5.0.2", '{"name": "web-1", "subnet": "10.5.0.0/29"}'),
+        # A path to a file nobody locks: trusted, it would say the lease is dead.
+        ("10.5.0.3", '{"name": "web-2", "subnet": "10.5.0.0/29", "owner": "../unlocked"}'),
+    ]:
+        (tmp_path / ".owners").mkdir(exist_ok=True)
+        (tmp_path / "unlocked").write_text("")
+        path = tmp_path / address
+        path.write_text(record)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            assert [x.ip for x in lease_files.leases(tmp_path)] == [lease_files.parse_ipv4(address)]
+            assert lease_files.leases(tmp_path) != []  # read again: not remembered
+        finally:
+            os.close(fd)
+        assert lease_files.leases(tmp_path) == []
+        path.unlink()

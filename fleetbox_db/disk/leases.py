@@ -27,6 +27,7 @@ import stat
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from fleetbox_db.disk import lease_owners
 from fleetbox_db.disk.files import chown_to_invoker
 from fleetbox_db.disk.locks import flock_within
 from fleetbox_db.disk.safeopen import open_regular
@@ -43,9 +44,11 @@ _MAX_LEASE_BYTES: Final = 4096
 #: Descriptors holding this process's leases, by file path.
 _held: dict[str, int] = {}
 _DIR: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-#: Leases read by leases(), by address and file identity: a lease file is written once.
-_read_before: dict[tuple[int, ...], Lease] = {}
-_READ_BEFORE_MAX: Final = 65536
+#: Leases leases() read, with their owners, by address and file identity; file names and
+#: the addresses they spell. Cleared past this many entries.
+_read_before: dict[tuple[int, ...], tuple[Lease, str]] = {}
+_named: dict[str, int | None] = {}
+_REMEMBERED: Final = 65536
 
 
 class Lease(NamedTuple):
@@ -64,12 +67,15 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
     a lease unique even so. OSError propagates (a tree that cannot be written).
     """
     path = _path(directory, ip)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755, exist_ok=True)  # the first lease of this root
+        chown_to_invoker(directory)  # under sudo: the user's, like the index
+    record = {"name": name, "subnet": subnet, "owner": lease_owners.token(directory)}
     for _ in range(3):
         try:
             fd = os.open(path, _CREATE, 0o644)
         except FileNotFoundError:
-            os.makedirs(directory, 0o755, exist_ok=True)  # the first lease of this root
-            chown_to_invoker(directory)  # under sudo: the user's, like the index
+            os.makedirs(directory, 0o755, exist_ok=True)
             continue
         except FileExistsError:
             if is_held(directory, ip):
@@ -79,7 +85,7 @@ def take(directory: Path, ip: int, name: str, subnet: str) -> bool:
             continue
         try:
             _lock(fd)
-            os.write(fd, json.dumps({"name": name, "subnet": subnet}).encode())
+            os.write(fd, json.dumps(record).encode())
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
@@ -171,34 +177,68 @@ def leases(directory: Path) -> list[Lease]:
     """Every live lease on disk, by address. Files that are not leases, and dead or
     unreadable ones, are left out (a writer removes dead ones when it releases them).
 
-    Every answer lists them, beside an allocator holding hundreds: one open, fstat and
-    flock probe per file, and a file already read (same inode, size and times) is not read
-    or parsed again.
+    Every answer that involves addresses lists them, beside an allocator that may hold
+    hundreds. A file is opened, probed and read once; while it keeps its inode, size and
+    times its lease and owner are remembered, and a listing probes each owner once
+    (disk/lease_owners.py), a lease without one (older versions) by its own lock.
     """
     try:
         dfd = os.open(directory, _DIR)
     except FileNotFoundError:
         return []
     found: list[Lease] = []
+    living: dict[str, bool | None] = {}  # owners probed by this listing
     try:
         with os.scandir(dfd) as it:
             # d_type, no syscall: a FIFO is never opened (that would release its writer).
-            names = [e.name for e in it if e.is_file(follow_symlinks=False)]
-        for entry in names:
-            try:
-                ip = parse_ipv4(entry)
-            except ValueError:
+            entries = [e for e in it if e.is_file(follow_symlinks=False)]
+        for entry in entries:
+            ip = _ip_named(entry.name)
+            if ip is None:
                 continue
-            lease = _live(dfd, entry, ip)
-            if lease is not None:
-                found.append(lease)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            known = _read_before.get(
+                (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            )
+            if known is not None:
+                owner = known[1]
+                if owner not in living:
+                    living[owner] = lease_owners.alive(dfd, owner)
+                if living[owner] is not None:
+                    if living[owner]:
+                        found.append(known[0])
+                    continue
+            read_now = _live(dfd, entry.name, ip)
+            if read_now is not None:
+                found.append(read_now)
     finally:
         os.close(dfd)
     return sorted(found)
 
 
+def _ip_named(entry: str) -> int | None:
+    """The address a file name spells, or None; remembered, as every listing reads every
+    name."""
+    try:
+        return _named[entry]
+    except KeyError:
+        pass
+    try:
+        ip: int | None = parse_ipv4(entry)
+    except ValueError:
+        ip = None
+    if len(_named) >= _REMEMBERED:
+        _named.clear()
+    _named[entry] = ip
+    return ip
+
+
 def _live(dfd: int, entry: str, ip: int) -> Lease | None:
-    """The lease in *entry* if its owner holds its lock, else None."""
+    """The lease in *entry* if its holder holds its lock, else None; remembered by file
+    identity with its owner, when it names one."""
     try:
         fd = os.open(entry, _READ, dir_fd=dfd)
     except OSError:
@@ -214,14 +254,12 @@ def _live(dfd: int, entry: str, ip: int) -> Lease | None:
                 return None
         else:
             return None  # nobody holds it: its owner died (the close drops our probe)
-        key = (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        lease = _read_before.get(key)
-        if lease is None:
-            lease = _parsed(ip, os.read(fd, _MAX_LEASE_BYTES))
-            if lease is not None:
-                if len(_read_before) >= _READ_BEFORE_MAX:
-                    _read_before.clear()
-                _read_before[key] = lease
+        lease, owner = _parsed(ip, os.read(fd, _MAX_LEASE_BYTES))
+        if lease is not None and owner is not None:
+            if len(_read_before) >= _REMEMBERED:
+                _read_before.clear()
+            key = (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            _read_before[key] = (lease, owner)
         return lease
     except OSError:
         return None
@@ -229,12 +267,15 @@ def _live(dfd: int, entry: str, ip: int) -> Lease | None:
         os.close(fd)
 
 
-def _parsed(ip: int, data: bytes) -> Lease | None:
+def _parsed(ip: int, data: bytes) -> tuple[Lease | None, str | None]:
+    """(the lease a file holds, its owner's token or None)."""
     try:
         record = json.loads(data or b"{}")
-        return Lease(ip, str(record["name"]), str(record["subnet"]))
+        lease = Lease(ip, str(record["name"]), str(record["subnet"]))
     except (ValueError, KeyError, TypeError):
-        return None  # being written, or not ours: not a lease to mirror
+        return None, None  # being written, or not ours: not a lease to mirror
+    owner = record.get("owner")
+    return lease, owner if lease_owners.is_token(owner) else None
 
 
 def read(directory: Path, ip: int) -> Lease | None:
@@ -248,7 +289,7 @@ def read(directory: Path, ip: int) -> Lease | None:
             os.close(fd)
     except OSError:
         return None
-    return _parsed(ip, data)
+    return _parsed(ip, data)[0]
 
 
 def _path(directory: Path, ip: int) -> str:
