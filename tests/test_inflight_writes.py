@@ -16,8 +16,8 @@ from pathlib import Path
 from helpers import go_write, later, put
 
 from fleetbox_db import Store
+from fleetbox_db.disk import observe
 from fleetbox_db.disk.scan import scan
-from fleetbox_db.index import reconcile
 from fleetbox_db.index.reconcile import Reconciler
 from fleetbox_db.records import MemberState
 
@@ -100,7 +100,7 @@ def test_a_config_that_stays_broken_is_unreadable_after_a_bounded_retry(root: Pa
     member = scan(root / "clusters").members[0]
     obs = Reconciler(root / "clusters", clock).observe(member)
     assert obs.state is MemberState.UNREADABLE
-    assert reads == 1 + len(reconcile._TORN_PAUSES)
+    assert reads == 1 + len(observe.TORN_PAUSES)
     reads = 0
 
     def hour_later() -> int:

@@ -8,9 +8,11 @@ write records the bytes it has just written the same way, without reading them b
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from fleetbox_db.disk.files import read_config_bytes
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
@@ -19,7 +21,19 @@ from fleetbox_db.records import VM, Key, MemberState
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import is_stray, member_file
 
-__all__ = ["Clock", "Observation", "observe", "observe_all", "observe_written"]
+#: Pauses (s) before reading again a config that fails to parse within a tick of its last
+#: change (observe_whole); after the last, it is unreadable.
+TORN_PAUSES: Final = (0.0, 0.001, 0.004)
+
+__all__ = [
+    "TORN_PAUSES",
+    "Clock",
+    "Observation",
+    "observe",
+    "observe_all",
+    "observe_whole",
+    "observe_written",
+]
 
 Clock = Callable[[], int]
 """Nanoseconds since the epoch (time.time_ns); injected so tests can make files old."""
@@ -66,6 +80,32 @@ def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observ
         reason = f"cannot be read: {exc.strerror or exc}"
         return Observation(key, state, None, verified, None, None, True, reason)
     return _parsed(key, stray, path, data, sig, verified)
+
+
+def observe_whole(
+    clusters_dir: Path | str, member: MemberDir, clock: Clock, granularity_ns: int
+) -> Observation:
+    """observe(), reading again a config caught mid-write.
+
+    One that does not parse and changed within the last tick (*granularity_ns*) was most
+    likely read between Go's truncate and write (os.WriteFile): it is read again, after
+    yielding the CPU, before it counts as unreadable - else every reader beside such a
+    writer would record, and then undo, a broken member.
+    """
+    obs = observe(clusters_dir, member, clock)
+    for pause in TORN_PAUSES:
+        if not _torn(obs, granularity_ns):
+            break
+        time.sleep(pause)
+        obs = observe(clusters_dir, member, clock)
+    return obs
+
+
+def _torn(obs: Observation, granularity_ns: int) -> bool:
+    sig = obs.signature
+    if obs.state is not MemberState.UNREADABLE or obs.vm is not None or sig is None:
+        return False
+    return max(sig.mtime_ns, sig.ctime_ns) + granularity_ns > obs.verified_ns
 
 
 def observe_all(

@@ -26,7 +26,7 @@ from typing import Final
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.files import is_member_dir
 from fleetbox_db.disk.leases import Lease
-from fleetbox_db.disk.observe import Clock, Observation, observe
+from fleetbox_db.disk.observe import Clock, Observation, observe_whole
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.index import members, preview, reservations
 from fleetbox_db.index.answers import all_members
@@ -51,9 +51,6 @@ _ROW_LOOKUPS: Final = 500
 #: writing those whose bytes are unchanged (a Go tool re-saving the same config); more
 #: are read by apply(), in batches.
 _PRE_READS: Final = 64
-#: Pauses (s) before reading again a config that fails to parse within a tick of its
-#: last change; after the last, it is unreadable.
-_TORN_PAUSES: Final = (0.0, 0.001, 0.004)
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
 log = logging.getLogger("fleetbox_db")
@@ -132,26 +129,8 @@ class Reconciler:
             self._stale = False
 
     def observe(self, member: MemberDir) -> Observation:
-        """Read and parse one member's config.json now.
-
-        One that does not parse and changed within the last tick is most likely caught
-        mid-write (Go's os.WriteFile truncates, then writes): it is read again, after
-        yielding the CPU, before it counts as unreadable - else every reader beside such
-        a writer would record, and then undo, a broken member."""
-        obs = observe(self.clusters_dir, member, self.clock)
-        for pause in _TORN_PAUSES:
-            if not self._torn(obs):
-                break
-            time.sleep(pause)
-            obs = observe(self.clusters_dir, member, self.clock)
-        return obs
-
-    def _torn(self, obs: Observation) -> bool:
-        return (
-            obs.state is MemberState.UNREADABLE
-            and obs.vm is None
-            and (obs.signature is not None and not self._settled(obs))
-        )
+        """Read and parse one member's config.json now (a torn one read again)."""
+        return observe_whole(self.clusters_dir, member, self.clock, self.granularity_ns)
 
     # -- the no-change path: no lock, no write, no parse ----------------------------------
 
