@@ -354,11 +354,15 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_one_owner_probe_answers_for_all_its_leases(tmp_path: Path) -> None:
+def test_one_owner_probe_answers_for_all_its_leases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import fcntl
 
     from fleetbox_db.disk import lease_owners
     from fleetbox_db.disk import leases as lease_files
+
+    monkeypatch.setattr(lease_files, "_SETTLED_NS", 0)  # remembered at once, not after 2 s
 
     ips = [str(0x0A050002 + i) for i in range(3)]
     child = subprocess.Popen(
@@ -422,3 +426,18 @@ def test_a_lease_without_an_owner_or_with_a_forged_one_is_probed_itself(tmp_path
             os.close(fd)
         assert lease_files.leases(tmp_path) == []
         path.unlink()
+
+
+def test_a_lease_file_changed_within_a_tick_is_read_every_time(tmp_path: Path) -> None:
+    """A lease ended and taken anew within one timestamp tick can keep size, times and a
+    reused inode number: until it has settled, it is read and probed on every listing."""
+    from fleetbox_db.disk import leases as lease_files
+
+    lease_files._read_before.clear()
+    ip = lease_files.parse_ipv4("10.5.0.2")
+    assert lease_files.take(tmp_path, ip, "web-1", SUBNET)
+    try:
+        assert [x.name for x in lease_files.leases(tmp_path)] == ["web-1"]
+        assert lease_files._read_before == {}
+    finally:
+        lease_files.release(tmp_path, ip)

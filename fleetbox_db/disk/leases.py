@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -49,6 +50,8 @@ _DIR: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _read_before: dict[tuple[int, ...], tuple[Lease, str]] = {}
 _named: dict[str, int | None] = {}
 _REMEMBERED: Final = 65536
+#: How long after its last change a lease file is read again on every listing.
+_SETTLED_NS: Final = 2_000_000_000
 
 
 class Lease(NamedTuple):
@@ -255,7 +258,10 @@ def _live(dfd: int, entry: str, ip: int) -> Lease | None:
         else:
             return None  # nobody holds it: its owner died (the close drops our probe)
         lease, owner = _parsed(ip, os.read(fd, _MAX_LEASE_BYTES))
-        if lease is not None and owner is not None:
+        # Remembered only once settled: a lease ended and taken anew within one timestamp
+        # tick can keep size, times and a reused inode number, and would read as the old.
+        settled = max(st.st_mtime_ns, st.st_ctime_ns) + _SETTLED_NS < time.time_ns()
+        if lease is not None and owner is not None and settled:
             if len(_read_before) >= _REMEMBERED:
                 _read_before.clear()
             key = (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

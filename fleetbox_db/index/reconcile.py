@@ -251,9 +251,11 @@ class Reconciler:
         return max(sig.mtime_ns, sig.ctime_ns) + self.granularity_ns <= obs.verified_ns
 
     def _unchanged_since(self, obs: Observation) -> bool:
-        """plan() read *obs* before the write lock: it stands if its file still has the
-        signature it was read under (one stat, not another read)."""
-        if obs.signature is None:
+        """plan() read *obs* before the write lock: it stands if its file had settled then
+        and still has the signature it was read under (one stat, not another read). One
+        read within a tick of its file's change is read again: a file replaced within the
+        same tick can keep size, times and even a reused inode number."""
+        if obs.signature is None or not self._settled(obs):
             return False
         try:
             st = os.stat(member_file(self.clusters_dir, *obs.key))
