@@ -15,7 +15,6 @@ says nothing, and the lease's own lock is probed instead.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from fleetbox_db.disk.files import chown_to_invoker
+from fleetbox_db.disk.locks import shared_probe
 
 __all__ = ["OWNERS_DIR", "alive", "is_token", "token"]
 
@@ -78,12 +78,9 @@ def alive(leases_fd: int, owner: str) -> bool | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+        return shared_probe(fd)
     finally:
         os.close(fd)  # also drops the shared lock taken to test it
-    return False
 
 
 def _sweep(directory: str) -> None:

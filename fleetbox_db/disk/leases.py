@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import stat
@@ -30,7 +29,7 @@ from typing import Final, NamedTuple
 
 from fleetbox_db.disk import lease_owners
 from fleetbox_db.disk.files import chown_to_invoker
-from fleetbox_db.disk.locks import flock_within
+from fleetbox_db.disk.locks import flock_within, shared_probe
 from fleetbox_db.disk.safeopen import open_regular
 from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
 
@@ -168,12 +167,9 @@ def is_held(directory: Path, ip: int) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        return shared_probe(fd) is True
     finally:
         os.close(fd)  # also drops the shared lock taken to test it
-    return False
 
 
 def leases(directory: Path) -> list[Lease]:
@@ -203,9 +199,7 @@ def leases(directory: Path) -> list[Lease]:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            known = _read_before.get(
-                (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            )
+            known = _read_before.get(_identity(ip, st))
             if known is not None:
                 owner = known[1]
                 if owner not in living:
@@ -250,12 +244,7 @@ def _live(dfd: int, entry: str, ip: int) -> Lease | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
-        else:
+        if shared_probe(fd) is not True:
             return None  # nobody holds it: its owner died (the close drops our probe)
         lease, owner = _parsed(ip, os.read(fd, _MAX_LEASE_BYTES))
         # Remembered only once settled: a lease ended and taken anew within one timestamp
@@ -264,13 +253,16 @@ def _live(dfd: int, entry: str, ip: int) -> Lease | None:
         if lease is not None and owner is not None and settled:
             if len(_read_before) >= _REMEMBERED:
                 _read_before.clear()
-            key = (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            _read_before[key] = (lease, owner)
+            _read_before[_identity(ip, st)] = (lease, owner)
         return lease
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _identity(ip: int, st: os.stat_result) -> tuple[int, ...]:
+    return (ip, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _parsed(ip: int, data: bytes) -> tuple[Lease | None, str | None]:

@@ -6,6 +6,7 @@ exits; the Go tool and fleetbox_db exclude each other through the same file.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import random
@@ -17,7 +18,7 @@ from typing import Final
 from fleetbox_db.disk.safeopen import open_regular
 from fleetbox_db.errors import LockedError
 
-__all__ = ["LOCK_FILE_MODE", "Lock", "is_held", "try_lock"]
+__all__ = ["LOCK_FILE_MODE", "Lock", "is_held", "shared_probe", "try_lock"]
 
 LOCK_FILE_MODE: Final = 0o644
 _LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT
@@ -84,6 +85,17 @@ def flock_within(fd: int, timeout: float, poll_s: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
         time.sleep(random.uniform(0.5, 1.5) * poll_s)
+
+
+def shared_probe(fd: int) -> bool | None:
+    """Whether another open file description holds *fd*'s file with an exclusive flock:
+    True, False, or None when the probe itself fails. The probe's shared lock is dropped
+    by the caller's close of *fd*. (Leases and their owners are held this way.)"""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+    return False
 
 
 def is_held(lock_path: Path) -> bool:
