@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from fleetbox_db.disk.observe import Observation
 from fleetbox_db.disk.scan import Signature
+from fleetbox_db.index import bulk
 from fleetbox_db.index.names import BYTE_ORDER, key_of, stored_key
 from fleetbox_db.index.rows import (
     CONFIG_FIELDS,
@@ -202,11 +203,19 @@ def insert_members(conn: sqlite3.Connection, parsed: Sequence[Observation]) -> N
         assert obs.vm is not None
         members.append((mid, *_head(obs), *config_values(obs.vm)))
         fixtures.extend(fixture_rows(mid, obs.vm.fixtures))
-    conn.executemany(
-        f"INSERT INTO members ({', '.join(MEMBER_FIELDS)})"
-        f" VALUES ({placeholders(len(MEMBER_FIELDS))})",
-        members,
+    insert = (
+        f"INSERT INTO members ({', '.join(MEMBER_FIELDS)}{{seq}})"
+        f" VALUES ({placeholders(len(MEMBER_FIELDS))}{{mark}})"
     )
+    if len(members) < bulk.BULK_ROWS:
+        conn.executemany(insert.format(seq="", mark=""), members)
+    else:
+        with bulk.insert_triggers_dropped(conn, [row[1:3] for row in members]) as first:
+            if first is None:
+                conn.executemany(insert.format(seq="", mark=""), members)
+            else:
+                stamped = ((*row, seq) for seq, row in enumerate(members, first))
+                conn.executemany(insert.format(seq=", seq", mark=", ?"), stamped)
     conn.executemany(
         f"INSERT INTO fixtures ({FIXTURE_COLUMNS}) VALUES ({placeholders(6)})", fixtures
     )
