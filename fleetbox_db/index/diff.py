@@ -2,17 +2,18 @@
 
 Both lists are in that order and, under load, differ in a handful of places (a Go tool
 re-saving configs, a create beside 10,000 members). Walking them side by side, runs of
-equal entries are skipped in C (``map(ne)`` under ``compress``), so only the differences
-cost Python; a dict of every key (the general diff) costs as much as the scan's own tuples.
-The walk relies on Python's str order being the lists' order, which holds for UTF-8 names
-only: a name that is not, or many differences, take the general diff.
+equal entries are skipped in C (``map(ne)`` under ``compress``, restarted at each difference
+by setting two list iterators' positions), so only the differences cost Python; a dict of
+every key (the general diff) costs as much as the scan's own tuples. The walk relies on
+Python's str order being the lists' order, which holds for UTF-8 names only: a name that is
+not, or many differences, take the general diff.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
-from itertools import compress, count, islice
+from collections.abc import Iterator
+from itertools import compress, count
 from operator import itemgetter, ne
 from typing import Final
 
@@ -21,9 +22,9 @@ from fleetbox_db.index.recorded import RecordedScan
 
 __all__ = ["Touched", "differences"]
 
-#: Past this many differences the walk stops and the general diff runs (each difference
-#: restarts a C loop from the start of both lists).
-_WALKED: Final = 64
+#: Past this many differences the walk stops and the general diff runs: by then most of
+#: the table differs (a copied tree, a restore), and the dict is as cheap.
+_WALKED: Final = 2048
 
 #: (the scan's member, the recorded entry for its key or None when it has none)
 Touched = tuple[MemberDir, MemberDir | None]
@@ -59,14 +60,14 @@ def _by_key(
 
 
 def _walk(
-    members: Sequence[MemberDir], entries: Sequence[MemberDir]
+    members: list[MemberDir], entries: list[MemberDir]
 ) -> tuple[list[Touched], list[tuple[str, str]]] | None:
     """The differences of two lists in str order, or None if they cannot be told so."""
     touched: list[Touched] = []
     gone: list[tuple[str, str]] = []
     i = j = 0
     while True:
-        unequal = compress(count(), map(ne, islice(members, i, None), islice(entries, j, None)))
+        unequal = compress(count(), map(ne, _from(members, i), _from(entries, j)))
         skip = next(unequal, None)
         if skip is None:  # equal up to the end of the shorter list
             step = min(len(members) - i, len(entries) - j)
@@ -94,6 +95,14 @@ def _walk(
     touched += [(m, None) for m in new]
     gone += [_key(e) for e in entries[j:]]
     return touched, gone
+
+
+def _from(items: list[MemberDir], start: int) -> Iterator[MemberDir]:
+    """An iterator over *items* from *start*: set there, not skipped to as islice would (each
+    difference restarts the walk, and skipping 10,000 entries 100 times was a list's cost)."""
+    it = iter(items)
+    it.__setstate__(start)  # type: ignore[attr-defined]
+    return it
 
 
 def _with_racy(
