@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import click
 from click.testing import CliRunner
+from helpers import put
 
 from fleetbox_db.cli import cli
+from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS
 
 
 def run_python(code: str, *args: str) -> str:
@@ -38,3 +43,41 @@ def test_importing_the_package_loads_the_store_on_first_use() -> None:
         " fleetbox_db.Store; print(before, 'fleetbox_db.store' in sys.modules)"
     )
     assert run_python(code).split() == ["False", "True"]
+
+
+def test_ls_imports_no_other_command_module_nor_what_only_writes_need(tmp_path: Path) -> None:
+    """`ls` on a settled store: no other command's module, no hashlib (OpenSSL), shutil,
+    tempfile or random (a tenth of its imports together)."""
+    root = tmp_path / "fleetbox"
+    put(root, "web-1", ip="10.0.0.2")
+    # Settled: past the racy window, one ls verifies the config, the measured one reads none.
+    time.sleep(DEFAULT_GRANULARITY_NS / 1e9 + 0.2)
+    CliRunner().invoke(cli, ["--root", str(root), "ls"])
+    unwanted = (
+        "fleetbox_db.cli.writes",
+        "fleetbox_db.cli.upkeep",
+        "fleetbox_db.cli.history",
+        "hashlib",
+        "shutil",
+        "tempfile",
+        "random",
+    )
+    code = (
+        "import sys; from fleetbox_db.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {unwanted!r} if m in sys.modules))"
+    )
+    lines = run_python(code, "--root", str(root), "ls").splitlines()
+    assert lines[1].startswith("web-1 ")
+    assert lines[-1] == "[]"
+
+
+def test_every_command_listed_is_the_command_of_that_name() -> None:
+    """The lazily imported commands: a wrong module or attribute fails here, not for a user."""
+    ctx = click.Context(cli)
+    names = cli.list_commands(ctx)
+    assert {"create", "set", "rm", "reconcile", "check", "log", "sql", "ls"} <= set(names)
+    for name in names:
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        assert command.name == name

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
@@ -58,7 +59,20 @@ def warn(message: str) -> None:
 
 
 class ErrorLines(click.Group):
-    """A group whose FleetboxError (or OSError) becomes one CommandError line."""
+    """A group whose FleetboxError (or OSError) becomes one CommandError line, and whose
+    commands in ``lazy`` (name: "module:attribute") are imported only when invoked or
+    listed: `ls` does not pay for the modules of create, check or log."""
+
+    lazy: Mapping[str, str] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

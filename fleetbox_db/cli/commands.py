@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from fleetbox_db import FleetboxError
-from fleetbox_db.cli import text, upkeep, writes
+from fleetbox_db.cli import text
 from fleetbox_db.cli.app import (
     PROG,
     App,
@@ -35,7 +35,6 @@ from fleetbox_db.cli.app import (
     setup_logging,
     warn,
 )
-from fleetbox_db.cli.history import log_command, sql_command
 from fleetbox_db.records import MemberState
 from fleetbox_db.rules.ipam import ip_or_mac, required_subnet
 from fleetbox_db.rules.layout import member_key
@@ -215,8 +214,15 @@ def migrate_command(app: App) -> None:
     app.emit({"revision": revision}, revision)
 
 
-for _command in (*writes.COMMANDS, *upkeep.COMMANDS, log_command, sql_command):
-    cli.add_command(_command)
+cli.lazy = {
+    "create": "fleetbox_db.cli.writes:create_command",
+    "set": "fleetbox_db.cli.writes:set_command",
+    "rm": "fleetbox_db.cli.writes:rm_command",
+    "reconcile": "fleetbox_db.cli.upkeep:reconcile_command",
+    "check": "fleetbox_db.cli.upkeep:check_command",
+    "log": "fleetbox_db.cli.history:log_command",
+    "sql": "fleetbox_db.cli.history:sql_command",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from fleetbox_db.cli import reports
 from fleetbox_db.cli.app import App, json_flag, pass_app
 from fleetbox_db.cli.progress import Progress
 
-__all__ = ["COMMANDS"]
+__all__ = ["check_command", "reconcile_command"]
 
 DEFAULT_LIMIT: Final = 50
 
@@ -70,6 +70,3 @@ def check_command(ctx: click.Context, app: App, limit: int) -> None:
     )
     if any(p.needs_a_person for p in problems):
         ctx.exit(1)
-
-
-COMMANDS: Final = (reconcile_command, check_command)

@@ -16,7 +16,7 @@ from fleetbox_db.cli import text
 from fleetbox_db.cli.app import PROG, App, CommandError, json_flag, pass_app
 from fleetbox_db.rules.layout import cluster_name, is_stray, member_key, validate_name
 
-__all__ = ["COMMANDS"]
+__all__ = ["create_command", "rm_command", "set_command"]
 
 _DEFAULTS: Final = {
     f.name: f.default for f in dataclasses.fields(VM) if f.default is not dataclasses.MISSING
@@ -198,6 +198,3 @@ def rm_command(
         CommandError(message).show()
     if failed:
         ctx.exit(1)
-
-
-COMMANDS: Final = (create_command, set_command, rm_command)

@@ -10,8 +10,6 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
-import shutil
 import stat
 import sys
 from pathlib import Path
@@ -92,7 +90,7 @@ class ConfigTooLargeError(OSError):
 def _create_temp(directory: str, base: str) -> tuple[int, str]:
     for _ in range(_TEMP_ATTEMPTS):
         # Hidden and suffixed so neither Go nor our scan ever takes it for config.json.
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
+        tmp = os.path.join(directory, f".{base}.{os.urandom(8).hex()}.tmp")
         try:
             return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
         except FileExistsError:
@@ -242,6 +240,8 @@ def _remove_entry(parent_fd: int, name: str) -> None:
         return
     # rmtree walks by fd (rmtree.avoids_symlink_attacks): a symlink inside, even one
     # swapped in mid-walk, is unlinked, never descended into.
+    import shutil  # here: with bz2 and lzma, a fifth of `ls`'s imports, for rm alone
+
     if sys.version_info >= (3, 12):
         shutil.rmtree(name, dir_fd=parent_fd, onexc=lambda f, p, e: _ignore_vanished(e, p))
     else:

@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Final
 
@@ -53,7 +52,7 @@ def token(directory: Path) -> str:
         os.makedirs(owners, 0o755, exist_ok=True)
         chown_to_invoker(Path(owners))  # under sudo: the user's, like the leases
     _sweep(key)
-    made = secrets.token_hex(8)
+    made = os.urandom(8).hex()
     temporary = os.path.join(owners, f".tmp-{made}")
     final = os.path.join(owners, made)
     fd = os.open(temporary, _CREATE, 0o644)

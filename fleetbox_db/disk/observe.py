@@ -7,7 +7,6 @@ write records the bytes it has just written the same way, without reading them b
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +134,9 @@ def observe_written(
 def _parsed(
     key: Key, stray: bool, path: str, data: bytes, sig: Signature, verified: int
 ) -> Observation:
+    import hashlib  # here: its OpenSSL load is a tenth of `ls`'s imports, and `ls` on a
+    # settled store reads no config
+
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     reason = None
     try:

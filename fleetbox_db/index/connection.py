@@ -8,13 +8,14 @@ first read), which turns lock waits into instant "database is locked" errors in 
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, Literal
+
+from fleetbox_db.disk.locks import jittered
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
@@ -136,6 +137,6 @@ def begin_immediate(conn: sqlite3.Connection, busy_timeout: float, *, wait: bool
             except sqlite3.OperationalError as exc:
                 if classify_error(exc) != "busy" or time.monotonic() >= deadline:
                     raise
-            time.sleep(random.uniform(0.5, 1.5) * _POLL_S)
+            time.sleep(jittered(_POLL_S))
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")

@@ -11,7 +11,6 @@ write_snapshot()), without importing Alembic at all: its import and run cost as 
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -230,6 +229,8 @@ _PRAGMAS: Final = ("application_id", "user_version")
 
 def snapshot_source() -> str:
     """index/head.py's text: the schema `alembic upgrade head` leaves in a new file."""
+    import tempfile  # here: a tool for developers, and shutil with it costs every command
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "index.db"
         run_alembic(path, "upgrade", "head")

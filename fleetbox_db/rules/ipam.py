@@ -7,7 +7,6 @@ questions in SQL (fleetbox_db.index.answers); the functions here are what it mus
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -221,6 +220,8 @@ def generate_mac(name: str) -> str:
     cleared) and locally administered (bit 1 set); lowercase ``aa:bb:cc:dd:ee:ff``.
     The name is not validated, as in Go; a lone surrogate raises InvalidNameError.
     """
+    import hashlib  # here, not at the top: see disk/observe.py
+
     digest = bytearray(hashlib.sha256(MAC_PREFIX + name_bytes(name)).digest()[:6])
     digest[0] = (digest[0] & ~0x01) | 0x02
     return ":".join(f"{byte:02x}" for byte in digest)

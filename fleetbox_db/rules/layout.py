@@ -7,7 +7,6 @@ the same tree without telling each other.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 from collections.abc import Callable, Mapping
@@ -223,6 +222,8 @@ def socket_hash(name: str) -> str:
     Hashing keeps socket paths a fixed length, under macOS's 104-byte ``sun_path`` limit,
     for any name. Does not validate: ``socket_hash("")`` is defined (Go computes it too).
     """
+    import hashlib  # here, not at the top: see disk/observe.py
+
     return hashlib.sha256(name_bytes(name)).hexdigest()[:SOCKET_HASH_CHARS]
 
 
