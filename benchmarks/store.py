@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import fleetbox_db
-from benchmarks import floor, report, synth
+from benchmarks import floor, report, synth, versus_go
 from fleetbox_db import Store
 from fleetbox_db.index import reconcile as _reconcile
 
@@ -229,6 +229,7 @@ class CliBench:
 
     def unavailable(self) -> str | None:
         """Why the CLI case cannot run, or None; primes the index (and the .pyc files)."""
+        versus_go.compile_package()
         if importlib.util.find_spec("fleetbox_db.__main__") is None:
             return "no fleetbox_db.__main__ yet (the CLI is not written); rerun later"
         done = subprocess.run(self.ls_argv, capture_output=True, text=True, check=False)

@@ -30,8 +30,13 @@ from fleetbox_db.rules.config import decode_config
 STRESS: Final = os.environ.get("FLEETBOX_STRESS", "") not in ("", "0")
 IS_ROOT: Final = os.geteuid() == 0
 NOBODY: Final = 65534
+#: What fleetbox_db imports on first use (where used: a settled `ls` needs none of them).
+#: A child about to drop to nobody imports them first: the stdlib here is under /root.
+LAZY_IMPORTS: Final = "import hashlib, shutil, tempfile\n"
 #: Code a child runs, after importing what it needs, to become user nobody.
-DROP_PRIVILEGES: Final = f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+DROP_PRIVILEGES: Final = (
+    LAZY_IMPORTS + f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+)
 #: The checkout, for children started with -c (the package is installed editable anyway).
 REPO: Final = Path(__file__).resolve().parent.parent
 

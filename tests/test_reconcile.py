@@ -918,6 +918,7 @@ UNPRIVILEGED_CHILD = textwrap.dedent(
     from fleetbox_db import Store
     from fleetbox_db.disk.scan import scan
     os.chdir(sys.argv[1])
+    import hashlib, shutil, tempfile  # stress_helpers.LAZY_IMPORTS
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     with Store.open(".") as store:
         current = internals.reconciler(store).is_current(

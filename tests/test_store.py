@@ -472,6 +472,7 @@ import json, os, sys
 from fleetbox_db import Store
 store = Store.open(sys.argv[1])
 if os.geteuid() == 0:
+    import hashlib, shutil, tempfile  # stress_helpers.LAZY_IMPORTS
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
 try:
     print(json.dumps(store.exists("web-1")))
