@@ -1,7 +1,7 @@
 """`fleetbox-db log` and `fleetbox-db sql`: the change history and read-only SQL (issue 17).
 
 One Store call each (Store.history, Store.query or Store.views), formatted by the pure
-helpers in cli.history_text. Registered on the group by cli.commands.
+helpers in cli.history_text. Loaded by the group (cli.commands) when first invoked.
 """
 
 from __future__ import annotations
