@@ -22,7 +22,7 @@ from helpers import later, put
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from index_lock import write_locked
-from internals import swap_reconciler
+from internals import index_connection, swap_reconciler
 
 from fleetbox_db import Store
 from fleetbox_db.index.reconcile import Reconciler
@@ -196,3 +196,99 @@ def test_an_overlay_answer_whose_plan_another_process_outran(root: Path, races: 
         real = {name: ask(store) for name, ask in QUESTIONS.items()}
     assert overlay == real
     assert web_2 == "web-2"
+
+
+# -- drift in reservations alone: a TEMP table shadows them, no copy -------------------------
+
+LEASE_QUESTIONS: dict[str, Callable[[Store], Any]] = {
+    "free_ips": lambda s: s.free_ips("10.0.0.0/28"),
+    "free_ips_5": lambda s: s.free_ips("10.0.0.0/28", limit=5),
+    "who_has_ip": lambda s: [s.who_has(f"10.0.0.{i}") for i in range(2, 15)],
+    "holders": lambda s: [s.holders(f"10.0.0.{i}") for i in range(2, 15)],
+}
+
+
+@contextlib.contextmanager
+def copies_counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many in-memory copies of the index the readers took meanwhile."""
+    from fleetbox_db.index import mirror
+
+    taken = [0]
+    real = mirror.in_memory_copy
+
+    def counting(conn: sqlite3.Connection) -> Any:
+        taken[0] += 1
+        return real(conn)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(mirror, "in_memory_copy", counting)
+        yield taken
+
+
+lease_edit = st.one_of(
+    st.tuples(st.just("take"), st.integers(2, 14), st.sampled_from(["new", "web"])),
+    st.tuples(st.just("kill"), st.just(0), st.just("")),
+)
+
+
+def apply_lease_edits(root: Path, edits: list[tuple[str, int, str]]) -> None:
+    """Leases taken without a row (an allocator before its commit), or this process's
+    leases ended (as its exit would: their rows are dead)."""
+    from internals import drop_lease_locks
+
+    from fleetbox_db.disk import leases
+
+    for how, host, name in edits:
+        if how == "kill":
+            drop_lease_locks()
+        else:
+            # One name per address: allocate_ip never gives a name two in one subnet.
+            leases.take(root / "leases", (10 << 24) + host, f"{name}-{host}", "10.0.0.0/28")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(lease_edit, min_size=1, max_size=4), st.integers(0, 2))
+def test_lease_drift_alone_is_answered_without_a_copy_as_a_reconcile_would(
+    edits: list[tuple[str, int, str]], races: int
+) -> None:
+    """*races*: another process commits after that many plans; the shadow then declines
+    and the copy answers, as before."""
+    from internals import drop_lease_locks
+
+    top = Path(tempfile.mkdtemp())
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        root = top / "fleetbox"
+        settled_tree(root)
+        with Store.open(root, clock=later, busy_timeout=10) as store:
+            store.allocate_ip("new-1", "10.0.0.0/28")  # a live reservation among the rows
+            store.list()
+            apply_lease_edits(root, edits)
+            raced = swap_reconciler(store, RacedReconciler)
+            holder = sqlite3.connect(root / "index.db", isolation_level=None)
+            try:
+                holder.execute("PRAGMA foreign_keys = ON")
+                holder.execute("BEGIN IMMEDIATE")
+                raced.holder = holder
+                overlay = {}
+                with copies_counted(monkeypatch) as copies:
+                    for name, ask in LEASE_QUESTIONS.items():
+                        raced.races = races
+                        overlay[name] = ask(store)
+                raced.races = 0
+                holder.execute("ROLLBACK")
+            finally:
+                holder.close()
+            if not races:
+                assert copies == [0]
+            shadows = index_connection(store).execute(
+                "SELECT count(*) FROM sqlite_temp_master WHERE name = 'reservations'"
+            )
+            assert shadows.fetchone()[0] == 0  # dropped after each answer
+            store.reconcile()
+            real = {name: ask(store) for name, ask in LEASE_QUESTIONS.items()}
+        assert overlay == real
+    finally:
+        drop_lease_locks()
+        monkeypatch.undo()
+        shutil.rmtree(top)

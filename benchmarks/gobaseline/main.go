@@ -47,6 +47,7 @@ type Record struct {
 	Name      string    `json:"name"`
 	Cluster   string    `json:"cluster"`
 	State     string    `json:"state"`
+	Reason    *string   `json:"reason"` // why an unreadable config is (null when ok)
 	MAC       string    `json:"mac"`
 	CPUs      int       `json:"cpus"`
 	MemoryMB  int       `json:"memory_mb"`
@@ -122,6 +123,8 @@ func lsJSON(root string, out *bufio.Writer) error {
 			}
 		} else {
 			r.State = "unreadable"
+			reason := "the config does not decode"
+			r.Reason = &reason
 		}
 		records = append(records, r)
 	}

@@ -33,9 +33,9 @@ from fleetbox_db.index.answers import (
     unreadable_reasons,
 )
 from fleetbox_db.index.check import find_problems
-from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, data_version, one_read
 from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
-from fleetbox_db.index.overlay import in_memory_copy
+from fleetbox_db.index.overlay import in_memory_copy, reservations_shadowed
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.records import VM, Event, Key, MemberState, Problem, QueryResult, ReconcileReport
@@ -144,18 +144,50 @@ class Mirror:
     ) -> T:
         """*question* asked of the index brought in line with *scan*. Never waits for the
         write lock: when another process holds it, the reconcile is applied to an
-        in-memory copy for this answer only (index/overlay.py). *leases* False: no address
+        in-memory copy for this answer only, or, when only reservations differ, to a TEMP
+        table shadowing them (index/overlay.py). Live leases without rows alone are
+        allocations in flight: answered that way without trying the lock. *leases* False: no address
         is part of the answer, so the leases are not compared (an allocator holding
         hundreds, each taken before its commit, would make every answer a copy)."""
 
         def run() -> T:
             conn = self._file.connection()
             plan = self._changes(conn, scan, leases=leases)
-            if plan is not None and not self._record_if_free(plan):
-                return self._answer_from_copy(conn, scan, plan, question)
-            return question(IndexAnswers(conn, self._vms, self._reconciler.version))
+            if plan is None:
+                return question(IndexAnswers(conn, self._vms, self._reconciler.version))
+            # Live leases without rows alone: allocations in flight, which their own commits
+            # record in a moment; a write here would only queue beside them.
+            in_flight = plan.leases_only and not plan.dead
+            if not in_flight and self._record_if_free(plan):
+                return question(IndexAnswers(conn, self._vms, self._reconciler.version))
+            if plan.leases_only:
+                shadowed = self._answer_with_leases(conn, scan, plan, question)
+                if shadowed is not None:
+                    return shadowed[0]
+            return self._answer_from_copy(conn, scan, plan, question)
 
         return self._retrying(run)
+
+    def _answer_with_leases(
+        self,
+        conn: sqlite3.Connection,
+        scan: Scan,
+        plan: Plan,
+        question: Callable[[IndexAnswers], T],
+    ) -> tuple[T] | None:
+        """(*question* asked of the index with only the plan's lease drift applied, in a TEMP
+        table shadowing reservations: no copy of the file); None when the file, as read
+        now, differs from *scan* in a member row too (the copy then answers)."""
+        with one_read(conn):
+            conn.execute("SELECT value FROM member_seq").fetchone()  # the snapshot starts
+            if data_version(conn) != plan.data_version:  # a writer committed: plan again
+                plan = self._reconciler.plan(conn, scan, leases=plan.leases)
+                if plan.empty:
+                    return (question(IndexAnswers(conn, self._vms, None)),)
+                if not plan.leases_only:
+                    return None
+            with reservations_shadowed(conn, plan.dead, plan.unmirrored):
+                return (question(IndexAnswers(conn, self._vms, None)),)
 
     def _answer_from_copy(
         self,

@@ -7,6 +7,11 @@ into TEMP tables and indexing them took several times that), applies the plan th
 answers, and drops the copy. The copy has the file's schema, constraints and indexes, so
 the same reconcile and the same queries run on it unchanged. The answer is the one the
 real reconcile would give; recording it is left to the next writer.
+
+Most such answers beside an allocator differ from the file only in reservations (its lease
+is on disk before its commit). Those need no copy: a TEMP table named reservations, filled
+from the file's with the lease drift applied, shadows it for this connection (SQLite looks
+an unqualified name up in temp first), the same queries answer, and it is dropped.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+from fleetbox_db.disk.leases import Lease
+from fleetbox_db.index import reservations
 from fleetbox_db.index.connection import data_version
+from fleetbox_db.index.reservations import Reservation
 
-__all__ = ["Copy", "in_memory_copy"]
+__all__ = ["Copy", "in_memory_copy", "reservations_shadowed"]
 
 
 class Copy(NamedTuple):
@@ -42,3 +50,20 @@ def in_memory_copy(conn: sqlite3.Connection) -> Iterator[Copy]:
         yield Copy(copy, before if before == after else None)
     finally:
         copy.close()
+
+
+@contextmanager
+def reservations_shadowed(
+    conn: sqlite3.Connection, dead: list[Reservation], unmirrored: list[Lease]
+) -> Iterator[None]:
+    """Inside the caller's read transaction: reservations, for *conn* only, as the file's
+    with *dead* rows dropped and *unmirrored* leases added; the file's again on exit."""
+    conn.execute("CREATE TEMP TABLE reservations AS SELECT * FROM main.reservations")
+    try:
+        # free_ips streams addresses in order off the ip_int indexes: the shadow has one too.
+        conn.execute("CREATE INDEX temp.shadow_ip_int ON reservations (ip_int)")
+        reservations.delete(conn, (r.id for r in dead))
+        reservations.mirror(conn, unmirrored)
+        yield
+    finally:
+        conn.execute("DROP TABLE temp.reservations")

@@ -83,6 +83,11 @@ class Plan:
         """True when applying would write nothing: the caller may skip the write lock."""
         return not (self.reads or self.removed or self.dead or self.unmirrored)
 
+    @property
+    def leases_only(self) -> bool:
+        """Only reservations would change: no member row is read, written or dropped."""
+        return not (self.reads or self.removed) and bool(self.dead or self.unmirrored)
+
 
 class Reconciler:
     """Diffs a Scan against the index; keeps the RecordedScan while the index is unchanged."""
