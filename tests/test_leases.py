@@ -441,3 +441,45 @@ def test_a_lease_file_changed_within_a_tick_is_read_every_time(tmp_path: Path) -
         assert lease_files._read_before == {}
     finally:
         lease_files.release(tmp_path, ip)
+
+
+TWO_LEASES = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from fleetbox_db.disk import leases
+    for ip in (0x0A050002, 0x0A050003):  # 10.5.0.2 and 10.5.0.3, both for web-1
+        assert leases.take(Path(sys.argv[1]) / "leases", ip, "web-1", sys.argv[2])
+    print("taken", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_two_live_leases_naming_one_member_in_one_subnet(root: Path) -> None:
+    """Nothing on disk stops two lease files from naming the same member (one written by
+    hand, two trees merged): the index mirrors both, and every write still works. Before
+    fleetbox_0008 a unique index made every write fail until their owner died."""
+    with Store.open(root) as store:
+        store.list()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", TWO_LEASES, str(root), SUBNET],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "taken\n"
+        with Store.open(root) as store:
+            report = store.reconcile()
+            assert report.released == []
+            assert [store.who_has(ip) for ip in ("10.5.0.2", "10.5.0.3")] == ["web-1", "web-1"]
+            assert store.free_ips(SUBNET) == ["10.5.0.4", "10.5.0.5", "10.5.0.6"]
+            assert store.allocate_ip("db-1", SUBNET) == "10.5.0.4"
+            assert store.allocate_ip("web-1", SUBNET) == "10.5.0.2"  # the lower of its two
+            store.create(VM("api-1"), subnet=SUBNET)
+            assert store.load("api-1").ip == "10.5.0.5"
+            assert store.check() == []
+    finally:
+        holder.communicate(timeout=30)

@@ -301,6 +301,32 @@ def test_upgrade_from_0006_keeps_the_rows_and_counts_changes_from_there(root: Pa
     assert rows_of(path, "SELECT value FROM member_seq") == [(2,)]
 
 
+def test_reservation_names_repeat_at_0008_and_downgrade_keeps_each_names_lowest(
+    root: Path,
+) -> None:
+    """fleetbox_0008 lets two rows name one member in one subnet (the live leases the table
+    mirrors may); a downgrade to 0007, unique again, keeps the lowest address of each."""
+    with Store.open(root) as store:
+        store.list()
+        path = store.index_path
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
+            " owner_start, created_ns) VALUES (?, '10.0.0.0/24', ?, 0, '', 0, 0)",
+            [("web-1", 0x0A000003), ("web-1", 0x0A000002), ("db-1", 0x0A000004)],
+        )
+    conn.close()
+    schema.run_alembic(path, "downgrade", "fleetbox_0007")
+    assert rows_of(path, "SELECT name, ip_int FROM reservations ORDER BY ip_int") == [
+        ("web-1", 0x0A000002),
+        ("db-1", 0x0A000004),
+    ]
+    schema.run_alembic(path, "upgrade", "head")
+    assert revision_of(path) == schema.HEAD
+    assert rows_of(path, "SELECT count(*) FROM reservations") == [(2,)]
+
+
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.

@@ -9,7 +9,7 @@ Regenerate after adding a revision:
 
 from typing import Final
 
-REVISION: Final = "fleetbox_0007"
+REVISION: Final = "fleetbox_0008"
 #: Pragmas of the file itself, set before the first table.
 FILE_PRAGMAS: Final = (("page_size", 4096), ("auto_vacuum", 0), ("encoding", "UTF-8"))
 PRAGMAS: Final = (("application_id", 1178753092), ("user_version", 0))
@@ -77,7 +77,6 @@ STATEMENTS: Final = (
         "\tCONSTRAINT pk_reservations PRIMARY KEY (id)\n"
         ")"
     ),
-    ("CREATE UNIQUE INDEX ix_reservations_name_subnet ON reservations (name, subnet)"),
     ("CREATE UNIQUE INDEX ix_reservations_ip_int ON reservations (ip_int)"),
     (
         "CREATE TABLE history_meta (\n"
@@ -238,6 +237,7 @@ STATEMENTS: Final = (
         "        DELETE FROM member_removals WHERE seq <=\n"
         "            (SELECT value - kept_removals FROM member_seq WHERE id = 1); END"
     ),
+    ("CREATE INDEX ix_reservations_name_subnet ON reservations (name, subnet)"),
 )
 #: The rows the migrations insert into a new file, as (statement, values).
 ROWS: Final[tuple[tuple[str, tuple[object, ...]], ...]] = (

@@ -110,7 +110,8 @@ class ReservationRow(Base):
 
     __tablename__ = "reservations"
     __table_args__ = (
-        Index("ix_reservations_name_subnet", "name", "subnet", unique=True),
+        # Not unique (fleetbox_0008): live leases, which the table mirrors, may repeat a name.
+        Index("ix_reservations_name_subnet", "name", "subnet"),
         Index("ix_reservations_ip_int", "ip_int", unique=True),
     )
 

@@ -42,7 +42,8 @@ def every(conn: sqlite3.Connection) -> list[Reservation]:
 
 def for_name(conn: sqlite3.Connection, name: str, subnet: str) -> int | None:
     row = conn.execute(
-        "SELECT ip_int FROM reservations WHERE name = ? AND subnet = ?", (stored(name), subnet)
+        "SELECT ip_int FROM reservations WHERE name = ? AND subnet = ? ORDER BY ip_int LIMIT 1",
+        (stored(name), subnet),
     ).fetchone()
     return None if row is None else int(row[0])
 
