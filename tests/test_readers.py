@@ -292,3 +292,37 @@ def test_lease_drift_alone_is_answered_without_a_copy_as_a_reconcile_would(
         drop_lease_locks()
         monkeypatch.undo()
         shutil.rmtree(top)
+
+
+class CountingRacedReconciler(RacedReconciler):
+    """RacedReconciler that counts the configs it reads, by member."""
+
+    reads: dict[str, int]
+
+    def observe(self, member: Any) -> Any:
+        self.reads[member.name] = self.reads.get(member.name, 0) + 1
+        return super().observe(member)
+
+
+def test_a_plan_made_again_for_the_same_scan_reads_no_config_twice(root: Path) -> None:
+    """Writers committing between a reader's plan and its copy make it plan again for the
+    same scan; the racy configs the first plan read (a Go tool re-saving them) are not read
+    again: beside one, those reads were most of a re-plan."""
+    settled_tree(root)
+    with Store.open(root, busy_timeout=10) as store:  # the real clock: fresh files are racy
+        store.list()
+        put(root, "web-3", "10.0.0.5", age_ns=None)  # a member the reader must add (copy)
+        put(root, "db-1", "10.0.0.4", age_ns=None)  # rewritten in place, within the tick
+        raced = swap_reconciler(store, CountingRacedReconciler)
+        raced.reads = {}
+        holder = sqlite3.connect(root / "index.db", isolation_level=None)
+        try:
+            holder.execute("PRAGMA foreign_keys = ON")
+            holder.execute("BEGIN IMMEDIATE")
+            raced.holder, raced.races = holder, 2
+            assert store.who_has("10.0.0.5") == "web-3"
+            raced.races = 0
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        assert raced.reads.get("db-1") == 1

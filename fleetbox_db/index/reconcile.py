@@ -107,6 +107,7 @@ class Reconciler:
         self._recorded: RecordedScan | None = None
         self._stale = False  # this connection wrote since _recorded was loaded
         self._listed: tuple[Scan, list[Lease]] | None = None  # the last scan's leases
+        self._read: tuple[Scan, dict[Key, Observation]] | None = None  # its configs plan() read
 
     @property
     def version(self) -> object:
@@ -173,6 +174,15 @@ class Reconciler:
             listed = self._listed = (scan, leases.leases(self.leases_dir))
         return listed[1]
 
+    def _reads(self, scan: Scan) -> dict[Key, Observation]:
+        """The configs plan() read for *scan*: planned again (another process committed
+        meanwhile, the reader's copy came out newer), it reads none of them twice. Beside a
+        Go tool re-saving configs, those reads were most of a re-plan."""
+        read = self._read
+        if read is None or read[0] is not scan:
+            read = self._read = (scan, {})
+        return read[1]
+
     # -- the diff -------------------------------------------------------------------------
 
     def plan(
@@ -207,10 +217,13 @@ class Reconciler:
         old = self._stored(conn, full, reads, removed)
         observed: dict[Key, Observation] = {}
         unchanged: set[Key] = set()
+        read = self._reads(scan)
         for member, same in [(m, self._noop) for m in reread] + [
             (m, self._deferred) for m in resigned
         ]:
-            obs = self.observe(member)
+            obs = read.get(member.key)
+            if obs is None:
+                obs = read[member.key] = self.observe(member)
             row = old.get(obs.key)  # None: another process dropped it since it was loaded
             if row is not None and same(row, obs):
                 unchanged.add(obs.key)
