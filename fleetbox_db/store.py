@@ -36,9 +36,10 @@ from fleetbox_db.errors import (
 )
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 from fleetbox_db.index.history import history_filters
-from fleetbox_db.index.mirror import Mirror, WriteTransaction
+from fleetbox_db.index.mirror import Mirror
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress
 from fleetbox_db.index.sql import DEFAULT_TIMEOUT as DEFAULT_QUERY_TIMEOUT
+from fleetbox_db.index.transaction import WriteTransaction
 from fleetbox_db.records import (
     VM,
     Entry,

@@ -211,17 +211,17 @@ LEASE_QUESTIONS: dict[str, Callable[[Store], Any]] = {
 @contextlib.contextmanager
 def copies_counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """How many in-memory copies of the index the readers took meanwhile."""
-    from fleetbox_db.index import mirror
+    from fleetbox_db.index import overlay
 
     taken = [0]
-    real = mirror.in_memory_copy
+    real = overlay.in_memory_copy
 
     def counting(conn: sqlite3.Connection) -> Any:
         taken[0] += 1
         return real(conn)
 
     with monkeypatch.context() as patched:
-        patched.setattr(mirror, "in_memory_copy", counting)
+        patched.setattr(overlay, "in_memory_copy", counting)
         yield taken
 
 

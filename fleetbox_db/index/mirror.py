@@ -15,16 +15,23 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.clock import FilesystemClock
-from fleetbox_db.disk.observe import Clock, observe_written
-from fleetbox_db.disk.scan import Scan, Signature, scan
+from fleetbox_db.disk.observe import Clock
+from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
-from fleetbox_db.index import allocation, history, members, readonly, reservations, schema, sql
+from fleetbox_db.index import (
+    history,
+    members,
+    overlay,
+    readonly,
+    reservations,
+    schema,
+    sql,
+)
 from fleetbox_db.index.answers import (
     IndexAnswers,
     conflicts,
@@ -33,65 +40,19 @@ from fleetbox_db.index.answers import (
     unreadable_reasons,
 )
 from fleetbox_db.index.check import find_problems
-from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, data_version, one_read
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
-from fleetbox_db.index.overlay import in_memory_copy, reservations_shadowed
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
+from fleetbox_db.index.transaction import WriteTransaction
 from fleetbox_db.index.vmcache import VMCache
-from fleetbox_db.records import VM, Event, Key, MemberState, Problem, QueryResult, ReconcileReport
-from fleetbox_db.rules.ipam import Subnet
+from fleetbox_db.records import Event, Key, MemberState, Problem, QueryResult, ReconcileReport
 from fleetbox_db.rules.layout import Layout
 
-__all__ = ["Mirror", "WriteTransaction"]
+__all__ = ["Mirror"]
 
 log = logging.getLogger("fleetbox_db")
 
 T = TypeVar("T")
-log = logging.getLogger("fleetbox_db")
-
-#: Copies of the index taken for one answer before the plan is made against the copy itself.
-_COPY_ATTEMPTS = 3
-
-
-class WriteTransaction:
-    """The open write transaction a Store write runs in: while it is open no other process
-    can claim a name, an IP or a MAC, so a check made here still holds at the write."""
-
-    def __init__(self, conn: sqlite3.Connection, reconciler: Reconciler) -> None:
-        self._conn = conn
-        self._reconciler = reconciler
-        self.leases = reservations.LeaseChanges()
-        #: A config has been renamed into place: from here on the write has happened, and
-        #: a failure to record it must not make the caller think otherwise.
-        self.wrote = False
-
-    def allocate(self, name: str, net: Subnet) -> int:
-        """Reserve the lowest free host of *net* for *name*. Raises SubnetExhaustedError,
-        AddressUnknownError."""
-        reconciler = self._reconciler
-        return allocation.allocate(
-            self._conn, reconciler.clusters_dir, reconciler.leases_dir, name, net, self.leases
-        )
-
-    def check_unique(self, vm: VM, ip: int | None, path: Path) -> None:
-        """Raise IPConflictError or MACConflictError if another member holds vm's address
-        (*ip* is vm.ip parsed)."""
-        allocation.check_unique(self._conn, vm, ip, path)
-
-    def record_written(self, key: Key, data: bytes, signature: Signature) -> None:
-        """Record the config the caller has just written (its bytes, and the signature
-        atomic_write returned) without reading it back; a reservation the config now
-        holds is released."""
-        self.wrote = True
-        obs = observe_written(
-            self._reconciler.clusters_dir, key, data, signature, self._reconciler.clock()
-        )
-        try:
-            members.put_member(self._conn, obs)
-            self.leases.dropped += reservations.release_held(self._conn, key)
-        except sqlite3.Error as exc:
-            # The config is on disk, which is what counts: the next reconcile records it.
-            log.warning("vm %r was written but the index could not record it: %s", key.name, exc)
 
 
 class Mirror:
@@ -160,55 +121,17 @@ class Mirror:
             in_flight = plan.leases_only and not plan.dead
             if not in_flight and self._record_if_free(plan):
                 return question(IndexAnswers(conn, self._vms, self._reconciler.version))
+
+            def ask(answering: sqlite3.Connection) -> T:
+                return question(IndexAnswers(answering, self._vms, None))
+
             if plan.leases_only:
-                shadowed = self._answer_with_leases(conn, scan, plan, question)
+                shadowed = overlay.answer_with_leases(conn, self._reconciler, scan, plan, ask)
                 if shadowed is not None:
                     return shadowed[0]
-            return self._answer_from_copy(conn, scan, plan, question)
+            return overlay.answer_from_copy(conn, self._reconciler, scan, plan, ask, self.progress)
 
         return self._retrying(run)
-
-    def _answer_with_leases(
-        self,
-        conn: sqlite3.Connection,
-        scan: Scan,
-        plan: Plan,
-        question: Callable[[IndexAnswers], T],
-    ) -> tuple[T] | None:
-        """(*question* asked of the index with only the plan's lease drift applied, in a TEMP
-        table shadowing reservations: no copy of the file); None when the file, as read
-        now, differs from *scan* in a member row too (the copy then answers)."""
-        with one_read(conn):
-            conn.execute("SELECT value FROM member_seq").fetchone()  # the snapshot starts
-            if data_version(conn) != plan.data_version:  # a writer committed: plan again
-                plan = self._reconciler.plan(conn, scan, leases=plan.leases)
-                if plan.empty:
-                    return (question(IndexAnswers(conn, self._vms, None)),)
-                if not plan.leases_only:
-                    return None
-            with reservations_shadowed(conn, plan.dead, plan.unmirrored):
-                return (question(IndexAnswers(conn, self._vms, None)),)
-
-    def _answer_from_copy(
-        self,
-        conn: sqlite3.Connection,
-        scan: Scan,
-        plan: Plan,
-        question: Callable[[IndexAnswers], T],
-    ) -> T:
-        """*question* asked of an in-memory copy of the index with *plan* applied to it.
-        The plan must describe the copy: when another process wrote since it was made, it
-        is made again; if writers keep committing, against the copy itself."""
-        for _ in range(_COPY_ATTEMPTS):
-            with in_memory_copy(conn) as copy:
-                if copy.version == plan.data_version:
-                    self._reconciler.apply(copy.conn, plan, progress=self.progress, on_disk=False)
-                    return question(IndexAnswers(copy.conn, self._vms, None))
-            plan = self._reconciler.plan(conn, scan, leases=plan.leases)
-        with in_memory_copy(conn) as copy:
-            own = self._reconciler.plan(copy.conn, scan, leases=plan.leases)
-            self._reconciler.apply(copy.conn, own, progress=self.progress, on_disk=False)
-            return question(IndexAnswers(copy.conn, self._vms, None))
 
     def check(self, scan: Scan) -> list[Problem] | None:
         """Problems on disk and the index's drift from *scan*; None when there is no index.

@@ -17,16 +17,28 @@ an unqualified name up in temp first), the same queries answer, and it is droppe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from fleetbox_db.disk.leases import Lease
+from fleetbox_db.disk.scan import Scan
 from fleetbox_db.index import reservations
-from fleetbox_db.index.connection import data_version
+from fleetbox_db.index.connection import data_version, one_read
+from fleetbox_db.index.reconcile import Plan, Progress, Reconciler
 from fleetbox_db.index.reservations import Reservation
 
-__all__ = ["Copy", "in_memory_copy", "reservations_shadowed"]
+__all__ = [
+    "Copy",
+    "answer_from_copy",
+    "answer_with_leases",
+    "in_memory_copy",
+    "reservations_shadowed",
+]
+
+T = TypeVar("T")
+#: Copies made against a plan before one is made against the copy itself.
+_COPY_ATTEMPTS: Final = 3
 
 
 class Copy(NamedTuple):
@@ -67,3 +79,48 @@ def reservations_shadowed(
         yield
     finally:
         conn.execute("DROP TABLE temp.reservations")
+
+
+def answer_with_leases(
+    conn: sqlite3.Connection,
+    reconciler: Reconciler,
+    scan: Scan,
+    plan: Plan,
+    ask: Callable[[sqlite3.Connection], T],
+) -> tuple[T] | None:
+    """(*ask* of the index with only the plan's lease drift applied, in a TEMP table
+    shadowing reservations: no copy of the file); None when the file, as read now, differs
+    from *scan* in a member row too (answer_from_copy then answers)."""
+    with one_read(conn):
+        conn.execute("SELECT value FROM member_seq").fetchone()  # the snapshot starts
+        if data_version(conn) != plan.data_version:  # a writer committed: plan again
+            plan = reconciler.plan(conn, scan, leases=plan.leases)
+            if plan.empty:
+                return (ask(conn),)
+            if not plan.leases_only:
+                return None
+        with reservations_shadowed(conn, plan.dead, plan.unmirrored):
+            return (ask(conn),)
+
+
+def answer_from_copy(
+    conn: sqlite3.Connection,
+    reconciler: Reconciler,
+    scan: Scan,
+    plan: Plan,
+    ask: Callable[[sqlite3.Connection], T],
+    progress: Progress | None,
+) -> T:
+    """*ask* of an in-memory copy of the index with *plan* applied to it. The plan must
+    describe the copy: when another process wrote since it was made, it is made again; if
+    writers keep committing, against the copy itself."""
+    for _ in range(_COPY_ATTEMPTS):
+        with in_memory_copy(conn) as copy:
+            if copy.version == plan.data_version:
+                reconciler.apply(copy.conn, plan, progress=progress, on_disk=False)
+                return ask(copy.conn)
+        plan = reconciler.plan(conn, scan, leases=plan.leases)
+    with in_memory_copy(conn) as copy:
+        own = reconciler.plan(copy.conn, scan, leases=plan.leases)
+        reconciler.apply(copy.conn, own, progress=progress, on_disk=False)
+        return ask(copy.conn)
