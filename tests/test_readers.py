@@ -169,6 +169,22 @@ class RacedReconciler(Reconciler):
         return made
 
 
+@contextlib.contextmanager
+def racing(root: Path, raced: RacedReconciler) -> Iterator[None]:
+    """Another connection holds the write lock meanwhile and, while raced.races says so,
+    commits after each of raced's plans; rolled back after."""
+    holder = sqlite3.connect(root / "index.db", isolation_level=None)
+    try:
+        holder.execute("PRAGMA foreign_keys = ON")
+        holder.execute("BEGIN IMMEDIATE")
+        raced.holder = holder
+        yield
+        raced.races = 0
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
 @pytest.mark.parametrize("races", [1, 10])  # 10: writers keep committing, plan on the copy
 def test_an_overlay_answer_whose_plan_another_process_outran(root: Path, races: int) -> None:
     settled_tree(root)
@@ -178,20 +194,13 @@ def test_an_overlay_answer_whose_plan_another_process_outran(root: Path, races: 
         apply_edit(root, "web-1", "remove", "", "")
         apply_edit(root, "db-1", "put", "10.0.0.2", "")
         raced = swap_reconciler(store, RacedReconciler)
-        holder = sqlite3.connect(root / "index.db", isolation_level=None)
-        try:
-            holder.execute("PRAGMA foreign_keys = ON")
-            holder.execute("BEGIN IMMEDIATE")
-            raced.holder, raced.races = holder, races
+        with racing(root, raced):
+            raced.races = races
             web_2 = store.who_has("10.0.0.3")  # the first question the race outruns
             overlay = {}
             for name, ask in QUESTIONS.items():
                 raced.races = races
                 overlay[name] = ask(store)
-            raced.races = 0
-            holder.execute("ROLLBACK")
-        finally:
-            holder.close()
         store.reconcile()
         real = {name: ask(store) for name, ask in QUESTIONS.items()}
     assert overlay == real
@@ -265,20 +274,11 @@ def test_lease_drift_alone_is_answered_without_a_copy_as_a_reconcile_would(
             store.list()
             apply_lease_edits(root, edits)
             raced = swap_reconciler(store, RacedReconciler)
-            holder = sqlite3.connect(root / "index.db", isolation_level=None)
-            try:
-                holder.execute("PRAGMA foreign_keys = ON")
-                holder.execute("BEGIN IMMEDIATE")
-                raced.holder = holder
-                overlay = {}
-                with copies_counted(monkeypatch) as copies:
-                    for name, ask in LEASE_QUESTIONS.items():
-                        raced.races = races
-                        overlay[name] = ask(store)
-                raced.races = 0
-                holder.execute("ROLLBACK")
-            finally:
-                holder.close()
+            overlay = {}
+            with racing(root, raced), copies_counted(monkeypatch) as copies:
+                for name, ask in LEASE_QUESTIONS.items():
+                    raced.races = races
+                    overlay[name] = ask(store)
             if not races:
                 assert copies == [0]
             shadows = index_connection(store).execute(
@@ -315,14 +315,7 @@ def test_a_plan_made_again_for_the_same_scan_reads_no_config_twice(root: Path) -
         put(root, "db-1", "10.0.0.4", age_ns=None)  # rewritten in place, within the tick
         raced = swap_reconciler(store, CountingRacedReconciler)
         raced.reads = {}
-        holder = sqlite3.connect(root / "index.db", isolation_level=None)
-        try:
-            holder.execute("PRAGMA foreign_keys = ON")
-            holder.execute("BEGIN IMMEDIATE")
-            raced.holder, raced.races = holder, 2
+        with racing(root, raced):
+            raced.races = 2
             assert store.who_has("10.0.0.5") == "web-3"
-            raced.races = 0
-            holder.execute("ROLLBACK")
-        finally:
-            holder.close()
         assert raced.reads.get("db-1") == 1
