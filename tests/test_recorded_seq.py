@@ -364,3 +364,35 @@ def test_a_scan_loaded_inside_a_rolled_back_write_is_read_again(
         assert cpus(store)["web-1"] == 16
         assert full_loads == [1]
         check_refresh(store)
+
+
+def test_reservations_are_read_again_only_when_a_trigger_moved_their_count(
+    seeded_root: Path,
+) -> None:
+    """Members changed by another connection: the reservations the scan holds are carried
+    over (not read again); reservations changed, even by hand in a sqlite3 shell (insert,
+    update, delete), are read again."""
+    with two_stores(seeded_root, 5) as (store, other):
+        other.allocate_ip("web-30", "10.9.0.0/24")
+        store.list()
+        before = reconciler(store)._load(index_connection(store)).reservations
+        other.save(vm("web-3", cpus=9))  # a member change only
+        after = reconciler(store)._load(index_connection(store))
+        assert after.reservations is before
+        hand = sqlite3.connect(seeded_root / "index.db", isolation_level=None)
+        try:
+            for edit in (
+                "UPDATE reservations SET name = 'web-31' WHERE name = 'web-30'",
+                "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
+                " owner_start, created_ns) VALUES ('web-32', '10.9.0.0/24', 9, 0, '', 0, 0)",
+                "DELETE FROM reservations WHERE name = 'web-32'",
+            ):
+                seen = reconciler(store)._load(index_connection(store)).reservations
+                hand.execute(edit)
+                check_refresh(store)
+                assert reconciler(store)._load(index_connection(store)).reservations is not seen
+        finally:
+            hand.close()
+        assert [r.name for r in reconciler(store)._load(index_connection(store)).reservations] == [
+            "web-31"
+        ]

@@ -187,6 +187,8 @@ class MemberSeqRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(Integer)
     kept_removals: Mapped[int] = mapped_column(Integer)
+    # Moved by every change to reservations (fleetbox_0009): a reader re-reads them only then.
+    reservations: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 #: The key of each deleted member row and the change number of its deletion; only the

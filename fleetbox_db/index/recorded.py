@@ -11,6 +11,7 @@ record every deleted key with its number, so refreshed() reads only the rows and
 past the number this scan reflects and merges them into its sorted entries. Whenever that
 merge could differ from a full load - raw names (SQL and Python order them differently),
 removals trimmed past this scan's number, a schema change, many changes - it loads all.
+The reservations are read again only when member_seq.reservations moved (fleetbox_0009).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RecordedScan:
     racy: set[Key]
     reservations: list[Reservation]
     seq: int  # member_seq's value this scan reflects
+    reserved: int  # member_seq.reservations then: the reservations are re-read when it moves
     schema: int  # PRAGMA schema_version then: a migration may have reset member_seq
     raw: bool  # some name is not UTF-8: entries are in byte order, not Python's str order
     # Loaded inside a transaction, which may hold this connection's uncommitted writes: never
@@ -65,7 +67,7 @@ class RecordedScan:
         version = data_version(conn)
         in_transaction = conn.in_transaction
         with one_read(conn):
-            seq = _seq(conn)[0]
+            seq, _, reserved = _seq(conn)
             schema = _schema_version(conn)
             order = go_order(conn)
             rows = signatures(conn, order)
@@ -84,7 +86,7 @@ class RecordedScan:
             for c, n, i, s, m, t in rows
         ]
         raw = order is BYTE_ORDER
-        return cls(conn, version, entries, racy, held, seq, schema, raw, in_transaction)
+        return cls(conn, version, entries, racy, held, seq, reserved, schema, raw, in_transaction)
 
     def refreshed(self, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
         """The index as it is now: this scan with only the rows changed since merged in when
@@ -99,7 +101,7 @@ class RecordedScan:
         version = data_version(conn)
         in_transaction = conn.in_transaction
         with one_read(conn):
-            seq, kept = _seq(conn)
+            seq, kept, reserved = _seq(conn)
             if _schema_version(conn) != self.schema or seq < self.seq:
                 return None
             # Past kept_removals numbers some removals are gone; past an eighth of the rows
@@ -122,9 +124,21 @@ class RecordedScan:
                     (racy.add if is_racy else racy.discard)(Key(c, n))
                 if by_key is not None:  # carried over: a copy is cheaper than a rebuild
                     by_key = _merged_by_key(by_key, entries, changed, removed)
-            held = reservations.every(conn)
+            # Beside an allocator holding hundreds, reading them after every commit was a
+            # third of a contended answer's extra work: only when a trigger moved the count.
+            held = self.reservations if reserved == self.reserved else reservations.every(conn)
         return RecordedScan(
-            conn, version, entries, racy, held, seq, self.schema, False, in_transaction, by_key
+            conn,
+            version,
+            entries,
+            racy,
+            held,
+            seq,
+            reserved,
+            self.schema,
+            False,
+            in_transaction,
+            by_key,
         )
 
     def is_current(self, conn: sqlite3.Connection) -> bool:
@@ -151,10 +165,13 @@ _REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
 _key: Final = itemgetter(0, 1)
 
 
-def _seq(conn: sqlite3.Connection) -> tuple[int, int]:
-    """(the last change number, how many numbers back removals are kept)."""
-    row = conn.execute("SELECT value, kept_removals FROM member_seq WHERE id = 1").fetchone()
-    return int(row[0]), int(row[1])
+def _seq(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(the last change number, how many numbers back removals are kept, the count of
+    changes to reservations)."""
+    row = conn.execute(
+        "SELECT value, kept_removals, reservations FROM member_seq WHERE id = 1"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -38,6 +38,7 @@ KNOWN_REVISIONS: Final = (
     "fleetbox_0006",
     "fleetbox_0007",
     "fleetbox_0008",
+    "fleetbox_0009",
 )
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
