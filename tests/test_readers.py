@@ -164,6 +164,8 @@ class RacedReconciler(Reconciler):
         if self.races and self.holder is not None:
             self.races -= 1
             self.holder.execute("DELETE FROM members WHERE name = 'web-2'")
+            # A change every time, not only the first: every race moves data_version.
+            self.holder.execute("UPDATE history_meta SET max_events = max_events WHERE id = 1")
             self.holder.execute("COMMIT")
             self.holder.execute("BEGIN IMMEDIATE")
         return made
@@ -319,3 +321,42 @@ def test_a_plan_made_again_for_the_same_scan_reads_no_config_twice(root: Path) -
             raced.races = 2
             assert store.who_has("10.0.0.5") == "web-3"
         assert raced.reads.get("db-1") == 1
+
+
+def test_a_copy_newer_than_its_plan_is_planned_against_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process commits between a reader's plan and its copy: the reader plans
+    against that copy (one copy, not one per attempt) and keeps the file's recorded scan,
+    which the next answer refreshes instead of reading every row again."""
+    from internals import reconciler
+
+    from fleetbox_db.disk.scan import scan
+    from fleetbox_db.index import overlay
+    from fleetbox_db.index.answers import IndexAnswers
+
+    settled_tree(root)
+    with Store.open(root, clock=later, busy_timeout=10) as store:
+        store.list()
+        conn, rec = index_connection(store), reconciler(store)
+        put(root, "web-3", "10.0.0.9")
+        found = scan(store.clusters_dir)
+        plan = rec.plan(conn, found)
+        kept = rec._recorded
+        other = sqlite3.connect(root / "index.db", isolation_level=None)
+        try:
+            other.execute("DELETE FROM members WHERE name = 'db-1'")  # the plan is stale now
+        finally:
+            other.close()
+        with copies_counted(monkeypatch) as copies:
+            answer = overlay.answer_from_copy(
+                conn,
+                rec,
+                found,
+                plan,
+                lambda c: IndexAnswers(c, None, None).who_has((10 << 24) + 4, None),
+                None,
+            )
+        assert copies == [1]
+        assert answer == "db-1"  # disk still holds it: the copy's plan puts it back
+        assert rec._recorded is kept

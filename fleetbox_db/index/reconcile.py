@@ -239,6 +239,17 @@ class Reconciler:
             leases,
         )  # fmt: skip
 
+    def plan_aside(self, conn: sqlite3.Connection, scan: Scan, leases: bool = True) -> Plan:
+        """plan() against another connection (a reader's in-memory copy), leaving the
+        recorded scan of the index file as it was: the next answer refreshes that one
+        instead of reading every row again."""
+        kept = self._recorded, self._stale
+        self._recorded = None
+        try:
+            return self.plan(conn, scan, leases=leases)
+        finally:
+            self._recorded, self._stale = kept
+
     def _stored(
         self, conn: sqlite3.Connection, full: bool, touched: list[MemberDir], removed: list[Key]
     ) -> dict[tuple[str, str], StoredRow]:
