@@ -327,6 +327,34 @@ def test_reservation_names_repeat_at_0008_and_downgrade_keeps_each_names_lowest(
     assert rows_of(path, "SELECT count(*) FROM reservations") == [(2,)]
 
 
+def test_upgrade_from_0008_keeps_the_rows_and_counts_reservation_changes_from_there(
+    root: Path,
+) -> None:
+    """fleetbox_0009 adds member_seq.reservations and its triggers: an index at
+    fleetbox_0008 holding members and a reservation keeps them (counter 0), and from then
+    on each insert, update and delete of a reservation moves it."""
+    put(root, "web-1", ip="10.0.0.2")
+    with Store.open(root) as store:
+        store.allocate_ip("db-1", "10.0.0.0/24")
+        path = store.index_path
+    schema.run_alembic(path, "downgrade", "fleetbox_0008")
+    assert revision_of(path) == "fleetbox_0008"
+    members_before = rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+    held_before = rows_of(path, "SELECT * FROM reservations")
+    assert len(held_before) == 1
+
+    schema.run_alembic(path, "upgrade", "head")
+    assert rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id") == members_before
+    assert rows_of(path, "SELECT * FROM reservations") == held_before
+    assert rows_of(path, "SELECT reservations FROM member_seq") == [(0,)]
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE reservations SET created_ns = created_ns + 1")
+        conn.execute("DELETE FROM reservations")
+    conn.close()
+    assert rows_of(path, "SELECT reservations FROM member_seq") == [(2,)]
+
+
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.

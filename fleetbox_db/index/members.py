@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -203,19 +204,20 @@ def insert_members(conn: sqlite3.Connection, parsed: Sequence[Observation]) -> N
         assert obs.vm is not None
         members.append((mid, *_head(obs), *config_values(obs.vm)))
         fixtures.extend(fixture_rows(mid, obs.vm.fixtures))
-    insert = (
-        f"INSERT INTO members ({', '.join(MEMBER_FIELDS)}{{seq}})"
-        f" VALUES ({placeholders(len(MEMBER_FIELDS))}{{mark}})"
+    columns, marks = ", ".join(MEMBER_FIELDS), placeholders(len(MEMBER_FIELDS))
+    triggers_dropped = (
+        bulk.insert_triggers_dropped(conn, [row[1:3] for row in members])
+        if len(members) >= bulk.BULK_ROWS
+        else nullcontext(None)
     )
-    if len(members) < bulk.BULK_ROWS:
-        conn.executemany(insert.format(seq="", mark=""), members)
-    else:
-        with bulk.insert_triggers_dropped(conn, [row[1:3] for row in members]) as first:
-            if first is None:
-                conn.executemany(insert.format(seq="", mark=""), members)
-            else:
-                stamped = ((*row, seq) for seq, row in enumerate(members, first))
-                conn.executemany(insert.format(seq=", seq", mark=", ?"), stamped)
+    with triggers_dropped as first:
+        if first is None:  # the triggers stamp seq, row by row
+            conn.executemany(f"INSERT INTO members ({columns}) VALUES ({marks})", members)
+        else:
+            conn.executemany(
+                f"INSERT INTO members ({columns}, seq) VALUES ({marks}, ?)",
+                ((*row, seq) for seq, row in enumerate(members, first)),
+            )
     conn.executemany(
         f"INSERT INTO fixtures ({FIXTURE_COLUMNS}) VALUES ({placeholders(6)})", fixtures
     )

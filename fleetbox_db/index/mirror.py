@@ -106,10 +106,11 @@ class Mirror:
         """*question* asked of the index brought in line with *scan*. Never waits for the
         write lock: when another process holds it, the reconcile is applied to an
         in-memory copy for this answer only, or, when only reservations differ, to a TEMP
-        table shadowing them (index/overlay.py). Live leases without rows alone are
-        allocations in flight: answered that way without trying the lock. *leases* False: no address
-        is part of the answer, so the leases are not compared (an allocator holding
-        hundreds, each taken before its commit, would make every answer a copy)."""
+        table shadowing them (index/overlay.py).
+
+        *leases* False: no address is part of the answer, so the leases are not compared
+        (an allocator holding hundreds, each taken before its commit, would make every
+        answer a copy)."""
 
         def run() -> T:
             conn = self._file.connection()

@@ -89,6 +89,15 @@ class Plan:
         return not (self.reads or self.removed) and bool(self.dead or self.unmirrored)
 
 
+@dataclass
+class _Seen:
+    """The leases and the configs read for one scan (Reconciler._seen_for)."""
+
+    scan: Scan
+    leases: list[Lease] | None = None
+    configs: dict[Key, Observation] = field(default_factory=dict)
+
+
 class Reconciler:
     """Diffs a Scan against the index; keeps the RecordedScan while the index is unchanged."""
 
@@ -106,8 +115,7 @@ class Reconciler:
         self.leases_dir = Path(clusters_dir).parent / "leases" if leases_dir is None else leases_dir
         self._recorded: RecordedScan | None = None
         self._stale = False  # this connection wrote since _recorded was loaded
-        self._listed: tuple[Scan, list[Lease]] | None = None  # the last scan's leases
-        self._read: tuple[Scan, dict[Key, Observation]] | None = None  # its configs plan() read
+        self._seen: _Seen | None = None  # what the last scan planned has read
 
     @property
     def version(self) -> object:
@@ -169,19 +177,19 @@ class Reconciler:
     def _leases(self, scan: Scan) -> list[Lease]:
         """The live leases, listed once per scan: is_current() and plan() of one answer
         share them (an allocator may hold hundreds). apply() lists them again, locked."""
-        listed = self._listed
-        if listed is None or listed[0] is not scan:
-            listed = self._listed = (scan, leases.leases(self.leases_dir))
-        return listed[1]
+        seen = self._seen_for(scan)
+        if seen.leases is None:
+            seen.leases = leases.leases(self.leases_dir)
+        return seen.leases
 
-    def _reads(self, scan: Scan) -> dict[Key, Observation]:
-        """The configs plan() read for *scan*: planned again (another process committed
-        meanwhile, the reader's copy came out newer), it reads none of them twice. Beside a
-        Go tool re-saving configs, those reads were most of a re-plan."""
-        read = self._read
-        if read is None or read[0] is not scan:
-            read = self._read = (scan, {})
-        return read[1]
+    def _seen_for(self, scan: Scan) -> _Seen:
+        """What was read for *scan*, kept while it is the scan planned: a plan made again
+        for it (another process committed meanwhile, the reader's copy came out newer) reads
+        neither the leases nor a config twice. Beside a Go tool re-saving configs, those
+        config reads were most of a re-plan."""
+        if self._seen is None or self._seen.scan is not scan:
+            self._seen = _Seen(scan)
+        return self._seen
 
     # -- the diff -------------------------------------------------------------------------
 
@@ -217,7 +225,7 @@ class Reconciler:
         old = self._stored(conn, full, reads, removed)
         observed: dict[Key, Observation] = {}
         unchanged: set[Key] = set()
-        read = self._reads(scan)
+        read = self._seen_for(scan).configs
         for member, same in [(m, self._noop) for m in reread] + [
             (m, self._deferred) for m in resigned
         ]:

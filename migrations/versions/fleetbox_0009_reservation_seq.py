@@ -3,7 +3,7 @@
 member_seq gains a column, reservations, that triggers move on every insert, update and
 delete of a reservations row. A reader that remembers the number reuses the rows it read
 (index/recorded.py): beside an allocator holding 700 reservations, reading them again
-after each of about 45 commits a second was a third of a contended answer's extra work.
+took 1.3 ms, about twice per contended answer.
 
 Revision ID: fleetbox_0009
 Revises: fleetbox_0008
