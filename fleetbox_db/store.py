@@ -10,7 +10,6 @@ When the index cannot be used (IndexAccessError), answers come from disk alone.
 from __future__ import annotations
 
 import builtins
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from fleetbox_db.index.mirror import Mirror
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress
 from fleetbox_db.index.sql import DEFAULT_TIMEOUT as DEFAULT_QUERY_TIMEOUT
 from fleetbox_db.index.transaction import WriteTransaction
+from fleetbox_db.logs import log
 from fleetbox_db.records import (
     VM,
     Entry,
@@ -74,7 +74,6 @@ from fleetbox_db.rules.validate import accept
 
 __all__ = ["Store"]
 
-log = logging.getLogger("fleetbox_db")
 
 T = TypeVar("T")
 

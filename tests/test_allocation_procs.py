@@ -495,8 +495,11 @@ def test_concurrent_creates_in_a_small_subnet(store: Store, root: Path) -> None:
     check_outcome(store, root, subnet, results)
     errors = Counter(r.get("error") for r in results if not r["ok"])
     print(f"created {sum(r['ok'] for r in results)} of {len(results)}; errors {dict(errors)}")
-    assert errors["SubnetExhaustedError"] > 0  # the subnet really ran out
-    assert len(disk_configs(root)) <= len(hosts(subnet))
+    # The subnet really ran out: some create was told so, or (when the last attempts all
+    # lost on names or MACs instead, seen once in CI) every address is taken.
+    held = len(disk_configs(root))
+    assert errors["SubnetExhaustedError"] > 0 or held == len(hosts(subnet))
+    assert held <= len(hosts(subnet))
 
 
 @pytest.mark.slow

@@ -258,15 +258,33 @@ def test_read_config_bytes_returns_bytes_and_their_signature(tmp_path: Path) -> 
     assert read_config_bytes(str(path)) == (data, sig)
 
 
-def test_read_config_bytes_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seen_regular", [False, True])
+def test_read_config_bytes_errors(tmp_path: Path, seen_regular: bool) -> None:
+    """seen_regular skips only the lstat: the open and fstat still refuse what is not a
+    regular file (the scan's stat may be stale by the time the file is read)."""
     with pytest.raises(FileNotFoundError):
-        read_config_bytes(tmp_path / "missing.json")
+        read_config_bytes(tmp_path / "missing.json", seen_regular=seen_regular)
     (tmp_path / "dir.json").mkdir()
     with pytest.raises(NotRegularFileError, match="directory"):
-        read_config_bytes(tmp_path / "dir.json")
+        read_config_bytes(tmp_path / "dir.json", seen_regular=seen_regular)
     os.mkfifo(tmp_path / "fifo.json")
     with pytest.raises(OSError, match=NOT_REGULAR):  # and, above all, no hang
-        read_config_bytes(tmp_path / "fifo.json")
+        read_config_bytes(tmp_path / "fifo.json", seen_regular=seen_regular)
+    (tmp_path / "target.json").write_bytes(b"{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
+    with pytest.raises(NotRegularFileError, match="symlink"):
+        read_config_bytes(tmp_path / "link.json", seen_regular=seen_regular)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux procfs")
+def test_read_config_bytes_reads_past_a_size_that_is_too_small() -> None:
+    """A regular file holding more than its fstat size (procfs, a file growing while read)
+    is read to its end, not cut at that size."""
+    data, sig = read_config_bytes("/proc/self/status")
+    assert sig.size == 0
+    assert data.startswith(b"Name:")
+    assert data.endswith(b"\n")
+    assert len(data.splitlines()) > 10
 
 
 # --- atomic_write -----------------------------------------------------------------------

@@ -3,15 +3,19 @@ are defined, with the same line click's eager option prints. Real subprocesses."
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 from helpers import put
 
+from fleetbox_db import Store, logs
 from fleetbox_db.cli import cli
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS
 
@@ -47,7 +51,7 @@ def test_importing_the_package_loads_the_store_on_first_use() -> None:
 
 def test_ls_imports_no_other_command_module_nor_what_only_writes_need(tmp_path: Path) -> None:
     """`ls` on a settled store: no other command's module, no hashlib (OpenSSL), shutil,
-    tempfile or random (a tenth of its imports together)."""
+    tempfile or random (a tenth of its imports together), no logging (another tenth)."""
     root = tmp_path / "fleetbox"
     put(root, "web-1", ip="10.0.0.2")
     # Settled: past the racy window, one ls verifies the config, the measured one reads none.
@@ -61,6 +65,7 @@ def test_ls_imports_no_other_command_module_nor_what_only_writes_need(tmp_path: 
         "shutil",
         "tempfile",
         "random",
+        "logging",
     )
     code = (
         "import sys; from fleetbox_db.cli import main\n"
@@ -81,3 +86,63 @@ def test_every_command_listed_is_the_command_of_that_name() -> None:
         command = cli.get_command(ctx, name)
         assert command is not None
         assert command.name == name
+
+
+def test_a_warning_made_after_start_up_gets_the_cli_format(tmp_path: Path) -> None:
+    """Without -v the CLI's stderr handler waits for the first record (fleetbox_db.logs):
+    in a fresh process, where nothing imported logging before, the warning still comes out
+    as the one formatted line."""
+    root = tmp_path / "fleetbox"
+    put(root, "web-1", ip="10.0.0.2")
+    with Store.open(root) as store:
+        store.list()
+    with sqlite3.connect(root / "index.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'fleetbox_9999'")
+    conn.close()
+    code = (
+        "import sys; from fleetbox_db.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    )
+    argv = [sys.executable, "-c", code, "--root", str(root), "who-has", "10.0.0.2"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout == "web-1\n"
+    assert done.stderr.startswith("fleetbox-db: warning: index ")
+    assert done.stderr.endswith("; answering from disk\n")
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_deferred_setup_runs_once_at_the_first_record_unless_cancelled() -> None:
+    code = """
+import sys
+from fleetbox_db import logs
+ran = []
+cancel = logs.when_made(lambda logger: ran.append("cancelled"))
+logs.when_made(lambda logger: ran.append(logger.name))
+cancel()
+print("logging" in sys.modules, ran)
+logs.log.info("dropped: nothing could have asked for it")
+print("logging" in sys.modules, ran)
+logs.log.warning("one")
+logs.log.warning("two")
+print("logging" in sys.modules, ran)
+logs.when_made(lambda logger: ran.append("now"))
+print(ran)
+"""
+    assert run_python(code).splitlines() == [
+        "False []",
+        "False []",
+        "True ['fleetbox_db']",
+        "['fleetbox_db', 'now']",
+    ]
+
+
+def test_the_deferred_logger_names_its_caller(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=logs.NAME)
+    logs.log.info("via %s", "info")
+    logs.log.log(logging.DEBUG, "via log")
+    logs.log.warning("via warning")
+    assert [(r.getMessage(), r.funcName) for r in caplog.records] == [
+        ("via info", "test_the_deferred_logger_names_its_caller"),
+        ("via log", "test_the_deferred_logger_names_its_caller"),
+        ("via warning", "test_the_deferred_logger_names_its_caller"),
+    ]

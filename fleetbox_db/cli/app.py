@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,8 +18,11 @@ import click
 from fleetbox_db import FleetboxError, NoStoreError
 from fleetbox_db.cli import text
 from fleetbox_db.cli.progress import Progress
+from fleetbox_db.logs import logger, when_made
 
 if TYPE_CHECKING:
+    import logging
+
     from fleetbox_db import Store
 
 __all__ = [
@@ -90,9 +92,14 @@ class ErrorLines(click.Group):
             ctx.exit(INTERRUPTED)
 
 
-class _LogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{PROG}: {record.levelname.lower()}: {text.one_line(record.getMessage())}"
+def _formatter() -> logging.Formatter:
+    import logging
+
+    class LogFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"{PROG}: {record.levelname.lower()}: {text.one_line(record.getMessage())}"
+
+    return LogFormatter()
 
 
 @dataclasses.dataclass
@@ -186,16 +193,27 @@ pass_app = click.make_pass_decorator(App)
 
 
 def setup_logging(ctx: click.Context, verbose: int) -> None:
-    """Send the library's log records to stderr for this invocation (warnings always)."""
-    logger = logging.getLogger("fleetbox_db")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter())
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel((logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG)
+    """Send the library's log records to stderr for this invocation (warnings always).
 
-    def restore() -> None:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
+    Without -v the handler is added when the first record is made: most commands make none,
+    and importing logging costs a tenth of `ls` (fleetbox_db.logs)."""
 
-    ctx.call_on_close(restore)
+    def add(logger: logging.Logger) -> None:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_formatter())
+        previous = logger.level
+        logger.addHandler(handler)
+        logger.setLevel((logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG)
+
+        def restore() -> None:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+
+        ctx.call_on_close(restore)
+
+    if verbose:
+        add(logger())
+    else:
+        ctx.call_on_close(when_made(add))

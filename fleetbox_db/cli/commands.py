@@ -12,7 +12,6 @@ costs less than `import sqlalchemy`.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -35,12 +34,12 @@ from fleetbox_db.cli.app import (
     setup_logging,
     warn,
 )
+from fleetbox_db.logs import log
 from fleetbox_db.records import MemberState
 from fleetbox_db.rules.ipam import ip_or_mac, required_subnet
 from fleetbox_db.rules.layout import member_key
 
 _STATES = [str(s) for s in MemberState]
-log = logging.getLogger("fleetbox_db")
 
 
 @click.group(cls=ErrorLines, context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,9 +71,10 @@ def cli(
     """Inspect and repair the fleetbox VM store that the Go tool writes."""
     ctx.obj = App(root=root, as_json=as_json, now=now)
     setup_logging(ctx, verbose)
-    started = time.monotonic()
-    name = ctx.invoked_subcommand
-    ctx.call_on_close(lambda: log.info("%s took %.3f s", name, time.monotonic() - started))
+    if verbose:  # logged only then: the record would import logging (fleetbox_db.logs)
+        started = time.monotonic()
+        name = ctx.invoked_subcommand
+        ctx.call_on_close(lambda: log.info("%s took %.3f s", name, time.monotonic() - started))
 
 
 @cli.command("ls")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import stat
 import sys
@@ -19,6 +18,7 @@ from fleetbox_db.disk.mounts import check_no_mounts
 from fleetbox_db.disk.safeopen import open_regular
 from fleetbox_db.disk.scan import Signature
 from fleetbox_db.errors import StorageRootError
+from fleetbox_db.logs import log as _log
 from fleetbox_db.rules.config import MAX_CONFIG_BYTES
 
 __all__ = [
@@ -40,7 +40,6 @@ NEW_FILE_MODE: Final = 0o644
 #: rename, so the next scan sees a change and reads it.
 UNKNOWN_SIGNATURE: Final = Signature(0, -1, 0, 0)
 
-_log = logging.getLogger("fleetbox_db")
 
 _TEMP_ATTEMPTS: Final = 8
 # open(O_DIRECTORY|O_NOFOLLOW) of a symlink: ENOTDIR on Linux, ELOOP on macOS.
@@ -49,28 +48,36 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def read_config_bytes(path: Path | str) -> tuple[bytes, Signature]:
+def read_config_bytes(path: Path | str, *, seen_regular: bool = False) -> tuple[bytes, Signature]:
     """Read a config file whole, with the signature of the bytes read.
 
     Never follows a symlink and never opens a FIFO, device or directory (NotRegularFileError,
     an OSError); a file over MAX_CONFIG_BYTES raises ConfigTooLargeError (an OSError) without
-    being read. FileNotFoundError and other OSErrors propagate.
+    being read. FileNotFoundError and other OSErrors propagate. *seen_regular*: the scan has
+    just stat-ed it as a regular file (safeopen.open_regular).
     """
-    fd, st = open_regular(path, os.O_RDONLY)
+    fd, st = open_regular(path, os.O_RDONLY, seen_regular=seen_regular)
     try:
         # fstat before read: if a writer slips in between, the signature is the older one
         # and the next scan sees a change and re-reads. The other order would pin stale
         # bytes under a fresh signature forever.
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigTooLargeError(path, st.st_size)
-        chunks: list[bytes] = []
-        total = 0
+        size = st.st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigTooLargeError(path, size)
+        chunk = os.read(fd, max(size + 1, 65536))
+        if len(chunk) == size:
+            # Fewer bytes than asked from a regular file is its end, so no second read to
+            # find it. A size that disagrees (a file growing, procfs) reads on to the end.
+            return chunk, Signature.of(st)
+        chunks = [chunk]
+        total = len(chunk)
         # Bounded even if the file grows while we read: memory never exceeds the cap.
-        while chunk := os.read(fd, max(st.st_size + 1, 65536)):
-            chunks.append(chunk)
-            total += len(chunk)
+        while chunk:
             if total > MAX_CONFIG_BYTES:
                 raise ConfigTooLargeError(path, total)
+            chunk = os.read(fd, max(size + 1, 65536))
+            chunks.append(chunk)
+            total += len(chunk)
         return b"".join(chunks), Signature.of(st)
     finally:
         os.close(fd)

@@ -7,7 +7,6 @@ a member lives; nothing is written through a symlinked cluster or member directo
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from fleetbox_db.errors import (
     StorageRootError,
     VMNotFoundError,
 )
+from fleetbox_db.logs import log
 from fleetbox_db.records import VM, Key
 from fleetbox_db.rules.config import decode_config
 from fleetbox_db.rules.layout import Layout, cluster_name, is_stray, member_label
@@ -37,8 +37,6 @@ __all__ = [
     "try_lock",
     "write_config",
 ]
-
-log = logging.getLogger("fleetbox_db")
 
 
 def load(layout: Layout, key: Key) -> VM:

@@ -67,7 +67,7 @@ def observe(clusters_dir: Path | str, member: MemberDir, clock: Clock) -> Observ
     path = member_file(clusters_dir, *key)
     verified = clock()
     try:
-        data, sig = read_config_bytes(path)
+        data, sig = read_config_bytes(path, seen_regular=member.signature is not None)
     except FileNotFoundError:
         state = MemberState.STRAY if stray else MemberState.CONFIGLESS
         return Observation(key, state, None, verified, None, None, False)

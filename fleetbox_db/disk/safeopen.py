@@ -43,17 +43,21 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def open_regular(path: Path | str, flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
+def open_regular(
+    path: Path | str, flags: int, mode: int = 0o644, *, seen_regular: bool = False
+) -> tuple[int, os.stat_result]:
     """os.open(path) without following a symlink; the fd and its fstat.
 
     Raises NotRegularFileError (a symlink, directory or special file: nothing was read or
     written through it) and the OSErrors of open() itself (FileNotFoundError, EACCES...).
     The file type is checked after the open, on the descriptor, so a swap between a check
-    and the open cannot slip through.
+    and the open cannot slip through. *seen_regular*: the caller has just stat-ed *path*
+    as a regular file (the scan), so the lstat before the open is not made again.
     """
     # lstat first: opening a FIFO, even O_NONBLOCK, releases a writer blocked on it, and
     # opening a device node can have effects of its own. The fstat below closes the race.
-    check_regular(path)
+    if not seen_regular:
+        check_regular(path)
     try:
         fd = os.open(path, flags | _SAFE_FLAGS, mode)
     except OSError as exc:

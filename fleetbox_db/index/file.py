@@ -11,7 +11,6 @@ build never leaves an empty or half-built index.db.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -32,10 +31,10 @@ from fleetbox_db.errors import (
 from fleetbox_db.index import connection as dbconn
 from fleetbox_db.index import lockfile, quarantine, schema
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.logs import log
 
 __all__ = ["Identity", "IndexCorrupt", "IndexFile", "WriteLockBusy"]
 
-log = logging.getLogger("fleetbox_db")
 
 _OPEN_ATTEMPTS: Final = 3
 _LOCK_SAMPLES: Final = 4096

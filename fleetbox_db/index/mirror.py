@@ -9,7 +9,6 @@ only remembers what disk said.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -45,12 +44,12 @@ from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
 from fleetbox_db.index.transaction import WriteTransaction
 from fleetbox_db.index.vmcache import VMCache
+from fleetbox_db.logs import DEBUG, INFO, log
 from fleetbox_db.records import Event, Key, MemberState, Problem, QueryResult, ReconcileReport
 from fleetbox_db.rules.layout import Layout
 
 __all__ = ["Mirror"]
 
-log = logging.getLogger("fleetbox_db")
 
 T = TypeVar("T")
 
@@ -363,7 +362,7 @@ class Mirror:
         try:
             with self._file.write(wait=wait) as conn:
                 waited = time.monotonic() - started
-                level = logging.INFO if waited >= 0.01 else logging.DEBUG
+                level = INFO if waited >= 0.01 else DEBUG
                 log.log(level, "took the index write lock after %.3f s", waited)
                 yield conn
         except BaseException:

@@ -9,7 +9,6 @@ the disk with copies (48 under RLIMIT_FSIZE).
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -19,10 +18,10 @@ from typing import Final
 
 from fleetbox_db.index import connection as dbconn
 from fleetbox_db.index import schema
+from fleetbox_db.logs import log
 
 __all__ = ["KEEP_CORRUPT", "healthy", "move_aside", "prune"]
 
-log = logging.getLogger("fleetbox_db")
 
 KEEP_CORRUPT: Final = 3
 """How many index.db.corrupt-* copies are kept; older ones are deleted when one is added."""

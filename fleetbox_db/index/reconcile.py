@@ -14,7 +14,6 @@ changed and take the write lock; the tests in test_reconcile.py pin each such ca
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -35,6 +34,7 @@ from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
+from fleetbox_db.logs import DEBUG, log
 from fleetbox_db.records import Key, MemberState, ReconcileReport
 from fleetbox_db.rules.layout import is_stray, member_file, member_label
 
@@ -53,7 +53,6 @@ _ROW_LOOKUPS: Final = 500
 _PRE_READS: Final = 64
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
-log = logging.getLogger("fleetbox_db")
 
 
 @dataclass
@@ -342,7 +341,7 @@ class Reconciler:
             len(plan.removed),
             " (dry run)" if dry_run else "",
         )
-        debug = log.isEnabledFor(logging.DEBUG)  # once: a rebuild reads 100,000 configs
+        debug = log.isEnabledFor(DEBUG)  # once: a rebuild reads 100,000 configs
         report = ReconcileReport()
         kept: list[Observation] = []
         gone: list[Key] = []

@@ -6,7 +6,6 @@ are the caller's. Names go through index.names, as member rows' do.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,9 +15,8 @@ from fleetbox_db.disk import leases
 from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.owners import Owner
 from fleetbox_db.index.names import name_of, stored
+from fleetbox_db.logs import log
 from fleetbox_db.records import Key
-
-log = logging.getLogger("fleetbox_db")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ still holds at the write; the leases it takes and drops are noted for after the 
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from pathlib import Path
 
@@ -14,12 +13,11 @@ from fleetbox_db.disk.observe import observe_written
 from fleetbox_db.disk.scan import Signature
 from fleetbox_db.index import allocation, members, reservations
 from fleetbox_db.index.reconcile import Reconciler
+from fleetbox_db.logs import log
 from fleetbox_db.records import VM, Key
 from fleetbox_db.rules.ipam import Subnet
 
 __all__ = ["WriteTransaction"]
-
-log = logging.getLogger("fleetbox_db")
 
 
 class WriteTransaction:
