@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from fleetbox_db.disk import files, member
-from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.locks import Lock
 from fleetbox_db.disk.observe import observe_all
 from fleetbox_db.disk.problems import disk_problems
@@ -527,6 +526,8 @@ class Store(Layout):
                 return self._mirror.answer(found, question, leases=leases)
             except IndexAccessError as exc:
                 self._warn(exc)
+                from fleetbox_db.disk.fallback import DiskAnswers  # only without an index
+
                 # The process clock: nothing is recorded, and the filesystem's touches a file.
                 return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
 

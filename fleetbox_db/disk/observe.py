@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from fleetbox_db.disk.files import read_config_bytes
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
@@ -38,9 +37,10 @@ Clock = Callable[[], int]
 """Nanoseconds since the epoch (time.time_ns); injected so tests can make files old."""
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One member directory as read just now."""
+class Observation(NamedTuple):
+    """One member directory as read just now. A NamedTuple, not a frozen dataclass: a
+    rebuild makes one per config (0.5 µs each against 1.6 µs), and every dataclass costs
+    the CLI's start-up a fraction of a millisecond to define."""
 
     key: Key
     state: MemberState

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.clock import FilesystemClock
@@ -22,15 +22,7 @@ from fleetbox_db.disk.observe import Clock
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
-from fleetbox_db.index import (
-    history,
-    members,
-    overlay,
-    readonly,
-    reservations,
-    schema,
-    sql,
-)
+from fleetbox_db.index import history, members, reservations, schema, sql
 from fleetbox_db.index.answers import (
     IndexAnswers,
     conflicts,
@@ -38,7 +30,6 @@ from fleetbox_db.index.answers import (
     stray_labels,
     unreadable_reasons,
 )
-from fleetbox_db.index.check import find_problems
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
@@ -47,6 +38,9 @@ from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.logs import DEBUG, INFO, log
 from fleetbox_db.records import Event, Key, MemberState, Problem, QueryResult, ReconcileReport
 from fleetbox_db.rules.layout import Layout
+
+if TYPE_CHECKING:
+    from fleetbox_db.index import readonly
 
 __all__ = ["Mirror"]
 
@@ -125,6 +119,8 @@ class Mirror:
             def ask(answering: sqlite3.Connection) -> T:
                 return question(IndexAnswers(answering, self._vms, None))
 
+            from fleetbox_db.index import overlay  # only beside a writer: not on every start
+
             if plan.leases_only:
                 shadowed = overlay.answer_with_leases(conn, self._reconciler, scan, plan, ask)
                 if shadowed is not None:
@@ -139,6 +135,8 @@ class Mirror:
         Changes nothing at all: the file is read as it is (readonly.peek), never created,
         upgraded or moved aside. Raises IndexAccessError saying why it cannot be compared.
         """
+
+        from fleetbox_db.index.check import find_problems
 
         def compare(found: readonly.Peek) -> list[Problem]:
             if found.conn is None:
@@ -157,6 +155,8 @@ class Mirror:
                 # is not a problem they can fix. Nor is it opened: SQLite could not remove
                 # the -wal and -shm it makes beside a read-only file.
                 self._file.check_writable()
+            from fleetbox_db.index import readonly
+
             for shared in (False, True):
                 with readonly.peek(self._file.path, self._file.busy_timeout, shared=shared) as p:
                     if p is None:
@@ -325,6 +325,8 @@ class Mirror:
         # Its own Reconciler: no cache of the real one is touched, and no clock that
         # touches index.lock.
         dry = Reconciler(self._clusters_dir, self._dry_clock, self._reconciler.granularity_ns)
+
+        from fleetbox_db.index import readonly
 
         def preview(found: readonly.Peek | None) -> ReconcileReport:
             if found is not None and found.conn is None:
