@@ -89,16 +89,21 @@ def answer_with_leases(
     """(*ask* of the index with only the plan's lease drift applied, in a TEMP table
     shadowing reservations: no copy of the file); None when the file, as read now, differs
     from *scan* in a member row too (answer_from_copy then answers)."""
-    with one_read(conn):
-        conn.execute("SELECT value FROM member_seq").fetchone()  # the snapshot starts
-        if data_version(conn) != plan.data_version:  # a writer committed: plan again
-            plan = reconciler.plan(conn, scan, leases=plan.leases)
-            if plan.empty:
+    reading = not conn.in_transaction  # so the transaction below holds no write of ours
+    try:
+        with one_read(conn):
+            conn.execute("SELECT value FROM member_seq").fetchone()  # the snapshot starts
+            if data_version(conn) != plan.data_version:  # a writer committed: plan again
+                plan = reconciler.plan(conn, scan, leases=plan.leases)
+                if plan.empty:
+                    return (ask(conn),)
+                if not plan.leases_only:
+                    return None
+            with reservations_shadowed(conn, plan.dead, plan.unmirrored):
                 return (ask(conn),)
-            if not plan.leases_only:
-                return None
-        with reservations_shadowed(conn, plan.dead, plan.unmirrored):
-            return (ask(conn),)
+    finally:
+        if reading:
+            reconciler.read_ended()
 
 
 def answer_from_copy(
