@@ -396,3 +396,62 @@ def test_reservations_are_read_again_only_when_a_trigger_moved_their_count(
         assert [r.name for r in reconciler(store)._load(index_connection(store)).reservations] == [
             "web-31"
         ]
+
+
+def test_reservations_only_inserted_are_read_alone_and_appended(
+    seeded_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allocator beside a reader: only inserts moved the count, so only the rows past
+    the last id known are read (beside hundreds of leases, reading them all was a fifth
+    of a contended who_has). Any other change (an id reused after a delete, an update, a
+    delete) reads them all, and every refresh equals a full load."""
+    from fleetbox_db.index import reservations
+
+    reads: list[int] = []
+    real = reservations.every
+
+    def counted(conn: sqlite3.Connection, after: int = 0) -> Any:
+        reads.append(after)
+        return real(conn, after)
+
+    monkeypatch.setattr(reservations, "every", counted)
+    with two_stores(seeded_root, 5) as (store, other):
+        other.allocate_ip("web-30", "10.9.0.0/24")
+        store.list()
+        known = reconciler(store)._load(index_connection(store)).reservations
+        last = known[-1].id
+        other.allocate_ip("web-31", "10.9.0.0/24")
+        other.allocate_ip("web-32", "10.9.0.0/24")
+        reads.clear()
+        check_refresh(store)  # a refresh, then a full load to compare with
+        assert reads == [last, 0]  # the refresh read the new rows alone
+        assert [r.name for r in reconciler(store)._recorded.reservations] == [
+            "web-30", "web-31", "web-32",
+        ]  # fmt: skip
+        hand = sqlite3.connect(seeded_root / "index.db", isolation_level=None)
+        try:
+            top = "(SELECT max(id) FROM reservations)"
+            for edits in (
+                # The newest row deleted and its id handed out again: as many rows past
+                # the last id known (none) as changes (two)? No: all are read.
+                [f"DELETE FROM reservations WHERE id = {top}",
+                 "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
+                 " owner_start, created_ns) VALUES ('web-33', '10.9.0.0/24', 9, 0, '', 0, 0)"],
+                ["UPDATE reservations SET name = 'web-34' WHERE name = 'web-33'"],
+                ["INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
+                 " owner_start, created_ns) VALUES ('web-35', '10.9.0.0/24', 10, 0, '', 0, 0)",
+                 "DELETE FROM reservations WHERE name = 'web-30'"],
+            ):  # fmt: skip
+                for edit in edits:
+                    hand.execute(edit)
+                reads.clear()
+                check_refresh(store)
+                # The rows past the last id did not account for the changes: the refresh read
+                # them all (then check_refresh's own full load).
+                assert reads[-2:] == [0, 0]
+                assert len(reads) == 3
+        finally:
+            hand.close()
+        assert [r.name for r in reconciler(store)._recorded.reservations] == [
+            "web-31", "web-34", "web-35",
+        ]  # fmt: skip

@@ -30,12 +30,27 @@ class Reservation:
     owner: Owner
 
 
-def every(conn: sqlite3.Connection) -> list[Reservation]:
+def every(conn: sqlite3.Connection, after: int = 0) -> list[Reservation]:
+    """Every row by id; with *after*, those past that id only."""
     rows = conn.execute(
         "SELECT id, name, subnet, ip_int, owner_pid, owner_boot, owner_start FROM reservations"
-        " ORDER BY id"
+        " WHERE id > ? ORDER BY id",
+        (after,),
     )
     return [Reservation(r[0], name_of(r[1]), r[2], r[3], Owner(*r[4:])) for r in rows]
+
+
+def appended(
+    conn: sqlite3.Connection, known: list[Reservation], changes: int
+) -> list[Reservation] | None:
+    """*known* (every row, by id, some *changes* ago) with the rows since appended, when
+    those changes were inserts past its last id alone; None when they may not have been.
+
+    Each insert, update and delete moves member_seq.reservations by one (fleetbox_0009),
+    and only an insert adds a row: as many rows past the last id as changes means nothing
+    else changed. Beside an allocator holding hundreds, this reads its new rows only."""
+    added = every(conn, known[-1].id if known else 0)
+    return known + added if len(added) == changes else None
 
 
 def for_name(conn: sqlite3.Connection, name: str, subnet: str) -> int | None:
