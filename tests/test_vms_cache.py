@@ -4,12 +4,15 @@ it reads (all, or a few by id) are what disk holds. Real files and Stores only.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import config, go_write, later, put
 
 from fleetbox_db import VM, Store
+from fleetbox_db.disk.scan import Scan
 from fleetbox_db.rules.config import decode_config
 
 
@@ -68,3 +71,27 @@ def test_many_changed_rows_are_read_by_id_in_chunks(seeded_root: Path) -> None:
         for i in range(0, 1200, 2):  # 600 rewritten
             put(seeded_root, f"n{i:04d}", ip=f"10.2.{i // 250}.{i % 250 + 2}")
         assert store.vms() == on_disk(seeded_root)
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        lambda s: s.list(),
+        lambda s: s.vms(),
+        lambda s: s.who_has("10.0.0.2"),
+        lambda s: s.free_ips("10.0.0.0/28"),
+        lambda s: s.create(VM("new-1")),
+        lambda s: s.reconcile(),
+    ],
+    ids=["list", "vms", "who_has", "free_ips", "create", "reconcile"],
+)
+def test_no_scan_outlives_its_answer(fleet: Path, ask: Any) -> None:
+    """A Store keeps its recorded scan of the index, never the scan of disk an answer made:
+    kept, it would be a second one alive during the next (about 40 MB at 100,000 members,
+    on top of peak RSS)."""
+    with Store.open(fleet, clock=later) as store:
+        store.list()
+        put(fleet, "web-3", ip="10.0.0.40")  # a change to plan, read and record
+        ask(store)
+        gc.collect()
+        assert [o for o in gc.get_objects() if type(o) is Scan] == []

@@ -408,6 +408,8 @@ class Mirror:
             return self._retrying_corrupt(run)
         except OSError as exc:  # the index's own files, or its leases
             raise self._file.os_error(exc) from exc
+        finally:
+            self._reconciler.forget_scan()  # every operation scans anew
 
     def _retrying_corrupt(self, run: Callable[[], T]) -> T:
         """Run *run*; a corrupt index file is moved aside and rebuilt, and *run* tried once
