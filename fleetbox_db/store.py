@@ -354,7 +354,9 @@ class Store(Layout):
                 self._mirror.sync(found)
             except IndexAccessError as exc:
                 self._warn(exc)
-            return [m.name for m in found.members]
+            names = [m.name for m in found.members]
+            del found  # freed while paused, or the first collection after would visit it all
+        return names
 
     def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""
@@ -523,13 +525,15 @@ class Store(Layout):
         with collector_paused():  # as in list(): the scan's tuples die before any collection
             found = self._scan()
             try:
-                return self._mirror.answer(found, question, leases=leases)
+                answer = self._mirror.answer(found, question, leases=leases)
             except IndexAccessError as exc:
                 self._warn(exc)
                 from fleetbox_db.disk.fallback import DiskAnswers  # only without an index
 
                 # The process clock: nothing is recorded, and the filesystem's touches a file.
-                return question(DiskAnswers(self.clusters_dir, found, time.time_ns))
+                answer = question(DiskAnswers(self.clusters_dir, found, time.time_ns))
+            del found
+        return answer
 
     def _scan(self) -> Scan:
         found = scan(self.clusters_dir)
