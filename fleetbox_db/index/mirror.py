@@ -32,7 +32,8 @@ from fleetbox_db.index.answers import (
 )
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
 from fleetbox_db.index.file import IndexCorrupt, IndexFile, WriteLockBusy
-from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Plan, Progress, Reconciler
+from fleetbox_db.index.plan import Plan
+from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS, Progress, Reconciler
 from fleetbox_db.index.transaction import WriteTransaction
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.logs import DEBUG, INFO, log

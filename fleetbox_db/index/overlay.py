@@ -25,7 +25,8 @@ from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.scan import Scan
 from fleetbox_db.index import reservations
 from fleetbox_db.index.connection import data_version, one_read
-from fleetbox_db.index.reconcile import Plan, Progress, Reconciler
+from fleetbox_db.index.plan import Plan
+from fleetbox_db.index.reconcile import Progress, Reconciler
 from fleetbox_db.index.reservations import Reservation
 
 __all__ = [

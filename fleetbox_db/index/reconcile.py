@@ -32,13 +32,13 @@ from fleetbox_db.index.answers import all_members
 from fleetbox_db.index.connection import data_version
 from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
+from fleetbox_db.index.plan import Plan, lease_drift
 from fleetbox_db.index.recorded import RecordedScan
-from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.logs import DEBUG, log
 from fleetbox_db.records import Key, MemberState, ReconcileReport
 from fleetbox_db.rules.layout import is_stray, member_file, member_label
 
-__all__ = ["DEFAULT_GRANULARITY_NS", "Plan", "Progress", "Reconciler"]
+__all__ = ["DEFAULT_GRANULARITY_NS", "Progress", "Reconciler"]
 
 #: Timestamp granularity we do not trust to tell two writes apart: FAT/HFS+ and some network
 #: filesystems keep 1-2 s, and Linux stamps files from a clock that ticks in milliseconds.
@@ -53,39 +53,6 @@ _ROW_LOOKUPS: Final = 500
 _PRE_READS: Final = 64
 
 Progress = Callable[[int, int], None]  # (configs read so far, configs to read)
-
-
-@dataclass
-class Plan:
-    """What plan() found: directories to read and write, rows to drop, reservations to free.
-
-    The reads happen in apply(), under the write lock and in batches, so what is written is
-    what disk holds then and a rebuild of 100,000 members never holds them all in memory.
-    """
-
-    scan: Scan
-    full: bool
-    reads: list[MemberDir]
-    old: dict[tuple[str, str], StoredRow]  # by (cluster, name): a Key or a plain tuple
-    removed: list[Key]
-    dead: list[Reservation]  # rows whose lease is gone or no longer locked
-    unmirrored: list[Lease]  # live leases without a row (an index rebuilt meanwhile)
-    # The index version the plan was made against; apply() re-plans if another process
-    # wrote in between, so "no row yet" still holds when it inserts.
-    data_version: int = -1
-    # Racy rows plan() already re-read to see whether they changed: not read twice.
-    observed: dict[Key, Observation] = field(default_factory=dict)
-    leases: bool = True  # dead and unmirrored were looked for (see Reconciler.plan)
-
-    @property
-    def empty(self) -> bool:
-        """True when applying would write nothing: the caller may skip the write lock."""
-        return not (self.reads or self.removed or self.dead or self.unmirrored)
-
-    @property
-    def leases_only(self) -> bool:
-        """Only reservations would change: no member row is read, written or dropped."""
-        return not (self.reads or self.removed) and bool(self.dead or self.unmirrored)
 
 
 @dataclass
@@ -162,7 +129,7 @@ class Reconciler:
         recorded = self._load(conn)
         if recorded.racy:
             return False
-        if leases and _lease_drift(recorded.reservations, self._leases(scan)) != ([], []):
+        if leases and lease_drift(recorded.reservations, self._leases(scan)) != ([], []):
             return False
         if scan.unreadable_clusters:
             # Their rows stay (plan never drops them) but the scan cannot show them.
@@ -252,7 +219,7 @@ class Reconciler:
         if unchanged:
             reads = [m for m in reads if m.key not in unchanged]
         dead, unmirrored = (
-            _lease_drift(recorded.reservations, self._leases(scan)) if leases else ([], [])
+            lease_drift(recorded.reservations, self._leases(scan)) if leases else ([], [])
         )
         return Plan(
             scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed,
@@ -390,9 +357,7 @@ class Reconciler:
         if dry_run:
             dead, unmirrored = plan.dead, plan.unmirrored
         else:
-            dead, unmirrored = _lease_drift(
-                reservations.every(conn), leases.leases(self.leases_dir)
-            )
+            dead, unmirrored = lease_drift(reservations.every(conn), leases.leases(self.leases_dir))
         report.released = [r.name for r in dead]
         if dry_run:
             rows = all_members(conn)
@@ -442,14 +407,3 @@ def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) 
         report.unreadable.append(obs.key.name)
         if obs.reason is not None:
             report.reasons[obs.key.name] = obs.reason
-
-
-def _lease_drift(
-    rows: list[Reservation], live: list[Lease]
-) -> tuple[list[Reservation], list[Lease]]:
-    """(rows without a live lease, live leases without a row): what to release, what to
-    mirror. A lease and its row agree on address, name and subnet."""
-    held = {(lease.ip, lease.name, lease.subnet) for lease in live}
-    recorded = {(r.ip_int, r.name, r.subnet) for r in rows}
-    dead = [r for r in rows if (r.ip_int, r.name, r.subnet) not in held]
-    return dead, [lease for lease in live if (lease.ip, lease.name, lease.subnet) not in recorded]
