@@ -455,3 +455,40 @@ def test_reservations_only_inserted_are_read_alone_and_appended(
         assert [r.name for r in reconciler(store)._recorded.reservations] == [
             "web-31", "web-34", "web-35",
         ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [lambda s: s.list(), lambda s: s.vms(), lambda s: s.members("web")],
+    ids=["list", "vms", "members"],
+)
+def test_answers_without_addresses_leave_the_reservations_for_those_with(
+    seeded_root: Path, monkeypatch: pytest.MonkeyPatch, ask: Callable[[Store], object]
+) -> None:
+    """list, vms and members refresh the member rows after another process's commits but
+    not the reservations (beside an allocator and a create loop they changed before nearly
+    every answer); the next answer about addresses reads them first, and every refresh
+    that needs them equals a full load."""
+    from fleetbox_db.index import reservations
+
+    reads: list[int] = []
+    real = reservations.every
+
+    def counted(conn: sqlite3.Connection, after: int = 0) -> Any:
+        reads.append(after)
+        return real(conn, after)
+
+    with two_stores(seeded_root, 5) as (store, other):
+        other.allocate_ip("web-30", "10.9.0.0/24")
+        monkeypatch.setattr(reservations, "every", counted)
+        ask(store)
+        assert reads == []
+        assert reconciler(store)._recorded is not None
+        assert not reconciler(store)._recorded.reservations_current
+        assert store.who_has("10.9.0.2") == "web-30"
+        assert reads  # read before the answer
+        assert reconciler(store)._recorded.reservations_current
+        check_refresh(store)
+        other.allocate_ip("web-31", "10.9.0.0/24")
+        ask(store)
+        check_refresh(store)  # the reservations brought current, equal to a full load

@@ -126,7 +126,7 @@ class Reconciler:
         """True when the index already says what *scan* shows and no row is racy; the
         leases are compared too unless *leases* is False (an answer no address is part of).
         """
-        recorded = self._load(conn)
+        recorded = self._load(conn, leases)
         if recorded.racy:
             return False
         if leases and lease_drift(recorded.reservations, self._leases(scan)) != ([], []):
@@ -137,12 +137,18 @@ class Reconciler:
             return scan.members == [e for e in recorded.entries if e.cluster not in skipped]
         return scan.members == recorded.entries
 
-    def _load(self, conn: sqlite3.Connection) -> RecordedScan:
+    def _load(self, conn: sqlite3.Connection, leases: bool = True) -> RecordedScan:
+        """The recorded scan as the index holds it now; its reservations too unless
+        *leases* is False (an answer no address is part of)."""
         recorded = self._recorded
         if recorded is None:
             recorded = RecordedScan.load(conn, self.granularity_ns)
-        elif self._stale or not recorded.is_current(conn):
-            recorded = recorded.refreshed(conn, self.granularity_ns)
+        elif (
+            self._stale
+            or not recorded.is_current(conn)
+            or (leases and not recorded.reservations_current)
+        ):
+            recorded = recorded.refreshed(conn, self.granularity_ns, leases)
         else:
             return recorded
         self._recorded, self._stale = recorded, False
@@ -180,7 +186,7 @@ class Reconciler:
         change needs no write). *leases* False: the leases are left out (an answer no
         address is part of); apply() compares them anyway, under the lock.
         """
-        recorded = self._load(conn)
+        recorded = self._load(conn, leases)
         touched, gone = differences(scan.members, recorded, full)
         reads: list[MemberDir] = []  # every row to write, in the scan's (Go's) order
         # Racy, or their last read failed: re-read here and dropped from reads if unchanged.

@@ -47,14 +47,21 @@ class RecordedScan:
     racy: set[Key]
     reservations: list[Reservation]
     seq: int  # member_seq's value this scan reflects
-    reserved: int  # member_seq.reservations then: the reservations are re-read when it moves
+    reserved: int  # member_seq.reservations when they were read: re-read when it moves
     schema: int  # PRAGMA schema_version then: a migration may have reset member_seq
     raw: bool  # some name is not UTF-8: entries are in byte order, not Python's str order
     # Loaded inside a transaction, which may hold this connection's uncommitted writes: never
     # a base for refreshed() (the transaction may have rolled back, and its numbers been
     # handed out again).
     in_transaction: bool
+    # member_seq.reservations at this version: past `reserved` when a refresh for an answer
+    # that involves no address left the reservations as they were (see refreshed()).
+    reserved_now: int = -1
     _by_key: dict[tuple[str, str], MemberDir] | None = None
+
+    @property
+    def reservations_current(self) -> bool:
+        return self.reserved_now in (-1, self.reserved)
 
     @classmethod
     def load(cls, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
@@ -86,16 +93,25 @@ class RecordedScan:
             for c, n, i, s, m, t in rows
         ]
         raw = order is BYTE_ORDER
-        return cls(conn, version, entries, racy, held, seq, reserved, schema, raw, in_transaction)
+        return cls(
+            conn, version, entries, racy, held, seq, reserved, schema, raw, in_transaction,
+            reserved,
+        )  # fmt: skip
 
-    def refreshed(self, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
+    def refreshed(
+        self, conn: sqlite3.Connection, granularity_ns: int, leases: bool = True
+    ) -> RecordedScan:
         """The index as it is now: this scan with only the rows changed since merged in when
-        that gives what load() would, else load()."""
+        that gives what load() would, else load(). *leases* False: the reservations are
+        left as they were (not reservations_current), for an answer that involves no address:
+        beside an allocator and a create loop they changed before nearly every answer."""
         with collector_paused():
-            fresh = self._refreshed(conn, granularity_ns)
+            fresh = self._refreshed(conn, granularity_ns, leases)
             return fresh if fresh is not None else self._load(conn, granularity_ns)
 
-    def _refreshed(self, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan | None:
+    def _refreshed(
+        self, conn: sqlite3.Connection, granularity_ns: int, leases: bool
+    ) -> RecordedScan | None:
         if self.conn is not conn or self.raw or self.in_transaction:
             return None
         version = data_version(conn)
@@ -127,24 +143,15 @@ class RecordedScan:
             # Read again only when a trigger moved the count: beside an allocator holding
             # 700, reading them took 1.3 ms, about twice per contended answer. Its inserts
             # alone: only its new rows are read.
-            held: list[Reservation] | None = self.reservations
-            if reserved != self.reserved:
-                held = reservations.appended(conn, self.reservations, reserved - self.reserved)
-            if held is None:
-                held = reservations.every(conn)
+            held, held_at = self.reservations, self.reserved
+            if leases and reserved != held_at:
+                got = reservations.appended(conn, held, reserved - held_at)
+                held = got if got is not None else reservations.every(conn)
+                held_at = reserved
         return RecordedScan(
-            conn,
-            version,
-            entries,
-            racy,
-            held,
-            seq,
-            reserved,
-            self.schema,
-            False,
-            in_transaction,
-            by_key,
-        )
+            conn, version, entries, racy, held, seq, held_at, self.schema, False, in_transaction,
+            reserved, by_key,
+        )  # fmt: skip
 
     def is_current(self, conn: sqlite3.Connection) -> bool:
         """Nobody wrote the index since this was loaded (this connection's own writes aside:
