@@ -83,7 +83,7 @@ for step in plan["steps"]:
         written = store.create(vm, subnet=None if step.get("ip") else plan["subnet"])
         result.update(ok=True, ip=written.ip, mac=written.mac)
     except FleetboxError as exc:
-        result.update(ok=False, error=type(exc).__name__)
+        result.update(ok=False, error=type(exc).__name__, message=str(exc))
     except BaseException as exc:
         result.update(ok=False, raw=f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
     print(json.dumps(result), flush=True)
@@ -460,7 +460,7 @@ def check_outcome(store: Store, root: Path, subnet: str, results: list[dict[str,
     raw = [r for r in results if "raw" in r]
     assert raw == [], "only FleetboxError subclasses may escape"
     wrong = [r for r in results if not r["ok"] and r["error"] not in EXPECTED_ERRORS[r["op"]]]
-    assert wrong == []
+    assert wrong == [], [(r["op"], r["error"], r.get("message")) for r in wrong]
     created = {r["name"]: r for r in results if r["ok"]}
     assert len(created) == sum(r["ok"] for r in results), "one name created twice"
 
