@@ -618,3 +618,47 @@ def test_concurrent_list_while_another_process_creates_and_deletes(populated: Pa
         assert store.vms() == disk_truth(populated)
         assert store.load("web-last").ip == "10.0.0.7"  # .2-.6 belong to the five members
         assert store.check() == []
+
+
+def _open_with_wal(path: str, go: Any, results: Any) -> None:
+    from fleetbox_db.index.connection import connect
+
+    go.wait()
+    try:
+        conn = connect(Path(path), 30.0, wal=True)
+        conn.execute("SELECT count(*) FROM t").fetchone()
+        conn.close()
+        results.put("ok")
+    except sqlite3.Error as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_index_together_all_switch_it_to_wal(tmp_path: Path) -> None:
+    """A new index is built in rollback mode and renamed into place; the first openers
+    switch it to WAL. SQLite answers a switch that meets another connection's lock with
+    "database is locked" at once, without the busy timeout: six processes opening together
+    had one fail in 27 of 60 rounds, an IndexBusyError for a create on a fresh root. Real
+    processes, ten rounds."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = tmp_path / f"index-{round_}.db"
+        made = sqlite3.connect(path)
+        made.execute("CREATE TABLE t (x)")
+        made.commit()
+        made.close()
+        go, results = ctx.Event(), ctx.Queue()
+        procs = [
+            ctx.Process(target=_open_with_wal, args=(str(path), go, results)) for _ in range(6)
+        ]
+        for proc in procs:
+            proc.start()
+        go.set()
+        seen = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert seen == ["ok"] * 6, f"round {round_}"
+        check = sqlite3.connect(path)
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        check.close()

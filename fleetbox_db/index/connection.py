@@ -63,17 +63,30 @@ def connect(
         # Sorts and temporary b-trees stay in memory: the index is small, the disk may be slow.
         conn.execute("PRAGMA temp_store = MEMORY")
         if wal:
-            enable_wal(conn)
+            enable_wal(conn, busy_timeout)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def enable_wal(conn: sqlite3.Connection) -> None:
-    """Switch to WAL unless the file already is (the mode is stored in the file)."""
-    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        conn.execute("PRAGMA journal_mode = WAL")
+def enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch to WAL unless the file already is (the mode is stored in the file).
+
+    The switch needs the other connections' locks gone, and SQLite answers "database is
+    locked" at once instead of waiting (six processes opening a new index together: one
+    failed in 27 of 60 rounds). So it is tried every millisecond or so until *busy_timeout*
+    has passed, as begin_immediate does; another process may have switched it meanwhile.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if classify_error(exc) != "busy" or time.monotonic() >= deadline:
+                raise
+        time.sleep(jittered(_POLL_S))
 
 
 def classify_error(exc: sqlite3.Error) -> Failure:

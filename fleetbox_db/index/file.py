@@ -190,7 +190,7 @@ class IndexFile:
         try:
             status = schema.classify(conn)
             if status == "current":
-                dbconn.enable_wal(conn)
+                dbconn.enable_wal(conn, self.busy_timeout)
                 return conn
         except sqlite3.DatabaseError as exc:
             conn.close()

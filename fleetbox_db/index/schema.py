@@ -214,7 +214,7 @@ def create_at_head(
                 conn.execute(f"PRAGMA {pragma} = {int(value)}")
             conn.execute("COMMIT")
             if wal:
-                enable_wal(conn)  # as the engine Alembic runs on leaves it
+                enable_wal(conn, busy_timeout)  # as the engine Alembic runs on leaves it
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
