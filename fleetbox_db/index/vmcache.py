@@ -44,7 +44,9 @@ class Record(NamedTuple):
     fixtures: tuple[FixtureRecord, ...]
     ip: str
     extra: str | None  # JSON text of VM.extra
-    created_text: str  # created_at as the file spells it
+    # (created_at as the file spells it, created_at): every VM built from this record shares
+    # the one tuple (immutable), 10,000 fewer objects to make and collect per vms()
+    created_raw: tuple[str, datetime]
     spelling: str | None  # the spelling column (rows.py): how its strings spelled U+FFFD
 
 
@@ -147,16 +149,15 @@ def _read_records(
         when = parse_go_time(created)
         held = tuple(fixtures.get(mid, ()))
         found[(mid, digest)] = new(
-            Record, (name, mac, cpus, mem, disk, image, when, held, ip, extra, created, spelling)
+            Record,
+            (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
         )
     return found
 
 
 def _vm(record: Record) -> VM:
     """A new VM from a record (records.built_vm: no dataclass __init__ per member)."""
-    name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, extra, text, spelling = (
-        record
-    )
+    name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, extra, raw, spelling = record
     vm = built_vm(
         name,
         mac,
@@ -169,7 +170,7 @@ def _vm(record: Record) -> VM:
         ip,
         decode_json_value(extra) if extra else {},
     )
-    vm._created_at_raw = (text, created)
+    vm._created_at_raw = raw
     if spelling is not None:
         respell(vm, spelling)
     return vm
