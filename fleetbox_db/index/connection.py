@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, Literal
@@ -78,10 +78,21 @@ def enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
     failed in 27 of 60 rounds). So it is tried every millisecond or so until *busy_timeout*
     has passed, as begin_immediate does; another process may have switched it meanwhile.
     """
-    deadline = time.monotonic() + busy_timeout
-    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        try:
+
+    def switch() -> None:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
+
+    _while_locked(switch, busy_timeout)
+
+
+def _while_locked(attempt: Callable[[], object], timeout: float) -> None:
+    """Run *attempt*, again every millisecond or so while it fails with "database is
+    locked", until *timeout* has passed (0: once); then that error is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            attempt()
             return
         except sqlite3.OperationalError as exc:
             if classify_error(exc) != "busy" or time.monotonic() >= deadline:
@@ -142,14 +153,6 @@ def begin_immediate(conn: sqlite3.Connection, busy_timeout: float, *, wait: bool
     """
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        deadline = time.monotonic() + (busy_timeout if wait else 0.0)
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if classify_error(exc) != "busy" or time.monotonic() >= deadline:
-                    raise
-            time.sleep(jittered(_POLL_S))
+        _while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), busy_timeout if wait else 0.0)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
