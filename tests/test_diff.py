@@ -28,7 +28,7 @@ def member(key: tuple[str, str], version: int) -> MemberDir:
 
 def recorded(entries: list[MemberDir], racy: set[Key]) -> RecordedScan:
     raw = any(not diff._plain((e[0], e[1])) for e in entries)
-    return RecordedScan(None, 0, entries, racy, [], 0, 0, 0, raw, False)  # type: ignore[arg-type]
+    return RecordedScan(None, 0, entries, racy, [], 0, 0, 0, raw, False, 0)  # type: ignore[arg-type]
 
 
 @settings(max_examples=400, deadline=None)

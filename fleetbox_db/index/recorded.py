@@ -56,12 +56,12 @@ class RecordedScan:
     in_transaction: bool
     # member_seq.reservations at this version: past `reserved` when a refresh for an answer
     # that involves no address left the reservations as they were (see refreshed()).
-    reserved_now: int = -1
+    reserved_now: int
     _by_key: dict[tuple[str, str], MemberDir] | None = None
 
     @property
     def reservations_current(self) -> bool:
-        return self.reserved_now in (-1, self.reserved)
+        return self.reserved_now == self.reserved
 
     @classmethod
     def load(cls, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
