@@ -21,7 +21,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from helpers import put
+from helpers import later, put
 
 import fleetbox_db
 from fleetbox_db import VM, Fixture, IndexSchemaError, Store
@@ -353,6 +353,41 @@ def test_upgrade_from_0008_keeps_the_rows_and_counts_reservation_changes_from_th
         conn.execute("DELETE FROM reservations")
     conn.close()
     assert rows_of(path, "SELECT reservations FROM member_seq") == [(2,)]
+
+
+def test_upgrade_from_0009_keeps_the_rows_and_records_a_digest_from_there(root: Path) -> None:
+    """fleetbox_0010 adds member_seq.settled_seq and settled_digest: an index at
+    fleetbox_0009 keeps its rows and counters (no digest yet); the next reader that finds
+    disk equal to it records one, and a downgrade drops the columns again."""
+    put(root, "web-1", ip="10.0.0.2")
+    with Store.open(root) as store:
+        store.allocate_ip("db-1", "10.0.0.0/24")
+        path = store.index_path
+    schema.run_alembic(path, "downgrade", "fleetbox_0009")
+    assert revision_of(path) == "fleetbox_0009"
+    members_before = rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+    counters = rows_of(path, "SELECT value, kept_removals, reservations FROM member_seq")
+
+    schema.run_alembic(path, "upgrade", "head")
+    assert rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id") == members_before
+    assert rows_of(path, "SELECT value, kept_removals, reservations FROM member_seq") == counters
+    assert rows_of(path, "SELECT settled_seq, settled_digest FROM member_seq") == [(None, None)]
+    with Store.open(root, clock=later) as store:
+        assert store.list() == ["web-1"]  # records web-1 settled (it was racy)
+        assert store.list() == ["web-1"]  # finds every row equal: records the digest
+    [(value, at)] = rows_of(path, "SELECT value, settled_seq FROM member_seq")
+    assert at == value
+
+    schema.run_alembic(path, "downgrade", "fleetbox_0009")
+    assert rows_of(path, "SELECT name FROM pragma_table_info('member_seq')") == [
+        ("id",),
+        ("value",),
+        ("kept_removals",),
+        ("reservations",),
+    ]
+    assert rows_of(path, "SELECT value, kept_removals, reservations FROM member_seq") == [
+        (value, counters[0][1], counters[0][2])
+    ]
 
 
 # -- a failing revision -----------------------------------------------------------------

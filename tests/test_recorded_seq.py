@@ -6,6 +6,7 @@ Real SQLite files and real Stores only.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ from internals import index_connection, reconciler
 import fleetbox_db
 import fleetbox_db.index.recorded as recorded_module
 from fleetbox_db import VM, Store
+from fleetbox_db.disk.scan import scan
 from fleetbox_db.index.recorded import RecordedScan
 
 CREATED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -48,6 +50,44 @@ def check_refresh(store: Store) -> None:
     if refreshed._by_key is not None:  # carried over from the scan before: the same rows
         assert sorted(refreshed._by_key) == sorted((e[0], e[1]) for e in refreshed.entries)
         assert all(refreshed._by_key[(e[0], e[1])] is e for e in refreshed.entries)
+
+
+def check_digest(root: Path, settler: Store, step: Step) -> None:
+    """Once *settler* (whose clock is an hour on) has settled every row and recorded the
+    digest of its scan (index/settled.py), and disk was then maybe touched behind its back,
+    a new Store trusts the digest exactly when its scan is exact and unchanged, and then
+    gets what reading every row gives, no row racy."""
+    settler.list()  # re-reads rows still racy
+    settler.list()  # finds every row equal: records the digest
+    _, index, cpus = step
+    touched = cpus % 2 == 0 and touch_in_place(config_path(root, NAMES[index]))
+    with Store.open(root) as fresh:
+        rec, conn = reconciler(fresh), index_connection(fresh)
+        found = scan(rec.clusters_dir)
+        fast = RecordedScan.settled(conn, found.members, rec.granularity_ns)
+        full = RecordedScan.load(conn, rec.granularity_ns)
+    if fast is not None:
+        assert strict(fast) == strict(full)
+        assert not full.racy
+    exact = not found.unreadable_clusters and all(m.error is None for m in found.members)
+    assert (fast is not None) == (exact and not touched)
+
+
+def touch_in_place(path: Path) -> bool:
+    """Rewrite *path* with its own bytes and set its mtime back: only ctime moves. True
+    when its signature changed (a rewrite within the clock's tick may not)."""
+    if not path.is_file():
+        return False
+    before = path.stat()
+    go_write(path, path.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    return (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ctime_ns,
+    )
 
 
 @pytest.fixture
@@ -152,6 +192,7 @@ def test_refreshed_scan_equals_a_full_load_after_any_steps(
                         raise
                 check_refresh(store)
                 check_refresh(other)
+                check_digest(root, other, step)
 
 
 # -- it is incremental ------------------------------------------------------------------

@@ -9,7 +9,7 @@ Regenerate after adding a revision:
 
 from typing import Final
 
-REVISION: Final = "fleetbox_0009"
+REVISION: Final = "fleetbox_0010"
 #: Pragmas of the file itself, set before the first table.
 FILE_PRAGMAS: Final = (("page_size", 4096), ("auto_vacuum", 0), ("encoding", "UTF-8"))
 PRAGMAS: Final = (("application_id", 1178753092), ("user_version", 0))
@@ -205,7 +205,7 @@ STATEMENTS: Final = (
         "CREATE TABLE member_seq (\n"
         "\tid INTEGER NOT NULL, \n"
         "\tvalue INTEGER NOT NULL, \n"
-        "\tkept_removals INTEGER NOT NULL, reservations INTEGER DEFAULT 0 NOT NULL, \n"
+        "\tkept_removals INTEGER NOT NULL, reservations INTEGER DEFAULT 0 NOT NULL, settled_seq INTEGER, settled_digest BLOB, \n"
         "\tCONSTRAINT pk_member_seq PRIMARY KEY (id), \n"
         "\tCONSTRAINT ck_member_seq_one_row CHECK (id = 1)\n"
         ")"
@@ -254,5 +254,5 @@ ROWS: Final[tuple[tuple[str, tuple[object, ...]], ...]] = (
         'INSERT INTO "history_meta" VALUES (?, ?, ?, ?)',
         (1, 0, 100000, "a new index was built from disk (none was found: first use, or deleted)"),
     ),
-    ('INSERT INTO "member_seq" VALUES (?, ?, ?, ?)', (1, 0, 10000, 0)),
+    ('INSERT INTO "member_seq" VALUES (?, ?, ?, ?, ?, ?)', (1, 0, 10000, 0, None, None)),
 )

@@ -22,7 +22,7 @@ from fleetbox_db.disk.observe import Clock
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
-from fleetbox_db.index import history, members, reservations, schema, sql
+from fleetbox_db.index import history, members, reservations, schema, settled, sql
 from fleetbox_db.index.answers import (
     IndexAnswers,
     conflicts,
@@ -378,6 +378,8 @@ class Mirror:
         if self._reconciler.is_current(conn, scan, leases):
             if not scan.members and not self._history_started:
                 self._start_history(conn)
+            if self._reconciler.unrecorded_digest is not None:
+                self._record_digest(*self._reconciler.unrecorded_digest)
             return None
         plan = self._reconciler.plan(conn, scan, leases=leases)
         return None if plan.empty else plan
@@ -391,6 +393,16 @@ class Mirror:
         try:
             with self._locked(wait=False) as wconn:
                 self._reconciled(wconn)
+        except WriteLockBusy:
+            pass
+
+    def _record_digest(self, seq: int, found: bytes) -> None:
+        """Record the digest of a scan found equal to every row (index/settled.py), if the
+        write lock is free this instant: the next new process then reads no row."""
+        self._reconciler.unrecorded_digest = None
+        try:
+            with self._locked(wait=False) as wconn:
+                settled.record(wconn, seq, found)
         except WriteLockBusy:
             pass
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -189,6 +190,10 @@ class MemberSeqRow(Base):
     kept_removals: Mapped[int] = mapped_column(Integer)
     # Moved by every change to reservations (fleetbox_0009): a reader re-reads them only then.
     reservations: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The value at which a reader found disk equal to the index, and its scan's digest
+    # (fleetbox_0010, index/settled.py): a new process then need not read every row.
+    settled_seq: Mapped[int | None] = mapped_column(Integer)
+    settled_digest: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 #: The key of each deleted member row and the change number of its deletion; only the

@@ -27,7 +27,7 @@ from fleetbox_db.disk.files import is_member_dir
 from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.observe import Clock, Observation, observe_whole
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
-from fleetbox_db.index import members, preview, reservations
+from fleetbox_db.index import members, preview, reservations, settled
 from fleetbox_db.index.answers import all_members
 from fleetbox_db.index.connection import data_version
 from fleetbox_db.index.diff import differences
@@ -82,6 +82,8 @@ class Reconciler:
         self._recorded: RecordedScan | None = None
         self._stale = False  # this connection wrote since _recorded was loaded
         self._seen: _Seen | None = None  # what the last scan planned has read
+        #: (change number, digest) of a scan is_current() found equal to every row it read.
+        self.unrecorded_digest: tuple[int, bytes] | None = None
 
     @property
     def version(self) -> object:
@@ -125,7 +127,13 @@ class Reconciler:
     def is_current(self, conn: sqlite3.Connection, scan: Scan, leases: bool = True) -> bool:
         """True when the index already says what *scan* shows and no row is racy; the
         leases are compared too unless *leases* is False (an answer no address is part of).
+
+        The first call of a Reconciler trusts a digest a reader recorded for this very scan
+        (index/settled.py) instead of reading every row; when none was recorded at the
+        index's change number, unrecorded_digest says what to record for the next process.
         """
+        if self._recorded is None and not scan.unreadable_clusters:
+            self._recorded = RecordedScan.settled(conn, scan.members, self.granularity_ns)
         recorded = self._load(conn, leases)
         if recorded.racy:
             return False
@@ -135,7 +143,14 @@ class Reconciler:
             # Their rows stay (plan never drops them) but the scan cannot show them.
             skipped = set(scan.unreadable_clusters)
             return scan.members == [e for e in recorded.entries if e.cluster not in skipped]
-        return scan.members == recorded.entries
+        if scan.members != recorded.entries:
+            return False
+        if recorded.settled_at != recorded.seq and not recorded.in_transaction:
+            # Tried once per change number: a busy write lock leaves it to the next process.
+            recorded.settled_at = recorded.seq
+            found = settled.digest(scan.members, self.granularity_ns, recorded.schema)
+            self.unrecorded_digest = None if found is None else (recorded.seq, found)
+        return True
 
     def _load(self, conn: sqlite3.Connection, leases: bool = True) -> RecordedScan:
         """The recorded scan as the index holds it now; its reservations too unless

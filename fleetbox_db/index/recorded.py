@@ -23,10 +23,10 @@ from operator import itemgetter
 from typing import Any, Final
 
 from fleetbox_db.disk.scan import MemberDir, Signature, collector_paused
-from fleetbox_db.index import reservations
+from fleetbox_db.index import reservations, settled
 from fleetbox_db.index.answers import names_in_state
 from fleetbox_db.index.connection import data_version, one_read
-from fleetbox_db.index.members import go_order, racy_keys, signatures
+from fleetbox_db.index.members import go_order, has_raw_names, racy_keys, signatures
 from fleetbox_db.index.names import BYTE_ORDER
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState
@@ -57,6 +57,9 @@ class RecordedScan:
     # member_seq.reservations at this version: past `reserved` when a refresh for an answer
     # that involves no address left the reservations as they were (see refreshed()).
     reserved_now: int
+    # member_seq.settled_seq: the change number a scan's digest was recorded at
+    # (index/settled.py); the Reconciler records one when it differs from seq.
+    settled_at: int | None = None
     _by_key: dict[tuple[str, str], MemberDir] | None = None
 
     @property
@@ -74,7 +77,7 @@ class RecordedScan:
         version = data_version(conn)
         in_transaction = conn.in_transaction
         with one_read(conn):
-            seq, _, reserved = _seq(conn)
+            seq, _, reserved, settled_at, _ = settled.recorded(conn)
             schema = _schema_version(conn)
             order = go_order(conn)
             rows = signatures(conn, order)
@@ -95,7 +98,30 @@ class RecordedScan:
         raw = order is BYTE_ORDER
         return cls(
             conn, version, entries, racy, held, seq, reserved, schema, raw, in_transaction,
-            reserved,
+            reserved, settled_at,
+        )  # fmt: skip
+
+    @classmethod
+    def settled(
+        cls, conn: sqlite3.Connection, members: list[MemberDir], granularity_ns: int
+    ) -> RecordedScan | None:
+        """The index as *members* (a scan of disk) shows it, without reading its rows, when
+        a reader recorded this scan's digest at the index's current change number (no row
+        racy then: index/settled.py); else None."""
+        version = data_version(conn)
+        in_transaction = conn.in_transaction
+        with one_read(conn):
+            seq, _, reserved, settled_at, known = settled.recorded(conn)
+            if settled_at != seq or known is None:
+                return None
+            schema = _schema_version(conn)
+            if settled.digest(members, granularity_ns, schema) != known:
+                return None
+            raw = has_raw_names(conn)
+            held = reservations.every(conn)
+        return cls(
+            conn, version, list(members), set(), held, seq, reserved, schema, raw,
+            in_transaction, reserved, seq,
         )  # fmt: skip
 
     def refreshed(
@@ -117,7 +143,7 @@ class RecordedScan:
         version = data_version(conn)
         in_transaction = conn.in_transaction
         with one_read(conn):
-            seq, kept, reserved = _seq(conn)
+            seq, kept, reserved, settled_at, _ = settled.recorded(conn)
             if _schema_version(conn) != self.schema or seq < self.seq:
                 return None
             # Past kept_removals numbers some removals are gone; past an eighth of the rows
@@ -150,7 +176,7 @@ class RecordedScan:
                 held_at = reserved
         return RecordedScan(
             conn, version, entries, racy, held, seq, held_at, self.schema, False, in_transaction,
-            reserved, by_key,
+            reserved, settled_at, by_key,
         )  # fmt: skip
 
     def is_current(self, conn: sqlite3.Connection) -> bool:
@@ -175,15 +201,6 @@ _CHANGED: Final = (
 )
 _REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
 _key: Final = itemgetter(0, 1)
-
-
-def _seq(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    """(the last change number, how many numbers back removals are kept, the count of
-    changes to reservations)."""
-    row = conn.execute(
-        "SELECT value, kept_removals, reservations FROM member_seq WHERE id = 1"
-    ).fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -39,6 +39,7 @@ KNOWN_REVISIONS: Final = (
     "fleetbox_0007",
     "fleetbox_0008",
     "fleetbox_0009",
+    "fleetbox_0010",
 )
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
