@@ -456,3 +456,62 @@ def test_a_reconcile_killed_mid_way_records_all_or_nothing(
     changed = aged.history(kinds=["changed"], limit=None)
     assert sorted(e.name or "" for e in changed) == sorted(names)
     assert {e.fields["cpus"] for e in changed} == {(1, 2)}
+
+
+# -- a members row changed by another program ------------------------------------------------
+
+
+def edit_row_by_hand(root: Path, name: str) -> None:
+    """What an operator's sqlite3 session does: an UPDATE of a member row, committed. Its
+    trigger stages the row in history_touched, which only our transactions empty."""
+    conn = sqlite3.connect(root / "index.db")
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE members SET size = size + 1, digest = 'edited', ip = NULL,"
+                " ip_int = NULL WHERE name = ?",
+                (name,),
+            )
+        assert conn.execute("SELECT count(*) FROM history_touched").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+def test_a_row_edited_by_hand_is_repaired_by_the_next_reader(root: Path) -> None:
+    """The reader re-reads the config and writes its row; the staged row left by the edit
+    made that upsert fail (its conflict action overrides the trigger's OR IGNORE) on every
+    answer and every reconcile, until index.db was deleted."""
+    put(root, "web-1", ip="10.0.0.2")
+    put(root, "web-2", ip="10.0.0.3")
+    with Store.open(root, clock=later) as store:
+        store.list()
+    edit_row_by_hand(root, "web-2")
+    with Store.open(root) as store:
+        assert store.who_has("10.0.0.3") == "web-2"
+        store.save(VM("web-2", ip="10.0.0.3", cpus=4))
+        assert store.reconcile().unreadable == []
+    assert rows(root, "SELECT count(*) FROM history_touched") == [(0,)]
+
+
+def test_a_row_edited_by_hand_is_repaired_in_a_copy_while_the_lock_is_held(root: Path) -> None:
+    put(root, "web-1", ip="10.0.0.2")
+    put(root, "web-2", ip="10.0.0.3")
+    with Store.open(root, clock=later) as store:
+        store.list()
+    edit_row_by_hand(root, "web-2")
+    holder = sqlite3.connect(root / "index.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with Store.open(root) as store:
+            assert store.who_has("10.0.0.3") == "web-2"  # answered from a repaired copy
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def rows(root: Path, query: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(root / "index.db")
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()

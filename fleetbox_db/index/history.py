@@ -98,6 +98,14 @@ def set_limit(conn: sqlite3.Connection, limit: int) -> None:
     _trim(conn)
 
 
+def drop_staged_elsewhere(conn: sqlite3.Connection) -> None:
+    """Forget member rows another program's edit staged (an operator's sqlite3 session):
+    our write transactions empty history_touched before they commit, and a staged row left
+    there failed every later upsert of that member (an upsert's conflict action overrides
+    the trigger's OR IGNORE), answers and reconcile included. The edit makes no event."""
+    conn.execute("DELETE FROM history_touched")
+
+
 def record(conn: sqlite3.Connection, actor: str) -> None:
     """Turn the rows the open write transaction changed into events made by *actor*, and
     keep the newest max_events. Costs two empty lookups when nothing changed."""

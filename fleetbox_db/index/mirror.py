@@ -367,6 +367,7 @@ class Mirror:
                 waited = time.monotonic() - started
                 level = INFO if waited >= 0.01 else DEBUG
                 log.log(level, "took the index write lock after %.3f s", waited)
+                history.drop_staged_elsewhere(conn)
                 yield conn
         except BaseException:
             self._reconciler.rolled_back()

@@ -23,7 +23,7 @@ from typing import NamedTuple, TypeVar
 
 from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.scan import Scan
-from fleetbox_db.index import reservations
+from fleetbox_db.index import history, reservations
 from fleetbox_db.index.connection import data_version, one_read
 from fleetbox_db.index.plan import Plan
 from fleetbox_db.index.reconcile import Progress, Reconciler
@@ -120,6 +120,7 @@ def answer_from_copy(
     the copy itself (copying again until a plan and a copy agreed made the slowest
     answers beside busy writers copy 3-4 times and plan 3-5 times)."""
     with in_memory_copy(conn) as copy:
+        history.drop_staged_elsewhere(copy.conn)
         if copy.version != plan.data_version:
             plan = reconciler.plan_aside(copy.conn, scan, leases=plan.leases)
         reconciler.apply(copy.conn, plan, progress=progress, on_disk=False)
