@@ -390,6 +390,33 @@ def test_upgrade_from_0009_keeps_the_rows_and_records_a_digest_from_there(root: 
     ]
 
 
+def test_upgrade_from_0010_keeps_the_rows_and_saves_vm_records_from_there(root: Path) -> None:
+    """fleetbox_0011 adds vm_records: an index at fleetbox_0010 keeps its rows, and the
+    next reader of a settled index saves the records there; a downgrade drops the table."""
+    put(root, "web-1", ip="10.0.0.2")
+    with Store.open(root) as store:
+        store.list()
+        path = store.index_path
+    schema.run_alembic(path, "downgrade", "fleetbox_0010")
+    assert revision_of(path) == "fleetbox_0010"
+    assert "vm_records" not in tables_of(path)
+    members_before = rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+
+    schema.run_alembic(path, "upgrade", "head")
+    assert rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id") == members_before
+    assert rows_of(path, "SELECT count(*) FROM vm_records") == [(0,)]
+    with Store.open(root, clock=later) as store:
+        store.list()  # records web-1 settled
+        store.list()  # records the digest
+        assert [vm.ip for vm in store.vms()] == ["10.0.0.2"]  # saves the records
+    [(value,)] = rows_of(path, "SELECT value FROM member_seq")
+    assert rows_of(path, "SELECT id, seq FROM vm_records") == [(0, value)]
+
+    schema.run_alembic(path, "downgrade", "fleetbox_0010")
+    assert "vm_records" not in tables_of(path)
+    assert rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id") != []
+
+
 # -- a failing revision -----------------------------------------------------------------
 
 #: A revision this code does not know: the one after head.

@@ -28,6 +28,7 @@ from internals import index_connection, reconciler
 import fleetbox_db
 import fleetbox_db.index.recorded as recorded_module
 from fleetbox_db import VM, Store
+from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.scan import scan
 from fleetbox_db.index.recorded import RecordedScan
 
@@ -59,6 +60,7 @@ def check_digest(root: Path, settler: Store, step: Step) -> None:
     gets what reading every row gives, no row racy."""
     settler.list()  # re-reads rows still racy
     settler.list()  # finds every row equal: records the digest
+    settler.vms()  # saves the VM records (index/vmblob.py)
     _, index, cpus = step
     touched = cpus % 2 == 0 and touch_in_place(config_path(root, NAMES[index]))
     with Store.open(root) as fresh:
@@ -66,6 +68,8 @@ def check_digest(root: Path, settler: Store, step: Step) -> None:
         found = scan(rec.clusters_dir)
         fast = RecordedScan.settled(conn, found.members, rec.granularity_ns)
         full = RecordedScan.load(conn, rec.granularity_ns)
+        # Its first vms(), from the saved records or the rows, is what disk holds.
+        assert fresh.vms() == DiskAnswers(rec.clusters_dir, found, later).vms()
     if fast is not None:
         assert strict(fast) == strict(full)
         assert not full.racy

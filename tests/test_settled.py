@@ -49,6 +49,7 @@ def settled_root(seeded_root: Path) -> Path:
     with Store.open(seeded_root, clock=later) as store:
         store.list()  # records the rows
         store.list()  # finds them equal: records the digest
+        store.vms()  # saves the VM records (index/vmblob.py)
     assert digest_row(seeded_root)[0] == digest_row(seeded_root)[1]
     return seeded_root
 

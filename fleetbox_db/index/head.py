@@ -9,7 +9,7 @@ Regenerate after adding a revision:
 
 from typing import Final
 
-REVISION: Final = "fleetbox_0010"
+REVISION: Final = "fleetbox_0011"
 #: Pragmas of the file itself, set before the first table.
 FILE_PRAGMAS: Final = (("page_size", 4096), ("auto_vacuum", 0), ("encoding", "UTF-8"))
 PRAGMAS: Final = (("application_id", 1178753092), ("user_version", 0))
@@ -246,6 +246,14 @@ STATEMENTS: Final = (
     ),
     (
         "CREATE TRIGGER reservation_seq_delete AFTER DELETE ON reservations BEGIN UPDATE member_seq SET reservations = reservations + 1 WHERE id = 1; END"
+    ),
+    (
+        "CREATE TABLE vm_records (\n"
+        "\tid INTEGER NOT NULL, \n"
+        "\tseq INTEGER NOT NULL, \n"
+        "\tblob BLOB NOT NULL, \n"
+        "\tCONSTRAINT pk_vm_records PRIMARY KEY (id)\n"
+        ")"
     ),
 )
 #: The rows the migrations insert into a new file, as (statement, values).

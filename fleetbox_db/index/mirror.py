@@ -22,7 +22,7 @@ from fleetbox_db.disk.observe import Clock
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.disk.sweep import sweep
 from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
-from fleetbox_db.index import history, members, reservations, schema, settled, sql
+from fleetbox_db.index import history, members, reservations, schema, settled, sql, vmblob
 from fleetbox_db.index.answers import (
     IndexAnswers,
     conflicts,
@@ -109,13 +109,14 @@ class Mirror:
         def run() -> T:
             conn = self._file.connection()
             plan = self._changes(conn, scan, leases=leases)
-            if plan is None:
-                return question(IndexAnswers(conn, self._vms, self._reconciler.version))
             # Live leases without rows alone: allocations in flight, which their own commits
             # record in a moment; a write here would only queue beside them.
-            in_flight = plan.leases_only and not plan.dead
-            if not in_flight and self._record_if_free(plan):
-                return question(IndexAnswers(conn, self._vms, self._reconciler.version))
+            if plan is None or (
+                not (plan.leases_only and not plan.dead) and self._record_if_free(plan)
+            ):
+                answer = question(IndexAnswers(conn, self._vms, self._reconciler.version))
+                self._save_vms()
+                return answer
 
             def ask(answering: sqlite3.Connection) -> T:
                 return question(IndexAnswers(answering, self._vms, None))
@@ -404,6 +405,18 @@ class Mirror:
         try:
             with self._locked(wait=False) as wconn:
                 settled.record(wconn, seq, found)
+        except WriteLockBusy:
+            pass
+
+    def _save_vms(self) -> None:
+        """Save the VM records just answered for the next new process (index/vmblob.py) if
+        the index is settled and the write lock free this instant."""
+        unsaved = self._vms.unsaved()
+        if unsaved is None:
+            return
+        try:
+            with self._locked(wait=False) as wconn:
+                vmblob.save(wconn, *unsaved)
         except WriteLockBusy:
             pass
 

@@ -196,6 +196,18 @@ class MemberSeqRow(Base):
     settled_digest: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+class VMRecordsRow(Base):
+    """One chunk of every 'ok' member's VM record, saved at member_seq value *seq*
+    (fleetbox_0011, index/vmblob.py): a new process's first vms() decodes them instead of
+    reading every row."""
+
+    __tablename__ = "vm_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the chunk's number, from 0
+    seq: Mapped[int] = mapped_column(Integer)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 #: The key of each deleted member row and the change number of its deletion; only the
 #: newest kept_removals numbers. A plain Table: it has no primary key to map.
 member_removals: Final = Table(

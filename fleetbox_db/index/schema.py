@@ -40,6 +40,7 @@ KNOWN_REVISIONS: Final = (
     "fleetbox_0008",
     "fleetbox_0009",
     "fleetbox_0010",
+    "fleetbox_0011",
 )
 HEAD: Final = KNOWN_REVISIONS[-1]
 #: The tables of the head revision: an index at head missing one lost its schema.
@@ -53,6 +54,7 @@ HEAD_TABLES: Final = frozenset(
         "history_touched",
         "member_seq",
         "member_removals",
+        "vm_records",
     }
 )
 #: Alembic's table and the automatic index SQLite gives its primary key.

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Final, NamedTuple
 
 from fleetbox_db.disk.scan import collector_paused
+from fleetbox_db.index import vmblob
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.rows import CONFIG_COLUMNS, respell
@@ -63,6 +64,11 @@ class VMCache:
         # The records of _rows, in order, while _rows is unchanged: a call at the same version
         # neither looks each row up nor checks for missing ones again.
         self._ordered: list[Record] | None = None
+        # member_seq's value and settled_seq when _rows was read, and the value whose records
+        # the index holds saved (vmblob.py) or this cache last offered to save.
+        self._seq: int | None = None
+        self._settled_at: int | None = None
+        self._saved_at: int | None = None
 
     def vms(self, conn: sqlite3.Connection, version: object = None) -> list[VM]:
         """Every 'ok' member's VM, in Go List() order, from one read of the index.
@@ -81,12 +87,18 @@ class VMCache:
     def _records_in_order(self, conn: sqlite3.Connection, version: object) -> list[Record]:
         with one_read(conn):
             if not self._records:
-                # The first build: one read of every row gives both the order and the records.
-                self._records = _read_records(conn)
+                # The first build: the saved records if they are of these very rows, else one
+                # read of every row; either gives both the order and the records.
+                self._seq, self._settled_at, self._saved_at = _seqs(conn)
+                saved = _saved_records(conn, self._seq)
+                if saved is None and self._saved_at == self._seq:
+                    self._saved_at = None  # saved there but unusable: save them again
+                self._records = saved if saved is not None else _read_records(conn)
                 self._rows = list(self._records)
                 self._version = version
             elif version is None or version is not self._version:
                 self._rows = _row_ids(conn)
+                self._seq, self._settled_at, self._saved_at = _seqs(conn)
                 self._version = version
             rows = self._rows
             cache = self._records
@@ -103,8 +115,67 @@ class VMCache:
             self._records = cache = {k: r for k, r in cache.items() if k in live}
         return [cache[key] for key in rows]
 
+    def unsaved(self) -> tuple[int, list[bytes]] | None:
+        """(member_seq value, chunks) of the records last answered, when the index was
+        settled at that value and holds no records saved at it (vmblob.py); offered once
+        per value, so a busy write lock leaves them to the next reader."""
+        seq, ordered = self._seq, self._ordered
+        if seq is None or ordered is None or self._settled_at != seq or self._saved_at == seq:
+            return None
+        self._saved_at = seq
+        flat = (
+            (*row, *record[:6], record[10][0], *record[7:10], record[11])
+            for row, record in zip(self._rows, ordered, strict=True)
+        )
+        return seq, vmblob.encode(flat, len(ordered))
+
 
 _OK: Final = f"state = '{MemberState.OK.value}'"
+
+
+def _seqs(conn: sqlite3.Connection) -> tuple[int, int | None, int | None]:
+    """(member_seq's value, its settled_seq, the value of the saved records if any)."""
+    row = conn.execute(
+        "SELECT value, settled_seq, (SELECT seq FROM vm_records WHERE id = 0)"
+        " FROM member_seq WHERE id = 1"
+    ).fetchone()
+    return int(row[0]), row[1], row[2]
+
+
+def _saved_records(conn: sqlite3.Connection, seq: int) -> dict[RowId, Record] | None:
+    """The records saved at member_seq value *seq* (vmblob.py), in Go List() order; None when
+    there are none, or a chunk is not one this code wrote (the rows are read instead)."""
+    chunks = vmblob.saved(conn, seq)
+    if chunks is None:
+        return None
+    found: dict[RowId, Record] = {}
+    new = tuple.__new__
+    try:
+        for records in chunks:
+            for (
+                mid,
+                digest,
+                name,
+                mac,
+                cpus,
+                mem,
+                disk,
+                image,
+                created,
+                held,
+                ip,
+                extra,
+                spelling,
+            ) in records:
+                when = parse_go_time(created)
+                found[(mid, digest)] = new(
+                    Record,
+                    (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when),
+                     spelling),
+                )  # fmt: skip
+    except (vmblob.Unusable, ValueError, TypeError):
+        return None
+    return found
 
 
 def _row_ids(conn: sqlite3.Connection) -> list[RowId]:
