@@ -263,8 +263,8 @@ def test_a_missing_or_stray_chunk_costs_a_read_of_the_rows(
 
 def test_encode_and_decode_round_trip() -> None:
     records = [(i, f"d{i}", f"vm-{i}", (("h", "g", "l", None),)) for i in range(10)]
-    chunks = vmblob.encode(iter(records), len(records))
+    chunks = list(vmblob.encode(iter(records), len(records)))
     assert len(chunks) == 1
     assert vmblob.decode(chunks[0], 1) == records
     assert vmblob.decode(chunks[0], 2) is None  # the count is part of each chunk
-    assert vmblob.encode(iter(()), 0) != []
+    assert list(vmblob.encode(iter(()), 0)) != []

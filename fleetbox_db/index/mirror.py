@@ -410,7 +410,9 @@ class Mirror:
 
     def _save_vms(self) -> None:
         """Save the VM records just answered for the next new process (index/vmblob.py) if
-        the index is settled and the write lock free this instant."""
+        the index is settled and the write lock free this instant. The chunks are made
+        while it is held, one at a time, to bound memory (at 10,000 members about 15 ms,
+        once per change of a settled index; readers do not wait for it)."""
         unsaved = self._vms.unsaved()
         if unsaved is None:
             return

@@ -16,7 +16,7 @@ from __future__ import annotations
 import marshal
 import sqlite3
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, Final
 
@@ -32,15 +32,14 @@ _SUM: Final = 4  # checksum bytes: a CRC-32 of the rest, to catch a torn or dama
 Flat = tuple[Any, ...]  # one record, as rows.py's columns hold it (vmcache.flat_record)
 
 
-def encode(records: Iterable[Flat], count: int) -> list[bytes]:
-    """The chunks holding *records* (*count* of them), in order."""
+def encode(records: Iterable[Flat], count: int) -> Iterator[bytes]:
+    """The chunks holding *records* (*count* of them), in order, each made when asked for:
+    at 100,000 members all of them at once were 20 MB more at the peak of a vms()."""
     chunks = max(1, -(-count // CHUNK))
     it = iter(records)
-    found = []
     for _ in range(chunks):
         body = marshal.dumps((_FORMAT, chunks, list(islice(it, CHUNK))), _MARSHAL_VERSION)
-        found.append(zlib.crc32(body).to_bytes(_SUM, "little") + body)
-    return found
+        yield zlib.crc32(body).to_bytes(_SUM, "little") + body
 
 
 def decode(chunk: bytes, chunks: int) -> list[Flat] | None:
@@ -81,10 +80,10 @@ def _chunks(conn: sqlite3.Connection, chunks: int) -> Iterable[list[Flat]]:
         yield records
 
 
-def save(conn: sqlite3.Connection, seq: int, chunks: Sequence[bytes]) -> bool:
+def save(conn: sqlite3.Connection, seq: int, chunks: Iterable[bytes]) -> bool:
     """Replace the saved chunks with *chunks*, the records at member_seq value *seq*, inside
-    the caller's write transaction; False (nothing written) when the index has moved past
-    *seq* or is not settled there."""
+    the caller's write transaction; False (nothing written, *chunks* not made) when the
+    index has moved past *seq* or is not settled there."""
     row = conn.execute("SELECT value, settled_seq FROM member_seq WHERE id = 1").fetchone()
     if row[0] != seq or row[1] != seq:
         return False

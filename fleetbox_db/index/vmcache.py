@@ -9,7 +9,7 @@ costs a fraction of fetching and parsing its row again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Final, NamedTuple
 
@@ -115,10 +115,11 @@ class VMCache:
             self._records = cache = {k: r for k, r in cache.items() if k in live}
         return [cache[key] for key in rows]
 
-    def unsaved(self) -> tuple[int, list[bytes]] | None:
-        """(member_seq value, chunks) of the records last answered, when the index was
-        settled at that value and holds no records saved at it (vmblob.py); offered once
-        per value, so a busy write lock leaves them to the next reader."""
+    def unsaved(self) -> tuple[int, Iterator[bytes]] | None:
+        """(member_seq value, chunks made as they are read) of the records last answered,
+        when the index was settled at that value and holds no records saved at it
+        (vmblob.py); offered once per value, so a busy write lock leaves them to the next
+        reader."""
         seq, ordered = self._seq, self._ordered
         if seq is None or ordered is None or self._settled_at != seq or self._saved_at == seq:
             return None
