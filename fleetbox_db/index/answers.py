@@ -16,7 +16,7 @@ from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
 from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
 from fleetbox_db.index.vmcache import VMCache
-from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState
+from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState, built_fixture
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.ipam import Subnet, format_ipv4, marked
 from fleetbox_db.rules.layout import member_label
@@ -129,7 +129,7 @@ def _fixtures_by_member(conn: sqlite3.Connection, where: str) -> dict[int, list[
         f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
         " ORDER BY member_id, position"
     ):
-        fixture = Fixture(host, guest, label, decode_json_value(extra) if extra else {})
+        fixture = built_fixture(host, guest, label, decode_json_value(extra) if extra else {})
         fixtures.setdefault(mid, []).append(fixture)
     return fixtures
 

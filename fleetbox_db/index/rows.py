@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from fleetbox_db.records import FIXTURE_FIELDS, VM, ZERO_TIME, Fixture
-from fleetbox_db.rules.config import created_at_text, restore_created_at
+from fleetbox_db.records import FIXTURE_FIELDS, VM, Fixture, built_vm
+from fleetbox_db.rules.config import created_at_text
 from fleetbox_db.rules.gojson import decode_json_value, encode_json_value
+from fleetbox_db.rules.gotime import parse_go_time
 from fleetbox_db.rules.ipam import ip_key, mac_key
 from fleetbox_db.rules.spelling import Spelled
 
@@ -107,20 +108,15 @@ def respell(vm: VM, spelling: str) -> None:
 
 
 def vm_from_row(row: Sequence[Any], fixtures: list[Fixture]) -> VM:
+    """The VM of a row's CONFIG_COLUMNS, built without the dataclass __init__ (records.built_vm:
+    the values were checked when the row was written), once per member of `ls`."""
     name, mac, _, cpus, memory_mb, disk_mb, image, created_at, ip, _, extra, spelling = row
-    vm = VM(
-        name=name,
-        mac=mac,
-        cpus=cpus,
-        memory_mb=memory_mb,
-        disk_mb=disk_mb,
-        image=image,
-        created_at=ZERO_TIME,
-        fixtures=fixtures,
-        ip=ip,
-        extra=decode_json_value(extra) if extra else {},
-    )
-    restore_created_at(vm, created_at)
+    when = parse_go_time(created_at)
+    vm = built_vm(
+        name, mac, cpus, memory_mb, disk_mb, image, when, fixtures, ip,
+        decode_json_value(extra) if extra else {},
+    )  # fmt: skip
+    vm._created_at_raw = (created_at, when)  # as restore_created_at() remembers it
     if spelling is not None:
         respell(vm, spelling)
     return vm

@@ -18,7 +18,7 @@ from fleetbox_db.index import vmblob
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.rows import CONFIG_COLUMNS, respell
-from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState, built_vm
+from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState, built_fixture, built_vm
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.gotime import parse_go_time
 
@@ -254,11 +254,4 @@ def _vm(record: Record) -> VM:
 
 
 def _fixture(host_path: str, guest_path: str, label: str, extra: str | None) -> Fixture:
-    fixture = object.__new__(Fixture)
-    fixture.__dict__ = {
-        "host_path": host_path,
-        "guest_path": guest_path,
-        "label": label,
-        "extra": decode_json_value(extra) if extra else {},
-    }
-    return fixture
+    return built_fixture(host_path, guest_path, label, decode_json_value(extra) if extra else {})
