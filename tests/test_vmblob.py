@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from helpers import config, config_path, go_write, later, put
 from index_lock import write_locked
+from internals import index_connection
 
 import fleetbox_db.index.vmcache as vmcache_module
 from fleetbox_db import VM, Store
@@ -268,3 +269,23 @@ def test_encode_and_decode_round_trip() -> None:
     assert vmblob.decode(chunks[0], 1) == records
     assert vmblob.decode(chunks[0], 2) is None  # the count is part of each chunk
     assert list(vmblob.encode(iter(()), 0)) != []
+
+
+def test_a_full_disk_while_saving_leaves_the_answer_from_the_index_and_no_warning(
+    seeded_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Saving the records is an optimisation: when SQLite cannot grow the file (a full
+    disk, here a page limit on the Store's own connection) the answer stands, no warning."""
+    notes = b',\n  "notes": "' + b"x" * 20_000 + b'"\n}'  # records larger than any free page
+    for name in NAMES:
+        put(seeded_root, name, data=config(name).rstrip().removesuffix(b"}").rstrip() + notes)
+    with Store.open(seeded_root, clock=later) as store:
+        store.list()
+        store.list()  # the digest is recorded: the next vms() would save the records
+        conn = index_connection(store)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        with caplog.at_level("DEBUG", logger="fleetbox_db"):
+            assert store.vms() == on_disk(seeded_root)
+        assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert saved_seq(seeded_root) is None

@@ -402,11 +402,7 @@ class Mirror:
         """Record the digest of a scan found equal to every row (index/settled.py), if the
         write lock is free this instant: the next new process then reads no row."""
         self._reconciler.unrecorded_digest = None
-        try:
-            with self._locked(wait=False) as wconn:
-                settled.record(wconn, seq, found)
-        except WriteLockBusy:
-            pass
+        self._optionally(lambda wconn: settled.record(wconn, seq, found))
 
     def _save_vms(self) -> None:
         """Save the VM records just answered for the next new process (index/vmblob.py) if
@@ -414,13 +410,20 @@ class Mirror:
         while it is held, one at a time, to bound memory (at 10,000 members about 15 ms,
         once per change of a settled index; readers do not wait for it)."""
         unsaved = self._vms.unsaved()
-        if unsaved is None:
-            return
+        if unsaved is not None:
+            self._optionally(lambda wconn: vmblob.save(wconn, *unsaved))
+
+    def _optionally(self, write: Callable[[sqlite3.Connection], object]) -> None:
+        """Run *write*, a hint for later readers, in a write transaction if the lock is free
+        this instant. A failure (a full disk) costs those readers time, never this answer,
+        so it is logged, not raised."""
         try:
             with self._locked(wait=False) as wconn:
-                vmblob.save(wconn, *unsaved)
+                write(wconn)
         except WriteLockBusy:
             pass
+        except IndexAccessError as exc:
+            log.debug("left the index as it was: %s", exc)
 
     def _record_if_free(self, plan: Plan) -> bool:
         """Apply *plan* if the write lock is free this instant; False when it is not."""
