@@ -7,17 +7,21 @@ Each fixture name means one thing across the suite:
 - ``head_index``: a template index.db at head with no members, made once per session.
 - ``seeded_root``: ``root`` created, holding a copy of ``head_index`` (no Alembic upgrade).
 - ``shared_root``: a storage root that does not exist yet, reachable by other users.
+- ``full_loads``: counts the reads of every row's signature (the index read whole).
 """
 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stress_helpers import shared_tmp
 
+import fleetbox_db.index.recorded as recorded_module
 from fleetbox_db import Store
 
 
@@ -63,3 +67,17 @@ def shared_root() -> Iterator[Path]:
     """
     with shared_tmp("fleetbox-shared-") as top:
         yield top / "fleetbox"
+
+
+@pytest.fixture
+def full_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the reads of every row's signature (the real function still runs)."""
+    calls: list[int] = []
+    real = recorded_module.signatures
+
+    def counted(conn: sqlite3.Connection, order: str | None = None) -> list[tuple[Any, ...]]:
+        calls.append(1)
+        return real(conn, order)
+
+    monkeypatch.setattr(recorded_module, "signatures", counted)
+    return calls

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from internals import index_connection, reconciler
 
 import fleetbox_db
-import fleetbox_db.index.recorded as recorded_module
 from fleetbox_db import VM, Store
 from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.scan import scan
@@ -92,20 +91,6 @@ def touch_in_place(path: Path) -> bool:
         before.st_mtime_ns,
         before.st_ctime_ns,
     )
-
-
-@pytest.fixture
-def full_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the full reads of every row's signature (the real function still runs)."""
-    calls: list[int] = []
-    real = recorded_module.signatures
-
-    def counted(conn: sqlite3.Connection, order: str | None = None) -> list[tuple[Any, ...]]:
-        calls.append(1)
-        return real(conn, order)
-
-    monkeypatch.setattr(recorded_module, "signatures", counted)
-    return calls
 
 
 def vm(name: str, cpus: int = 2) -> VM:

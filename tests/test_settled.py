@@ -11,34 +11,18 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import config_path, go_write, later, put
 from index_lock import write_locked
 from internals import index_connection, reconciler
 
-import fleetbox_db.index.recorded as recorded_module
 from fleetbox_db import Store
 from fleetbox_db.disk.scan import MemberDir, Signature, scan
 from fleetbox_db.index import settled
 from fleetbox_db.index.recorded import RecordedScan
 
 NAMES = ("web-1", "web-2", "db-1", "db-2", "cache-1")
-
-
-@pytest.fixture
-def full_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the reads of every row's signature (the real function still runs)."""
-    calls: list[int] = []
-    real = recorded_module.signatures
-
-    def counted(conn: sqlite3.Connection, order: str | None = None) -> list[tuple[Any, ...]]:
-        calls.append(1)
-        return real(conn, order)
-
-    monkeypatch.setattr(recorded_module, "signatures", counted)
-    return calls
 
 
 @pytest.fixture

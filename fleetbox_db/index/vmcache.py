@@ -9,15 +9,16 @@ costs a fraction of fetching and parsing its row again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Final, NamedTuple
 
 from fleetbox_db.disk.scan import collector_paused
 from fleetbox_db.index import vmblob
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
-from fleetbox_db.index.rows import CONFIG_COLUMNS, respell
+from fleetbox_db.index.rows import respell
 from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState, built_fixture, built_vm
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.gotime import parse_go_time
@@ -149,34 +150,35 @@ def _saved_records(conn: sqlite3.Connection, seq: int) -> dict[RowId, Record] | 
     chunks = vmblob.saved(conn, seq)
     if chunks is None:
         return None
-    found: dict[RowId, Record] = {}
-    new = tuple.__new__
     try:
-        for records in chunks:
-            for (
-                mid,
-                digest,
-                name,
-                mac,
-                cpus,
-                mem,
-                disk,
-                image,
-                created,
-                held,
-                ip,
-                extra,
-                spelling,
-            ) in records:
-                when = parse_go_time(created)
-                found[(mid, digest)] = new(
-                    Record,
-                    (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when),
-                     spelling),
-                )  # fmt: skip
+        return _built(chain.from_iterable(chunks))
     except (vmblob.Unusable, ValueError, TypeError):
         return None
+
+
+def _built(
+    rows: Iterable[vmblob.Flat], fixtures: dict[int, list[FixtureRecord]] | None = None
+) -> dict[RowId, Record]:
+    """Records by (row id, digest) from rows laid out as vmblob.Flat, in their order; their
+    fixtures from *fixtures* by row id when given (a row read from SQL has none)."""
+    found: dict[RowId, Record] = {}
+    new = tuple.__new__  # skips the NamedTuple constructor: this runs once per row
+    for mid, digest, name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling in rows:
+        if fixtures is not None:
+            held = tuple(fixtures.get(mid, ()))
+        when = parse_go_time(created)
+        found[(mid, digest)] = new(
+            Record,
+            (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
+        )
     return found
+
+
+#: A row's record as vmblob.Flat lays it out; the fixtures (NULL here) come from their table.
+_FLAT: Final = (
+    "id, digest, config_name, mac, cpus, memory_mb, disk_mb, image, created_at, NULL, ip,"
+    " extra, spelling"
+)
 
 
 def _row_ids(conn: sqlite3.Connection) -> list[RowId]:
@@ -205,31 +207,7 @@ def _read_records(
         f"{of_members} ORDER BY member_id, position"
     ):
         fixtures.setdefault(mid, []).append(tuple(fixture))
-    found: dict[RowId, Record] = {}
-    new = tuple.__new__  # skips the NamedTuple constructor: this runs once per row
-    for (
-        mid,
-        digest,
-        name,
-        mac,
-        _,
-        cpus,
-        mem,
-        disk,
-        image,
-        created,
-        ip,
-        _,
-        extra,
-        spelling,
-    ) in conn.execute(f"SELECT id, digest, {CONFIG_COLUMNS} FROM members WHERE {where}{order}"):
-        when = parse_go_time(created)
-        held = tuple(fixtures.get(mid, ()))
-        found[(mid, digest)] = new(
-            Record,
-            (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
-        )
-    return found
+    return _built(conn.execute(f"SELECT {_FLAT} FROM members WHERE {where}{order}"), fixtures)
 
 
 def _vm(record: Record) -> VM:
