@@ -289,3 +289,82 @@ def test_a_full_disk_while_saving_leaves_the_answer_from_the_index_and_no_warnin
             assert store.vms() == on_disk(seeded_root)
         assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     assert saved_seq(seeded_root) is None
+
+
+# -- several processes saving while others write -------------------------------------------
+
+_SAVER = """
+import sqlite3, sys, time
+from fleetbox_db import Store
+from fleetbox_db.index import settled, vmcache
+from fleetbox_db.index.connection import one_read
+from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS
+from fleetbox_db.index.recorded import RecordedScan
+root, seconds = sys.argv[1], float(sys.argv[2])
+later = lambda: time.time_ns() + 3600 * 10**9
+conn = sqlite3.connect(root + "/index.db", isolation_level=None)
+checked = used = 0
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    with Store.open(root, clock=later) as store:
+        store.list()
+        store.vms()  # saves the records when the index is settled
+    with one_read(conn):  # the invariants: what is recorded at the current value is the rows
+        value, at, digest = conn.execute(
+            "SELECT value, settled_seq, settled_digest FROM member_seq"
+        ).fetchone()
+        saved = vmcache._saved_records(conn, value)
+        if saved is not None:
+            assert saved == vmcache._read_records(conn), "saved records disagree with rows"
+            used += 1
+        if at == value:
+            rows = RecordedScan.load(conn, DEFAULT_GRANULARITY_NS)
+            assert not rows.racy, "a digest vouches for a racy row"
+            assert settled.digest(rows.entries, DEFAULT_GRANULARITY_NS, rows.schema) == digest
+    checked += 1
+print(checked, used)
+"""
+
+_WRITER = """
+import random, sys, time
+from fleetbox_db import VM, Store
+root, seconds, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+later = lambda: time.time_ns() + 3600 * 10**9
+deadline = time.monotonic() + seconds
+with Store.open(root, clock=later) as store:
+    while time.monotonic() < deadline:
+        name = f"web-{random.randrange(count)}"
+        store.save(VM(name, cpus=random.randrange(1, 64), ip=store.load(name).ip))
+        time.sleep(random.random() * 0.002)  # room for settled moments, when savers save
+"""
+
+
+def test_records_saved_while_others_write_always_equal_the_rows(seeded_root: Path) -> None:
+    """Savers in three processes beside a writer in a fourth: whenever records or a digest
+    are recorded at the index's current change number, they are exactly its rows."""
+    import subprocess
+    import sys
+
+    from stress_helpers import scaled
+
+    for i, name in enumerate(NAMES):
+        put(seeded_root, name, ip=f"10.0.0.{i + 2}")
+    settle(seeded_root)
+    seconds = str(scaled(3, 30))
+    savers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(seeded_root), seconds],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(seeded_root), seconds, str(len(NAMES))]
+    )
+    outputs = [proc.communicate(timeout=120)[0] for proc in savers]
+    assert writer.wait(timeout=120) == 0
+    assert all(proc.returncode == 0 for proc in savers), outputs
+    used = sum(int(out.split()[1]) for out in outputs)
+    assert used > 0, f"no saver ever met saved records: the check proved nothing ({outputs})"
+    assert first_vms(seeded_root) == on_disk(seeded_root)
