@@ -111,9 +111,8 @@ class Mirror:
             plan = self._changes(conn, scan, leases=leases)
             # Live leases without rows alone: allocations in flight, which their own commits
             # record in a moment; a write here would only queue beside them.
-            if plan is None or (
-                not (plan.leases_only and not plan.dead) and self._record_if_free(plan)
-            ):
+            in_flight = plan is not None and plan.leases_only and not plan.dead
+            if plan is None or (not in_flight and self._record_if_free(plan)):
                 answer = question(IndexAnswers(conn, self._vms, self._reconciler.version))
                 self._save_vms()
                 return answer

@@ -125,10 +125,7 @@ class VMCache:
         if seq is None or ordered is None or self._settled_at != seq or self._saved_at == seq:
             return None
         self._saved_at = seq
-        flat = (
-            (*row, *record[:6], record[10][0], *record[7:10], record[11])
-            for row, record in zip(self._rows, ordered, strict=True)
-        )
+        flat = map(_flat, self._rows, ordered)
         return seq, vmblob.encode(flat, len(ordered))
 
 
@@ -172,6 +169,12 @@ def _built(
             (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
         )
     return found
+
+
+def _flat(row: RowId, record: Record) -> vmblob.Flat:
+    """*record* of *row* laid out as _built() reads it back (vmblob.Flat)."""
+    name, mac, cpus, mem, disk, image, _, held, ip, extra, (created, _), spelling = record
+    return (*row, name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling)
 
 
 #: A row's record as vmblob.Flat lays it out; the fixtures (NULL here) come from their table.
