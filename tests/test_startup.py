@@ -77,6 +77,26 @@ def test_ls_imports_no_other_command_module_nor_what_only_writes_need(tmp_path: 
     assert lines[-1] == "[]"
 
 
+@pytest.mark.parametrize("command", [["ls"], ["who-has", "10.9.9.9"]])
+def test_the_command_line_ends_with_its_objects_frozen(tmp_path: Path, command: list[str]) -> None:
+    """main() hands the collector's work at exit to the OS (gc.freeze) whether the command
+    succeeds or fails, and the output and exit status are click's as before."""
+    root = tmp_path / "fleetbox"
+    put(root, "web-1", ip="10.0.0.2")
+    code = (
+        "import gc, sys; from fleetbox_db.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n"
+        "    print('exit', exc.code, gc.get_freeze_count() > 0)\n"
+    )
+    lines = run_python(code, "--root", str(root), *command).splitlines()
+    if command == ["ls"]:
+        assert lines[0].startswith("NAME")
+        assert lines[1].startswith("web-1 ")
+        assert lines[-1] == "exit 0 True"
+    else:
+        assert lines == ["exit 1 True"]
+
+
 def test_every_command_listed_is_the_command_of_that_name() -> None:
     """The lazily imported commands: a wrong module or attribute fails here, not for a user."""
     ctx = click.Context(cli)

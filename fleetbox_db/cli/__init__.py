@@ -24,7 +24,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     from fleetbox_db.cli.commands import main as run
 
-    run(argv)
+    try:
+        run(argv)  # ends in SystemExit, as click's standalone mode does
+    finally:
+        # The process ends here. At exit the interpreter's collector traverses every object
+        # the imports made (click's and ours) a few times over: 7 ms of an 80 ms `ls`.
+        # Frozen objects are skipped; the Store is closed and stdout flushed as before.
+        import gc
+
+        gc.freeze()
 
 
 def __getattr__(name: str) -> object:
