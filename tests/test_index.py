@@ -29,7 +29,7 @@ from fleetbox_db import (
     Store,
 )
 from fleetbox_db.index import schema
-from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, WAL_LIMIT
 from fleetbox_db.rules.config import encode_config
 
 NAMES = ("db", "dev", "web-1", "web-2", "web-10")
@@ -504,6 +504,26 @@ def test_connection_pragmas(store: Store) -> None:
     with Store.open(store.base_dir, busy_timeout=2.5) as other:
         other.list()
         assert index_connection(other).execute("PRAGMA busy_timeout").fetchone()[0] == 2500
+
+
+def test_the_wal_shrinks_back_after_a_large_transaction(store: Store) -> None:
+    """A large write (saving 100,000 VM records is about 20 MB) grows the -wal file; once it
+    is checkpointed, the next write truncates it to the limit instead of keeping it for as
+    long as any connection stays open."""
+    store.create(make_vm("web-1", 1))
+    conn = index_connection(store)
+    wal = Path(f"{store.base_dir}/index.db-wal")
+    for sql, args in (
+        ("INSERT INTO vm_records (id, seq, blob) VALUES (999, -1, ?)", (bytes(12 << 20),)),
+        ("DELETE FROM vm_records WHERE id = 999", ()),
+    ):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql, args)
+        conn.execute("COMMIT")
+    assert wal.stat().st_size > 12 << 20
+    store.create(make_vm("web-2", 2))  # the first write after the checkpoint resets the WAL
+    assert wal.stat().st_size <= WAL_LIMIT
+    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_LIMIT
 
 
 def test_foreign_keys_cascade_fixtures(store: Store) -> None:

@@ -19,6 +19,7 @@ from fleetbox_db.disk.locks import jittered
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "WAL_LIMIT",
     "Failure",
     "begin_immediate",
     "classify_error",
@@ -37,6 +38,10 @@ _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 _UNAVAILABLE_CODES: Final = frozenset({3, 8, 14, 23})  # PERM, READONLY, CANTOPEN, AUTH
 _CORRUPT_CODES: Final = frozenset({11, 26})  # CORRUPT, NOTADB
 _FULL_CODE: Final = 13  # SQLITE_FULL: the disk (or RLIMIT_FSIZE), never the file
+
+#: What the -wal file is truncated to once checkpointed (SQLite's auto-checkpoint runs at
+#: 1,000 pages, 4 MiB).
+WAL_LIMIT: Final = 4 << 20
 
 #: busy: another process holds the lock; unavailable: permissions; full: no space; corrupt:
 #: SQLite says the file is damaged; io: an I/O error, which may or may not be the file's.
@@ -62,6 +67,10 @@ def connect(
         conn.execute("PRAGMA synchronous = NORMAL")
         # Sorts and temporary b-trees stay in memory: the index is small, the disk may be slow.
         conn.execute("PRAGMA temp_store = MEMORY")
+        # A large write (the VM records of 100,000 members: 20 MB) grows the -wal file, and
+        # SQLite reuses it at that size until the last connection closes; past a checkpoint
+        # the next write truncates it to this.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         if wal:
             enable_wal(conn, busy_timeout)
     except BaseException:
