@@ -29,7 +29,7 @@ from fleetbox_db import (
     Store,
 )
 from fleetbox_db.index import schema
-from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, WAL_LIMIT
+from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, WAL_LIMIT, classify_error
 from fleetbox_db.rules.config import encode_config
 
 NAMES = ("db", "dev", "web-1", "web-2", "web-10")
@@ -524,6 +524,32 @@ def test_the_wal_shrinks_back_after_a_large_transaction(store: Store) -> None:
     store.create(make_vm("web-2", 2))  # the first write after the checkpoint resets the WAL
     assert wal.stat().st_size <= WAL_LIMIT
     assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_LIMIT
+
+
+def test_only_another_connection_holding_the_lock_counts_as_busy(tmp_path: Path) -> None:
+    """SQLITE_BUSY ("database is locked"): another connection holds the lock, so waiting
+    helps. SQLITE_LOCKED ("database table is locked") comes from this very connection (a
+    table dropped under its own open statement): no wait ends it, and it must not be
+    reported as another process holding the index."""
+    path = tmp_path / "t.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("INSERT INTO t VALUES (1), (2)")
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        other.execute("BEGIN IMMEDIATE")
+    holder.execute("ROLLBACK")
+    cursor = holder.execute("SELECT x FROM t")
+    cursor.fetchone()
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        holder.execute("DROP TABLE t")
+    assert locked.value.sqlite_errorcode == sqlite3.SQLITE_LOCKED
+    assert classify_error(busy.value) == "busy"
+    assert classify_error(locked.value) == "other"
+    cursor.close()
+    holder.close()
+    other.close()
 
 
 def test_foreign_keys_cascade_fixtures(store: Store) -> None:

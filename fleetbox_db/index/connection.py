@@ -34,7 +34,9 @@ DEFAULT_BUSY_TIMEOUT: Final = 30.0
 _POLL_S: Final = 0.001
 
 #: Primary SQLite result codes we tell apart (sqlite3.h).
-_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+# SQLITE_BUSY only: SQLITE_LOCKED ("database table is locked") is a conflict inside one
+# connection, which no wait for another process ends.
+_BUSY_CODE: Final = 5
 _UNAVAILABLE_CODES: Final = frozenset({3, 8, 14, 23})  # PERM, READONLY, CANTOPEN, AUTH
 _CORRUPT_CODES: Final = frozenset({11, 26})  # CORRUPT, NOTADB
 _FULL_CODE: Final = 13  # SQLITE_FULL: the disk (or RLIMIT_FSIZE), never the file
@@ -114,7 +116,7 @@ def classify_error(exc: sqlite3.Error) -> Failure:
     code = getattr(exc, "sqlite_errorcode", None)
     text = str(exc).lower()
     primary = code & 0xFF if isinstance(code, int) else None
-    if primary in _BUSY_CODES or "locked" in text or "busy" in text:
+    if primary == _BUSY_CODE or (primary is None and ("is locked" in text or "busy" in text)):
         return "busy"
     if primary in _UNAVAILABLE_CODES or "readonly" in text or "unable to open" in text:
         return "unavailable"
