@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from index_lock import write_locked
 from internals import index_connection
 
 import fleetbox_db.index.vmcache as vmcache_module
-from fleetbox_db import VM, Store
+from fleetbox_db import VM, Fixture, Store
 from fleetbox_db.index import vmblob
 from fleetbox_db.rules.config import decode_config, encode_config
 
@@ -132,6 +133,39 @@ def test_a_new_store_decodes_the_saved_records_and_reads_no_row(
     assert [encode_config(vm) for vm in found] == [encode_config(vm) for vm in from_rows]
     rich = next(vm for vm in found if vm.name == "rich-1")
     assert encode_config(rich) == RICH
+
+
+def test_equal_values_are_one_object_whichever_way_the_records_were_read(
+    seeded_root: Path, reads: list[int]
+) -> None:
+    """Members mostly share their image, sizes, fixture guest paths and labels: the VMs hold
+    each such value once (from the rows, and from saved chunks, where marshal writes a
+    repeat as a reference), yet every VM and fixture is its own."""
+    zone = timezone(timedelta(hours=1))
+    for i in range(6):
+        vm = VM(
+            f"web-{i}", image="ubuntu-24.04", memory_mb=4096, disk_mb=20480,
+            created_at=datetime(2024, 3, 1, 0, 0, i, 31, tzinfo=zone),
+            fixtures=[Fixture(f"/home/dev/web-{i}", "/mnt/src", "src")], ip=f"10.0.0.{i + 2}",
+        )  # fmt: skip
+        put(seeded_root, vm.name, data=encode_config(vm))
+    settle(seeded_root)  # from the rows, and saves them
+    from_chunks = first_vms(seeded_root)
+    assert reads == [1]
+    sql(seeded_root, "DELETE FROM vm_records")
+    from_rows = first_vms(seeded_root)
+    assert reads == [1, 1]
+    for found in (from_chunks, from_rows):
+        assert found == on_disk(seeded_root)
+        a, b = found[0], found[1]
+        assert a.image is b.image
+        assert a.memory_mb is b.memory_mb
+        assert a.disk_mb is b.disk_mb
+        assert a.fixtures[0].guest_path is b.fixtures[0].guest_path
+        assert a.fixtures[0].label is b.fixtures[0].label
+        assert a.fixtures[0] is not b.fixtures[0]
+        assert a.extra is not b.extra
+        assert a.fixtures[0].extra is not b.fixtures[0].extra
 
 
 def test_saved_once_per_change_number(saved_root: Path) -> None:
@@ -327,7 +361,7 @@ print(checked, used)
 
 _WRITER = """
 import random, sys, time
-from fleetbox_db import VM, Store
+from fleetbox_db import VM, Fixture, Store
 root, seconds, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 later = lambda: time.time_ns() + 3600 * 10**9
 deadline = time.monotonic() + seconds

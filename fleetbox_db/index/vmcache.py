@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from fleetbox_db.disk.scan import collector_paused
 from fleetbox_db.index import vmblob
@@ -157,12 +157,25 @@ def _built(
     rows: Iterable[vmblob.Flat], fixtures: dict[int, list[FixtureRecord]] | None = None
 ) -> dict[RowId, Record]:
     """Records by (row id, digest) from rows laid out as vmblob.Flat, in their order; their
-    fixtures from *fixtures* by row id when given (a row read from SQL has none)."""
+    fixtures from *fixtures* by row id when given (a row read from SQL has none).
+
+    Rows read from SQL hold each value as its own object: the values members mostly share
+    (image, sizes) are made one object here, so the cached records, the VMs built from them
+    and the chunks saved from them (marshal writes a repeat as a reference) hold them once.
+    """
     found: dict[RowId, Record] = {}
     new = tuple.__new__  # skips the NamedTuple constructor: this runs once per row
+    shared: dict[Any, Any] = {}  # str and int values: never equal across the two types
+    one = shared.setdefault
     for mid, digest, name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling in rows:
         if fixtures is not None:
             held = tuple(fixtures.get(mid, ()))
+            image, cpus, mem, disk = (
+                one(image, image),
+                one(cpus, cpus),
+                one(mem, mem),
+                one(disk, disk),
+            )
         when = parse_go_time(created)
         found[(mid, digest)] = new(
             Record,
@@ -205,11 +218,13 @@ def _read_records(
         "" if ids is None else f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
     )
     fixtures: dict[int, list[FixtureRecord]] = {}
-    for mid, *fixture in conn.execute(
+    shared: dict[str, str] = {}  # guest paths and labels repeat: one object each (_built)
+    one = shared.setdefault
+    for mid, host, guest, label, extra in conn.execute(
         "SELECT member_id, host_path, guest_path, label, extra FROM fixtures"
         f"{of_members} ORDER BY member_id, position"
     ):
-        fixtures.setdefault(mid, []).append(tuple(fixture))
+        fixtures.setdefault(mid, []).append((host, one(guest, guest), one(label, label), extra))
     return _built(conn.execute(f"SELECT {_FLAT} FROM members WHERE {where}{order}"), fixtures)
 
 
