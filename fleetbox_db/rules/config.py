@@ -373,12 +373,19 @@ def decode_config(data: bytes, path: Path | str | None = None) -> VM:
     try:
         return _decode(data)
     except _Invalid as exc:
-        where = "config.json" if path is None else f"config.json at {path}"
-        member = (Path(path).parent.name or None) if path is not None else None
-        message = f"{where} {exc}; fix or remove the file"
-        error = ConfigError(message, name=member, path=path)
-        error.reason = _reason(str(exc))
-        raise error from None
+        # Made in another function: an error held in a local of this frame, which its
+        # traceback holds, is a reference cycle keeping every caller's frame (a reader's
+        # whole scan) alive until the collector runs; beside a Go-style writer that is
+        # every torn read.
+        raise _config_error(str(exc), path) from None
+
+
+def _config_error(why: str, path: Path | str | None) -> ConfigError:
+    where = "config.json" if path is None else f"config.json at {path}"
+    member = (Path(path).parent.name or None) if path is not None else None
+    error = ConfigError(f"{where} {why}; fix or remove the file", name=member, path=path)
+    error.reason = _reason(why)
+    return error
 
 
 def _reason(text: str) -> str:
