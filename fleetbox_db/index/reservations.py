@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.leases import Lease
@@ -19,9 +20,12 @@ from fleetbox_db.logs import log
 from fleetbox_db.records import Key
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """An address allocate_ip() handed to *name* in *subnet*, and the process that asked."""
+class Reservation(NamedTuple):
+    """An address allocate_ip() handed to *name* in *subnet*, and the process that asked.
+
+    A tuple, not a frozen dataclass: beside an allocator a reader reads hundreds of them on
+    most answers (1.4 ms for 700 as dataclasses), and a tuple of plain values leaves the
+    collector's view once it has been looked at."""
 
     id: int
     name: str
@@ -37,7 +41,8 @@ def every(conn: sqlite3.Connection, after: int = 0) -> list[Reservation]:
         " WHERE id > ? ORDER BY id",
         (after,),
     )
-    return [Reservation(r[0], name_of(r[1]), r[2], r[3], Owner(*r[4:])) for r in rows]
+    new = tuple.__new__  # without the generated constructors: this runs per row
+    return [new(Reservation, (r[0], name_of(r[1]), r[2], r[3], new(Owner, r[4:]))) for r in rows]
 
 
 def appended(
