@@ -5,6 +5,7 @@ writes. Real files, real SQLite, real processes; no mocks.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -24,9 +25,11 @@ from stress_helpers import DROP_PRIVILEGES, IS_ROOT, NOBODY
 
 from fleetbox_db import (
     VM,
+    DiskError,
     Fixture,
     IndexBusyError,
     Store,
+    cluster_name,
 )
 from fleetbox_db.index import schema
 from fleetbox_db.index.connection import DEFAULT_BUSY_TIMEOUT, WAL_LIMIT, classify_error
@@ -488,6 +491,39 @@ def test_busy_index_raises_index_busy_error_for_writes(
         assert store.who_has("10.0.0.9") == "web-3"
         assert "10.0.0.3" in store.free_ips("10.0.0.0/28")
     assert not any("answering from disk" in m for m in warnings_of(caplog))
+
+
+def test_a_write_that_times_out_is_its_own_error_and_leaves_no_cycle(
+    writer_holding_lock: Path,
+) -> None:
+    """IndexBusyError is an OSError (TimeoutError); the write path turns OSErrors of the
+    index's files into typed errors, and once raised this one again "from" itself: its
+    __cause__ was itself, a cycle holding the writer's frames and scan until a collection,
+    one per timed-out write."""
+    with Store.open(writer_holding_lock.parent, busy_timeout=0.05) as store:
+        store.list()
+        gc.collect()
+        gc.disable()
+        try:
+            for attempt in range(3):
+                with pytest.raises(IndexBusyError) as info:
+                    store.create(VM(f"new-{attempt}"))
+                assert info.value.__cause__ is not info.value
+                assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+                del info
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+
+
+def test_a_disk_error_in_a_write_is_not_its_own_cause(store: Store) -> None:
+    """DiskError is an OSError too: the write path raised it again "from" itself."""
+    store.create(VM("web-1"))
+    (store.base_dir / "clusters" / cluster_name("blocked-1")).write_bytes(b"")  # not a dir
+    with pytest.raises(DiskError) as info:
+        store.create(VM("blocked-1"))
+    assert info.value.__cause__ is not info.value
+    assert "blocked-1" in str(info.value)
 
 
 # -- SQLite settings ---------------------------------------------------------------------

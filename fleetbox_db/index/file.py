@@ -92,6 +92,8 @@ class IndexFile:
                 return self._conn
             except IndexCorrupt as exc:
                 corrupt = exc
+            except FleetboxError:
+                raise  # typed already (IndexBusyError is an OSError too)
             except OSError as exc:
                 raise self.os_error(exc) from exc
             self.recover(str(corrupt), corrupt.ident)
@@ -132,10 +134,9 @@ class IndexFile:
         )
 
     def os_error(self, exc: OSError) -> Exception:
-        """The typed error for an OSError of the index's own files (a FleetboxError that
-        is also an OSError, such as DiskError, is returned as it is)."""
-        if isinstance(exc, FleetboxError):
-            return exc
+        """The typed error for an OSError of the index's own files. Callers let a
+        FleetboxError that is also an OSError (DiskError, IndexBusyError) pass as it is:
+        raised again "from" itself, it would be its own cause, a reference cycle."""
         if isinstance(exc, NotRegularFileError):
             where = exc.filename or self.path
             return IndexUnavailableError(
@@ -319,6 +320,11 @@ class IndexFile:
         finally:
             self.lock_times.append((taken - asked, time.perf_counter() - taken))
 
+    @staticmethod
+    def is_corrupt(exc: sqlite3.Error) -> bool:
+        """Whether translate() makes *exc* IndexCorrupt (the file may need rebuilding)."""
+        return dbconn.classify_error(exc) in ("corrupt", "io")
+
     def translate(self, exc: sqlite3.Error) -> Exception:
         """A typed error for *exc*; IndexCorrupt when the file may need rebuilding (an I/O
         error too: quarantine() then asks SQLite whether the file itself is damaged)."""
@@ -366,6 +372,8 @@ class IndexFile:
         full disk, an I/O error) or cannot be checked."""
         try:
             moved = self.quarantine(reason, ident)
+        except FleetboxError:
+            raise
         except OSError as exc:
             raise self.os_error(exc) from exc
         if not moved:

@@ -21,7 +21,7 @@ from fleetbox_db.disk.clock import FilesystemClock
 from fleetbox_db.disk.observe import Clock
 from fleetbox_db.disk.scan import Scan, scan
 from fleetbox_db.disk.sweep import sweep
-from fleetbox_db.errors import IndexAccessError, IndexUnavailableError
+from fleetbox_db.errors import FleetboxError, IndexAccessError, IndexUnavailableError
 from fleetbox_db.index import history, members, reservations, schema, settled, sql, vmblob
 from fleetbox_db.index.answers import (
     IndexAnswers,
@@ -172,10 +172,14 @@ class Mirror:
                         return result
             raise AssertionError("unreachable")  # pragma: no cover - shared is never stale
         except sqlite3.Error as exc:
-            error = self._file.translate(exc)
-            if isinstance(error, IndexCorrupt):
-                error = IndexUnavailableError(f"index {self._file.path}: {exc}")
-            raise error from exc
+            # Raised where it is made, never from a local: an exception bound in a frame
+            # its traceback holds is a reference cycle keeping every frame of the call (a
+            # scan among them) alive until a collection.
+            if self._file.is_corrupt(exc):
+                raise IndexUnavailableError(f"index {self._file.path}: {exc}") from exc
+            raise self._file.translate(exc) from exc
+        except FleetboxError:
+            raise  # typed already (IndexBusyError is an OSError too)
         except OSError as exc:
             raise self._file.os_error(exc) from exc
 
@@ -437,6 +441,8 @@ class Mirror:
     def _retrying(self, run: Callable[[], T]) -> T:
         try:
             return self._retrying_corrupt(run)
+        except FleetboxError:
+            raise  # typed already (IndexBusyError, DiskError are OSErrors too)
         except OSError as exc:  # the index's own files, or its leases
             raise self._file.os_error(exc) from exc
         finally:
@@ -450,12 +456,12 @@ class Mirror:
             try:
                 return run()
             except sqlite3.Error as exc:
-                error = self._file.translate(exc)
-                if not isinstance(error, IndexCorrupt):
-                    raise error from exc
+                if not self._file.is_corrupt(exc):
+                    raise self._file.translate(exc) from exc  # not from a local (_peeking)
+                reason = str(self._file.translate(exc))
                 if attempt:
-                    raise IndexUnavailableError(str(error), path=self._file.path) from exc
-                self._recover(str(error))
+                    raise IndexUnavailableError(reason, path=self._file.path) from exc
+                self._recover(reason)
             except IndexCorrupt as exc:
                 if attempt:
                     raise IndexUnavailableError(str(exc), path=self._file.path) from exc
