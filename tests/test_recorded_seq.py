@@ -428,13 +428,14 @@ def test_reservations_are_read_again_only_when_a_trigger_moved_their_count(
         ]
 
 
-def test_reservations_only_inserted_are_read_alone_and_appended(
+def test_reservations_inserted_or_deleted_are_caught_up_from_their_ids(
     seeded_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An allocator beside a reader: only inserts moved the count, so only the rows past
-    the last id known are read (beside hundreds of leases, reading them all was a fifth
-    of a contended who_has). Any other change (an id reused after a delete, an update, a
-    delete) reads them all, and every refresh equals a full load."""
+    """An allocator and a create loop beside a reader: when inserts past the last id known
+    and deletes account for every change the count saw, only the ids and the new rows are
+    read (beside hundreds of leases, reading them all was a fifth of a contended who_has).
+    Any other change (an id reused after a delete, an update) reads them all, and every
+    refresh equals a full load."""
     from fleetbox_db.index import reservations
 
     reads: list[int] = []
@@ -459,32 +460,98 @@ def test_reservations_only_inserted_are_read_alone_and_appended(
             "web-30", "web-31", "web-32",
         ]  # fmt: skip
         hand = sqlite3.connect(seeded_root / "index.db", isolation_level=None)
+        insert = (
+            "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
+            " owner_start, created_ns) VALUES ('{}', '10.9.0.0/24', {}, 0, '', 0, 0)"
+        )
+        top = "(SELECT max(id) FROM reservations)"
         try:
-            top = "(SELECT max(id) FROM reservations)"
-            for edits in (
-                # The newest row deleted and its id handed out again: as many rows past
-                # the last id known (none) as changes (two)? No: all are read.
-                [f"DELETE FROM reservations WHERE id = {top}",
-                 "INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
-                 " owner_start, created_ns) VALUES ('web-33', '10.9.0.0/24', 9, 0, '', 0, 0)"],
-                ["UPDATE reservations SET name = 'web-34' WHERE name = 'web-33'"],
-                ["INSERT INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
-                 " owner_start, created_ns) VALUES ('web-35', '10.9.0.0/24', 10, 0, '', 0, 0)",
-                 "DELETE FROM reservations WHERE name = 'web-30'"],
+            for edits, whole in (
+                # A delete and an insert past the last id: caught up from the ids.
+                ([insert.format("web-33", 9), "DELETE FROM reservations WHERE name = 'web-30'"],
+                 False),
+                # The newest row deleted and its id handed out again: the ids show neither
+                # change, so all are read.
+                ([f"DELETE FROM reservations WHERE id = {top}", insert.format("web-34", 10)],
+                 True),
+                (["UPDATE reservations SET name = 'web-35' WHERE name = 'web-34'"], True),
+                (["DELETE FROM reservations WHERE name = 'web-31'"], False),
             ):  # fmt: skip
+                last = reconciler(store)._recorded.reservations[-1].id
                 for edit in edits:
                     hand.execute(edit)
                 reads.clear()
                 check_refresh(store)
-                # The rows past the last id did not account for the changes: the refresh read
-                # them all (then check_refresh's own full load).
-                assert reads[-2:] == [0, 0]
-                assert len(reads) == 3
+                # Then check_refresh's own full load.
+                assert reads == ([last, 0, 0] if whole else [last, 0])
         finally:
             hand.close()
         assert [r.name for r in reconciler(store)._recorded.reservations] == [
-            "web-31", "web-34", "web-35",
+            "web-32", "web-35",
         ]  # fmt: skip
+
+
+_RESERVATION_EDITS = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), st.integers(1, 250)),
+        st.tuples(st.just("delete"), st.integers(0, 20)),
+        st.tuples(st.just("delete-newest"), st.just(0)),
+        st.tuples(st.just("update"), st.integers(0, 20)),
+        st.tuples(st.just("insert-at"), st.integers(1, 40)),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.lists(st.integers(1, 250), unique=True, max_size=12), edits=_RESERVATION_EDITS)
+def test_caught_up_reservations_are_every_row_or_none(
+    tmp_path_factory: pytest.TempPathFactory, first: list[int], edits: list[tuple[str, int]]
+) -> None:
+    """Whatever mix of inserts (also at an id given by hand), deletes and updates moved the
+    count, caught_up() gives exactly what a read of every row gives, or None."""
+    from fleetbox_db.index import reservations
+
+    conn = sqlite3.connect(tmp_path_factory.mktemp("res") / "t.db", isolation_level=None)
+    conn.executescript(
+        "CREATE TABLE reservations (id INTEGER PRIMARY KEY, name TEXT, subnet TEXT,"
+        " ip_int INTEGER UNIQUE, owner_pid INTEGER, owner_boot TEXT, owner_start INTEGER)"
+    )
+    add = "INSERT OR IGNORE INTO reservations (name, subnet, ip_int, owner_pid, owner_boot,"
+    add += " owner_start) VALUES (?, '10.0.0.0/24', ?, 1, '', 0)"
+    for ip in first:
+        conn.execute(add, (f"m-{ip}", ip))
+    known = reservations.every(conn)
+    changes = 0
+    for kind, n in edits:
+        if kind == "insert":
+            done = conn.execute(add, (f"n-{n}", n)).rowcount
+        elif kind == "insert-at":
+            done = conn.execute(
+                "INSERT OR IGNORE INTO reservations VALUES (?, 'x', '10.0.0.0/24', ?, 1, '', 0)",
+                (n, 1000 + n),
+            ).rowcount
+        elif kind == "delete":
+            done = conn.execute(
+                "DELETE FROM reservations WHERE id = (SELECT id FROM reservations"
+                " ORDER BY id LIMIT 1 OFFSET ?)",
+                (n,),
+            ).rowcount
+        elif kind == "delete-newest":
+            done = conn.execute(
+                "DELETE FROM reservations WHERE id = (SELECT max(id) FROM reservations)"
+            ).rowcount
+        else:
+            done = conn.execute(
+                "UPDATE reservations SET name = name || '!' WHERE id = (SELECT id FROM"
+                " reservations ORDER BY id LIMIT 1 OFFSET ?)",
+                (n,),
+            ).rowcount
+        changes += done  # what the triggers count: one per row inserted, updated, deleted
+    got = reservations.caught_up(conn, known, changes)
+    if got is not None:
+        assert got == reservations.every(conn)
+    conn.close()
 
 
 @pytest.mark.parametrize(

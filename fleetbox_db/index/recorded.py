@@ -167,11 +167,11 @@ class RecordedScan:
                 if by_key is not None:  # carried over: a copy is cheaper than a rebuild
                     by_key = _merged_by_key(by_key, entries, changed, removed)
             # Read again only when a trigger moved the count: beside an allocator holding
-            # 700, reading them took 1.3 ms, about twice per contended answer. Its inserts
-            # alone: only its new rows are read.
+            # 700, reading them took 1.3 ms, about twice per contended answer. Inserts and
+            # deletes alone: their ids and the new rows are read.
             held, held_at = self.reservations, self.reserved
             if leases and reserved != held_at:
-                got = reservations.appended(conn, held, reserved - held_at)
+                got = reservations.caught_up(conn, held, reserved - held_at)
                 held = got if got is not None else reservations.every(conn)
                 held_at = reserved
         return RecordedScan(
