@@ -327,19 +327,25 @@ def test_reservation_names_repeat_at_0008_and_downgrade_keeps_each_names_lowest(
     assert rows_of(path, "SELECT count(*) FROM reservations") == [(2,)]
 
 
+def member_and_reservation_at(root: Path, revision: str) -> tuple[Path, list[tuple[Any, ...]]]:
+    """(index path, its member rows) of a store holding a member and a reservation, its
+    index downgraded to *revision*."""
+    put(root, "web-1", ip="10.0.0.2")
+    with Store.open(root) as store:
+        store.allocate_ip("db-1", "10.0.0.0/24")
+        path = store.index_path
+    schema.run_alembic(path, "downgrade", revision)
+    assert revision_of(path) == revision
+    return path, rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+
+
 def test_upgrade_from_0008_keeps_the_rows_and_counts_reservation_changes_from_there(
     root: Path,
 ) -> None:
     """fleetbox_0009 adds member_seq.reservations and its triggers: an index at
     fleetbox_0008 holding members and a reservation keeps them (counter 0), and from then
     on each insert, update and delete of a reservation moves it."""
-    put(root, "web-1", ip="10.0.0.2")
-    with Store.open(root) as store:
-        store.allocate_ip("db-1", "10.0.0.0/24")
-        path = store.index_path
-    schema.run_alembic(path, "downgrade", "fleetbox_0008")
-    assert revision_of(path) == "fleetbox_0008"
-    members_before = rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+    path, members_before = member_and_reservation_at(root, "fleetbox_0008")
     held_before = rows_of(path, "SELECT * FROM reservations")
     assert len(held_before) == 1
 
@@ -359,13 +365,7 @@ def test_upgrade_from_0009_keeps_the_rows_and_records_a_digest_from_there(root: 
     """fleetbox_0010 adds member_seq.settled_seq and settled_digest: an index at
     fleetbox_0009 keeps its rows and counters (no digest yet); the next reader that finds
     disk equal to it records one, and a downgrade drops the columns again."""
-    put(root, "web-1", ip="10.0.0.2")
-    with Store.open(root) as store:
-        store.allocate_ip("db-1", "10.0.0.0/24")
-        path = store.index_path
-    schema.run_alembic(path, "downgrade", "fleetbox_0009")
-    assert revision_of(path) == "fleetbox_0009"
-    members_before = rows_of(path, f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY id")
+    path, members_before = member_and_reservation_at(root, "fleetbox_0009")
     counters = rows_of(path, "SELECT value, kept_removals, reservations FROM member_seq")
 
     schema.run_alembic(path, "upgrade", "head")
