@@ -27,6 +27,7 @@ __all__ = [
     "data_version",
     "enable_wal",
     "one_read",
+    "schema_version",
 ]
 
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
@@ -136,6 +137,11 @@ def classify_error(exc: sqlite3.Error) -> Failure:
 def data_version(conn: sqlite3.Connection) -> int:
     """Changes when another connection commits to the file (this one's own writes aside)."""
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Moves with every change to the schema (a migration may reset member_seq)."""
+    return int(conn.execute("PRAGMA schema_version").fetchone()[0])
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import NamedTuple, TypeVar
 from fleetbox_db.disk.leases import Lease
 from fleetbox_db.disk.scan import Scan
 from fleetbox_db.index import history, reservations
-from fleetbox_db.index.connection import data_version, one_read
+from fleetbox_db.index.connection import data_version, one_read, schema_version
 from fleetbox_db.index.plan import Plan
 from fleetbox_db.index.reconcile import Progress, Reconciler
 from fleetbox_db.index.reservations import Reservation
@@ -41,11 +41,13 @@ T = TypeVar("T")
 
 
 class Copy(NamedTuple):
-    """An in-memory copy of the index and the file's data_version it was taken at (None
-    when another connection committed while it was taken: its version is then unknown)."""
+    """An in-memory copy of the index and the file's data_version and schema version it
+    was taken at (None when another connection committed, or changed the schema, while it
+    was taken: the copy's is then unknown)."""
 
     conn: sqlite3.Connection
     version: int | None
+    schema: int | None
 
 
 @contextmanager
@@ -54,11 +56,12 @@ def in_memory_copy(conn: sqlite3.Connection) -> Iterator[Copy]:
     snapshot; a data_version equal before and after it says which one."""
     copy = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        before = data_version(conn)
+        before = data_version(conn), schema_version(conn)
         conn.backup(copy)
-        after = data_version(conn)
+        after = data_version(conn), schema_version(conn)
         copy.execute("PRAGMA foreign_keys = ON")  # as on the file: fixtures go with members
-        yield Copy(copy, before if before == after else None)
+        version, schema = (before[i] if before[i] == after[i] else None for i in (0, 1))
+        yield Copy(copy, version, schema)
     finally:
         copy.close()
 
@@ -122,6 +125,6 @@ def answer_from_copy(
     with in_memory_copy(conn) as copy:
         history.drop_staged_elsewhere(copy.conn)
         if copy.version != plan.data_version:
-            plan = reconciler.plan_aside(copy.conn, scan, leases=plan.leases)
+            plan = reconciler.plan_aside(copy.conn, copy.schema, scan, leases=plan.leases)
         reconciler.apply(copy.conn, plan, progress=progress, on_disk=False)
         return ask(copy.conn)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from fleetbox_db.disk.scan import MemberDir, Signature, collector_paused
 from fleetbox_db.index import reservations, settled
 from fleetbox_db.index.answers import names_in_state
-from fleetbox_db.index.connection import data_version, one_read
+from fleetbox_db.index.connection import data_version, one_read, schema_version
 from fleetbox_db.index.members import go_order, has_raw_names, racy_keys, signatures
 from fleetbox_db.index.names import BYTE_ORDER
 from fleetbox_db.index.reservations import Reservation
@@ -78,7 +78,7 @@ class RecordedScan:
         in_transaction = conn.in_transaction
         with one_read(conn):
             seq, _, reserved, settled_at, _ = settled.recorded(conn)
-            schema = _schema_version(conn)
+            schema = schema_version(conn)
             order = go_order(conn)
             rows = signatures(conn, order)
             racy = racy_keys(conn, granularity_ns)
@@ -114,7 +114,7 @@ class RecordedScan:
             seq, _, reserved, settled_at, known = settled.recorded(conn)
             if settled_at != seq or known is None:
                 return None
-            schema = _schema_version(conn)
+            schema = schema_version(conn)
             if settled.digest(members, granularity_ns, schema) != known:
                 return None
             raw = has_raw_names(conn)
@@ -135,16 +135,38 @@ class RecordedScan:
             fresh = self._refreshed(conn, granularity_ns, leases)
             return fresh if fresh is not None else self._load(conn, granularity_ns)
 
+    def carried_to(
+        self, copy: sqlite3.Connection, schema: int | None, granularity_ns: int
+    ) -> RecordedScan:
+        """The index as *copy* holds it: an in-memory copy of this scan's file taken since,
+        when the file's schema version was *schema* (None: unknown). The copy has the file's
+        change numbers, so the rows changed since are merged in as refreshed() does, else
+        every row is loaded; this scan is left as it was, for the file."""
+        with collector_paused():
+            fresh = None
+            if schema is not None:
+                fresh = self._refreshed(copy, granularity_ns, True, schema)
+            return fresh if fresh is not None else self._load(copy, granularity_ns)
+
     def _refreshed(
-        self, conn: sqlite3.Connection, granularity_ns: int, leases: bool
+        self,
+        conn: sqlite3.Connection,
+        granularity_ns: int,
+        leases: bool,
+        copy_schema: int | None = None,
     ) -> RecordedScan | None:
-        if self.conn is not conn or self.raw or self.in_transaction:
+        """*copy_schema*: *conn* is a copy of this scan's file (carried_to()), whose own
+        schema version says nothing (a backup sets it anew), taken at that one."""
+        if self.raw or self.in_transaction:
+            return None
+        if copy_schema is None and self.conn is not conn:
             return None
         version = data_version(conn)
         in_transaction = conn.in_transaction
         with one_read(conn):
             seq, kept, reserved, settled_at, _ = settled.recorded(conn)
-            if _schema_version(conn) != self.schema or seq < self.seq:
+            schema = schema_version(conn) if copy_schema is None else copy_schema
+            if schema != self.schema or seq < self.seq:
                 return None
             # Past kept_removals numbers some removals are gone; past an eighth of the rows
             # one ordered read of the table is cheaper than the merge.
@@ -201,10 +223,6 @@ _CHANGED: Final = (
 )
 _REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
 _key: Final = itemgetter(0, 1)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA schema_version").fetchone()[0])
 
 
 def _merged(
