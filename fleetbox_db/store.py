@@ -365,7 +365,9 @@ class Store(Layout):
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""
         validate_cluster(cluster)
-        return self._ask(lambda answers: answers.member_names(cluster), leases=False)
+        return self._ask(
+            lambda answers: answers.member_names(cluster), leases=False, contents=False
+        )
 
     def entries(self, cluster: str | None = None) -> builtins.list[Entry]:
         """Every member directory (of *cluster*, if given) with its state and last good
@@ -410,7 +412,7 @@ class Store(Layout):
         net = required_subnet(subnet)
         if net.size_hosts == 0 or limit == 0:
             return iter(())
-        ranges = self._ask(lambda answers: answers.free_ranges(net, limit))
+        ranges = self._ask(lambda answers: answers.free_ranges(net, limit), contents=False)
         return map(format_ipv4, addresses(ranges, limit))
 
     def allocate_ip(self, name: str, subnet: str) -> str:
@@ -428,7 +430,7 @@ class Store(Layout):
 
         Raises InvalidValueError."""
         ip, mac = ip_or_mac(value)
-        return self._ask(lambda answers: answers.who_has(ip, mac))
+        return self._ask(lambda answers: answers.who_has(ip, mac), contents=False)
 
     def holders(self, value: str) -> builtins.list[str]:
         """Every member whose config claims an IP or MAC (a stray as ``cluster/name``), in
@@ -436,7 +438,7 @@ class Store(Layout):
 
         More than one name is a conflict to fix. Raises InvalidValueError."""
         ip, mac = ip_or_mac(value)
-        return self._ask(lambda answers: answers.holders(ip, mac))
+        return self._ask(lambda answers: answers.holders(ip, mac), contents=False)
 
     def reconcile(
         self,
@@ -518,14 +520,18 @@ class Store(Layout):
 
     # -- how each operation reaches disk and the index -----------------------------------
 
-    def _ask(self, question: Callable[[Answers], T], *, leases: bool = True) -> T:
+    def _ask(
+        self, question: Callable[[Answers], T], *, leases: bool = True, contents: bool = True
+    ) -> T:
         """*question* answered by the index, reconciled with one scan of disk; by disk alone
         (one warning per cause) when the index cannot be used. *leases* False: the answer
-        involves no address, so leases need not be compared (Mirror.answer)."""
+        involves no address, so leases need not be compared; *contents* False: it shows no
+        config beyond its addresses, so one caught mid-write is not waited for
+        (Mirror.answer)."""
         with collector_paused():  # as in list(): the scan's tuples die before any collection
             found = self._scan()
             try:
-                answer = self._mirror.answer(found, question, leases=leases)
+                answer = self._mirror.answer(found, question, leases=leases, contents=contents)
             except IndexAccessError as exc:
                 self._warn(exc)
                 from fleetbox_db.disk.fallback import DiskAnswers  # only without an index

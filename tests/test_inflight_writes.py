@@ -13,6 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from helpers import go_write, later, put
 
 from fleetbox_db import Store
@@ -111,3 +112,32 @@ def test_a_config_that_stays_broken_is_unreadable_after_a_bounded_retry(root: Pa
     obs = Reconciler(root / "clusters", hour_later).observe(member)  # settled: broken for good
     assert obs.state is MemberState.UNREADABLE
     assert reads == 1
+
+
+def test_answers_that_show_no_config_do_not_wait_for_one_caught_mid_write(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """list(), members(), who_has() and free_ips() show names and addresses. A config
+    caught mid-write would count as unreadable, which keeps its row's last good config
+    and so every address: they answer from the row at once and record nothing (beside a
+    Go writer re-saving 8 configs, the pauses were a tenth of every reader's call). vms()
+    and entries() show the config itself: they read it again after the pauses, as before."""
+    put(root, "web-1", "10.0.0.2")
+    path = put(root, "web-2", "10.0.0.3")
+    with Store.open(root, clock=later) as store:
+        store.list()
+    recorded = row_of(root, "web-2")
+    whole = path.read_bytes()
+    go_write(path, whole[: len(whole) // 2])  # the writer truncated and wrote half
+    pauses: list[float] = []
+    monkeypatch.setattr(observe.time, "sleep", pauses.append)
+    with Store.open(root) as store:
+        assert store.list() == ["web-1", "web-2"]
+        assert store.members("web") == ["web-1", "web-2"]
+        assert store.who_has("10.0.0.3") == "web-2"
+        assert "10.0.0.3" not in store.free_ips("10.0.0.0/29")
+        assert pauses == []
+        assert row_of(root, "web-2") == recorded
+        assert [vm.name for vm in store.vms()] == ["web-1"]  # unreadable now, after pauses
+        assert pauses == list(observe.TORN_PAUSES)
+        assert [e.state for e in store.entries()] == [MemberState.OK, MemberState.UNREADABLE]

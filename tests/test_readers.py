@@ -159,9 +159,14 @@ class RacedReconciler(Reconciler):
     drops_web_2 = True  # False: the commits change no member row
 
     def plan(
-        self, conn: sqlite3.Connection, scan: Any, full: bool = False, leases: bool = True
+        self,
+        conn: sqlite3.Connection,
+        scan: Any,
+        full: bool = False,
+        leases: bool = True,
+        contents: bool = True,
     ) -> Any:
-        made = super().plan(conn, scan, full, leases)
+        made = super().plan(conn, scan, full, leases, contents)
         if self.races and self.holder is not None:
             self.races -= 1
             if self.drops_web_2:
@@ -351,9 +356,9 @@ class CountingRacedReconciler(RacedReconciler):
 
     reads: dict[str, int]
 
-    def observe(self, member: Any) -> Any:
+    def observe(self, member: Any, wait: bool = True) -> Any:
         self.reads[member.name] = self.reads.get(member.name, 0) + 1
-        return super().observe(member)
+        return super().observe(member, wait)
 
 
 def test_a_plan_made_again_for_the_same_scan_reads_no_config_twice(root: Path) -> None:

@@ -97,9 +97,9 @@ class CountingReconciler(Reconciler):
 
     reads: list[str]
 
-    def observe(self, member: MemberDir) -> Observation:
+    def observe(self, member: MemberDir, wait: bool = True) -> Observation:
         self.reads.append(member.name)
-        return super().observe(member)
+        return super().observe(member, wait)
 
 
 def counting(store: Store) -> CountingReconciler:

@@ -353,8 +353,14 @@ def outrun_next_plan(store: Store, other: Store) -> list[object]:
     real_plan = rec.plan
     outrun: list[object] = []
 
-    def plan(conn: sqlite3.Connection, scan: Any, full: bool = False, leases: bool = True) -> Any:
-        found = real_plan(conn, scan, full, leases)
+    def plan(
+        conn: sqlite3.Connection,
+        scan: Any,
+        full: bool = False,
+        leases: bool = True,
+        contents: bool = True,
+    ) -> Any:
+        found = real_plan(conn, scan, full, leases, contents)
         if not conn.in_transaction and not outrun:
             outrun.append(other.save(vm("web-9", cpus=5)))
         return found

@@ -26,6 +26,7 @@ TORN_PAUSES: Final = (0.0, 0.001, 0.004)
 __all__ = [
     "TORN_PAUSES",
     "Clock",
+    "caught_mid_write",
     "Observation",
     "observe",
     "observe_all",
@@ -93,14 +94,15 @@ def observe_whole(
     """
     obs = observe(clusters_dir, member, clock)
     for pause in TORN_PAUSES:
-        if not _torn(obs, granularity_ns):
+        if not caught_mid_write(obs, granularity_ns):
             break
         time.sleep(pause)
         obs = observe(clusters_dir, member, clock)
     return obs
 
 
-def _torn(obs: Observation, granularity_ns: int) -> bool:
+def caught_mid_write(obs: Observation, granularity_ns: int) -> bool:
+    """*obs* did not parse, and its file changed within a tick (*granularity_ns*) of the read."""
     sig = obs.signature
     if obs.state is not MemberState.UNREADABLE or obs.vm is not None or sig is None:
         return False

@@ -88,14 +88,19 @@ class Mirror:
         leases are left to answers that involve addresses (see answer())."""
 
         def run() -> None:
-            plan = self._changes(self._file.connection(), scan, leases=False)
+            plan = self._changes(self._file.connection(), scan, leases=False, contents=False)
             if plan is not None:
                 self._record_if_free(plan)
 
         self._retrying(run)
 
     def answer(
-        self, scan: Scan, question: Callable[[IndexAnswers], T], *, leases: bool = True
+        self,
+        scan: Scan,
+        question: Callable[[IndexAnswers], T],
+        *,
+        leases: bool = True,
+        contents: bool = True,
     ) -> T:
         """*question* asked of the index brought in line with *scan*. Never waits for the
         write lock: when another process holds it, the reconcile is applied to an
@@ -104,11 +109,12 @@ class Mirror:
 
         *leases* False: no address is part of the answer, so the leases are not compared
         (an allocator holding hundreds, each taken before its commit, would make every
-        answer a copy)."""
+        answer a copy). *contents* False: it shows no config beyond its addresses, so a
+        config caught mid-write is not waited for (Reconciler.plan)."""
 
         def run() -> T:
             conn = self._file.connection()
-            plan = self._changes(conn, scan, leases=leases)
+            plan = self._changes(conn, scan, leases=leases, contents=contents)
             # Live leases without rows alone: allocations in flight, which their own commits
             # record in a moment; a write here would only queue beside them.
             in_flight = plan is not None and plan.leases_only and not plan.dead
@@ -378,7 +384,9 @@ class Mirror:
             raise
         self._reconciler.committed()
 
-    def _changes(self, conn: sqlite3.Connection, scan: Scan, leases: bool = True) -> Plan | None:
+    def _changes(
+        self, conn: sqlite3.Connection, scan: Scan, leases: bool = True, contents: bool = True
+    ) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
         if self._reconciler.is_current(conn, scan, leases):
             if not scan.members and not self._history_started:
@@ -386,7 +394,7 @@ class Mirror:
             if self._reconciler.unrecorded_digest is not None:
                 self._record_digest(*self._reconciler.unrecorded_digest)
             return None
-        plan = self._reconciler.plan(conn, scan, leases=leases)
+        plan = self._reconciler.plan(conn, scan, leases=leases, contents=contents)
         return None if plan.empty else plan
 
     def _start_history(self, conn: sqlite3.Connection) -> None:

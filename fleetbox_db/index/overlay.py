@@ -98,7 +98,7 @@ def answer_with_leases(
         with one_read(conn):
             conn.execute("SELECT value FROM member_seq").fetchone()  # the snapshot starts
             if data_version(conn) != plan.data_version:  # a writer committed: plan again
-                plan = reconciler.plan(conn, scan, leases=plan.leases)
+                plan = reconciler.plan(conn, scan, leases=plan.leases, contents=plan.contents)
                 if plan.empty:
                     return (ask(conn),)
                 if not plan.leases_only:
@@ -125,6 +125,8 @@ def answer_from_copy(
     with in_memory_copy(conn) as copy:
         history.drop_staged_elsewhere(copy.conn)
         if copy.version != plan.data_version:
-            plan = reconciler.plan_aside(copy.conn, copy.schema, scan, leases=plan.leases)
+            plan = reconciler.plan_aside(
+                copy.conn, copy.schema, scan, leases=plan.leases, contents=plan.contents
+            )
         reconciler.apply(copy.conn, plan, progress=progress, on_disk=False)
         return ask(copy.conn)

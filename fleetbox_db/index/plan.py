@@ -39,6 +39,8 @@ class Plan:
     # Racy rows plan() already re-read to see whether they changed: not read twice.
     observed: dict[Key, Observation] = field(default_factory=dict)
     leases: bool = True  # dead and unmirrored were looked for (see Reconciler.plan)
+    # Configs caught mid-write were read again (see Reconciler.plan); else left as recorded.
+    contents: bool = True
 
     @property
     def empty(self) -> bool:

@@ -25,7 +25,7 @@ from typing import Final
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.files import is_member_dir
 from fleetbox_db.disk.leases import Lease
-from fleetbox_db.disk.observe import Clock, Observation, observe_whole
+from fleetbox_db.disk.observe import Clock, Observation, caught_mid_write, observe, observe_whole
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.index import members, preview, reservations, settled
 from fleetbox_db.index.answers import all_members
@@ -118,8 +118,11 @@ class Reconciler:
             self._recorded = None
             self._stale = False
 
-    def observe(self, member: MemberDir) -> Observation:
-        """Read and parse one member's config.json now (a torn one read again)."""
+    def observe(self, member: MemberDir, wait: bool = True) -> Observation:
+        """Read and parse one member's config.json now; one caught mid-write is read again
+        after pauses (observe_whole) unless *wait* is False."""
+        if not wait:
+            return observe(self.clusters_dir, member, self.clock)
         return observe_whole(self.clusters_dir, member, self.clock, self.granularity_ns)
 
     # -- the no-change path: no lock, no write, no parse ----------------------------------
@@ -194,12 +197,19 @@ class Reconciler:
     # -- the diff -------------------------------------------------------------------------
 
     def plan(
-        self, conn: sqlite3.Connection, scan: Scan, full: bool = False, leases: bool = True
+        self,
+        conn: sqlite3.Connection,
+        scan: Scan,
+        full: bool = False,
+        leases: bool = True,
+        contents: bool = True,
     ) -> Plan:
         """Diff *scan* against the recorded scan; takes no lock and reads no config except
         racy rows and rows whose last read failed (re-read now, so that one that did not
         change needs no write). *leases* False: the leases are left out (an answer no
-        address is part of), by apply() too.
+        address is part of), by apply() too. *contents* False: the answer shows no config
+        beyond its addresses, so a row's config caught mid-write is left as the row holds
+        it, without the pauses of observe_whole() (unreadable, it would keep that config).
         """
         recorded = self._load(conn, leases)
         touched, gone = differences(scan.members, recorded, full)
@@ -231,7 +241,11 @@ class Reconciler:
         ]:
             obs = read.get(member.key)
             if obs is None:
-                obs = read[member.key] = self.observe(member)
+                obs = self._observed(member, old, contents)
+                if obs is None:
+                    unchanged.add(member.key)
+                    continue
+                read[member.key] = obs
             row = old.get(obs.key)  # None: another process dropped it since it was loaded
             if row is not None and same(row, obs):
                 unchanged.add(obs.key)
@@ -244,11 +258,27 @@ class Reconciler:
         )
         return Plan(
             scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed,
-            leases,
+            leases, contents,
         )  # fmt: skip
 
+    def _observed(
+        self, member: MemberDir, old: dict[tuple[str, str], StoredRow], contents: bool
+    ) -> Observation | None:
+        """*member* read now for a plan; None when it was caught mid-write, has a row, and
+        the answer shows no config (*contents* False): left as the row holds it. Beside a
+        Go tool re-saving configs in place, waiting for its writes was a tenth of a call."""
+        if contents or member.key not in old:
+            return self.observe(member)
+        obs = self.observe(member, wait=False)
+        return None if caught_mid_write(obs, self.granularity_ns) else obs
+
     def plan_aside(
-        self, conn: sqlite3.Connection, schema: int | None, scan: Scan, leases: bool = True
+        self,
+        conn: sqlite3.Connection,
+        schema: int | None,
+        scan: Scan,
+        leases: bool = True,
+        contents: bool = True,
     ) -> Plan:
         """plan() against another connection (a reader's in-memory copy), leaving the
         recorded scan of the index file as it was: the next answer refreshes that one
@@ -261,7 +291,7 @@ class Reconciler:
             None if base is None else base.carried_to(conn, schema, self.granularity_ns)
         )
         try:
-            return self.plan(conn, scan, leases=leases)
+            return self.plan(conn, scan, leases=leases, contents=contents)
         finally:
             self._recorded, self._stale = kept
 
@@ -293,6 +323,12 @@ class Reconciler:
         if sig is None:
             return False
         return max(sig.mtime_ns, sig.ctime_ns) + self.granularity_ns <= obs.verified_ns
+
+    def _read_again(self, member: MemberDir, planned: Observation | None) -> Observation:
+        """*member* read under the lock; once only if plan() caught it mid-write, which it
+        had already read again after the pauses (they would hold the lock 5 ms more)."""
+        planned_torn = planned is not None and caught_mid_write(planned, self.granularity_ns)
+        return self.observe(member, wait=not planned_torn)
 
     def _unchanged_since(self, obs: Observation) -> bool:
         """plan() read *obs* before the write lock: it stands if its file had settled then
@@ -339,7 +375,8 @@ class Reconciler:
         no dead lease file is removed.
         """
         if not dry_run and on_disk and data_version(conn) != plan.data_version:
-            plan = self.plan(conn, plan.scan, plan.full, plan.leases)  # another process wrote
+            # another process wrote meanwhile
+            plan = self.plan(conn, plan.scan, plan.full, plan.leases, plan.contents)
         # The index as this apply found it: still what the file holds after an apply to a
         # reader's in-memory copy, so the next answer need not load it again.
         found = self._recorded
@@ -358,7 +395,7 @@ class Reconciler:
             for member in plan.reads[start : start + _BATCH]:
                 obs = plan.observed.get(member.key) if plan.observed else None
                 if obs is None or not self._unchanged_since(obs):
-                    obs = self.observe(member)
+                    obs = self._read_again(member, obs)
                 if debug:
                     why = f" ({obs.reason})" if obs.reason else ""
                     log.debug("read %s/%s: %s%s", member.cluster, member.name, obs.state, why)
