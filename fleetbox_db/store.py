@@ -51,6 +51,7 @@ from fleetbox_db.records import (
 )
 from fleetbox_db.rules.config import writable_config
 from fleetbox_db.rules.ipam import (
+    Addresses,
     Subnet,
     addresses,
     format_ipv4,
@@ -360,21 +361,19 @@ class Store(Layout):
 
     def vms(self) -> builtins.list[VM]:
         """Every member whose own config.json parses now, in list() order."""
-        return self._ask(lambda answers: answers.vms(), leases=False)
+        return self._ask(lambda answers: answers.vms(), leases=None)
 
     def members(self, cluster: str) -> builtins.list[str]:
         """Names of the member directories under clusters/<cluster>/, in list() order."""
         validate_cluster(cluster)
-        return self._ask(
-            lambda answers: answers.member_names(cluster), leases=False, contents=False
-        )
+        return self._ask(lambda answers: answers.member_names(cluster), leases=None, contents=False)
 
     def entries(self, cluster: str | None = None) -> builtins.list[Entry]:
         """Every member directory (of *cluster*, if given) with its state and last good
         config, in list() order (for `ls`)."""
         if cluster is not None:
             validate_cluster(cluster)
-        return self._ask(lambda answers: answers.entries(cluster), leases=False)
+        return self._ask(lambda answers: answers.entries(cluster), leases=None)
 
     def entry(self, name: str) -> Entry:
         """The member directory `show` shows: the one Go finds by *name*, else a stray copy;
@@ -412,7 +411,9 @@ class Store(Layout):
         net = required_subnet(subnet)
         if net.size_hosts == 0 or limit == 0:
             return iter(())
-        ranges = self._ask(lambda answers: answers.free_ranges(net, limit), contents=False)
+        ranges = self._ask(
+            lambda answers: answers.free_ranges(net, limit), leases=net.addresses, contents=False
+        )
         return map(format_ipv4, addresses(ranges, limit))
 
     def allocate_ip(self, name: str, subnet: str) -> str:
@@ -430,7 +431,7 @@ class Store(Layout):
 
         Raises InvalidValueError."""
         ip, mac = ip_or_mac(value)
-        return self._ask(lambda answers: answers.who_has(ip, mac), contents=False)
+        return self._ask(lambda answers: answers.who_has(ip, mac), leases=_only(ip), contents=False)
 
     def holders(self, value: str) -> builtins.list[str]:
         """Every member whose config claims an IP or MAC (a stray as ``cluster/name``), in
@@ -438,7 +439,7 @@ class Store(Layout):
 
         More than one name is a conflict to fix. Raises InvalidValueError."""
         ip, mac = ip_or_mac(value)
-        return self._ask(lambda answers: answers.holders(ip, mac), contents=False)
+        return self._ask(lambda answers: answers.holders(ip, mac), leases=_only(ip), contents=False)
 
     def reconcile(
         self,
@@ -521,11 +522,15 @@ class Store(Layout):
     # -- how each operation reaches disk and the index -----------------------------------
 
     def _ask(
-        self, question: Callable[[Answers], T], *, leases: bool = True, contents: bool = True
+        self,
+        question: Callable[[Answers], T],
+        *,
+        leases: Addresses | None,
+        contents: bool = True,
     ) -> T:
         """*question* answered by the index, reconciled with one scan of disk; by disk alone
-        (one warning per cause) when the index cannot be used. *leases* False: the answer
-        involves no address, so leases need not be compared; *contents* False: it shows no
+        (one warning per cause) when the index cannot be used. *leases*: the addresses the
+        answer shows, whose leases are compared (None: none); *contents* False: it shows no
         config beyond its addresses, so one caught mid-write is not waited for
         (Mirror.answer)."""
         with collector_paused():  # as in list(): the scan's tuples die before any collection
@@ -560,3 +565,8 @@ class Store(Layout):
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning("%s; answering from disk", exc)
+
+
+def _only(ip: int | None) -> Addresses | None:
+    """The one address a who_has or holders answer shows (none for a MAC)."""
+    return None if ip is None else Addresses(ip, ip)

@@ -26,6 +26,7 @@ from internals import index_connection, swap_reconciler
 
 from fleetbox_db import Store
 from fleetbox_db.index.reconcile import Reconciler
+from fleetbox_db.rules.ipam import EVERY_ADDRESS
 
 QUESTIONS: dict[str, Callable[[Store], Any]] = {
     "list": lambda s: s.list(),
@@ -163,7 +164,7 @@ class RacedReconciler(Reconciler):
         conn: sqlite3.Connection,
         scan: Any,
         full: bool = False,
-        leases: bool = True,
+        leases: Any = EVERY_ADDRESS,
         contents: bool = True,
     ) -> Any:
         made = super().plan(conn, scan, full, leases, contents)

@@ -30,6 +30,7 @@ from fleetbox_db import VM, Store
 from fleetbox_db.disk.fallback import DiskAnswers
 from fleetbox_db.disk.scan import scan
 from fleetbox_db.index.recorded import RecordedScan
+from fleetbox_db.rules.ipam import EVERY_ADDRESS
 
 CREATED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NAMES = ("web-1", "web-2", "web-10", "db-1", "db-2", "zeta-1", "é-1")
@@ -357,7 +358,7 @@ def outrun_next_plan(store: Store, other: Store) -> list[object]:
         conn: sqlite3.Connection,
         scan: Any,
         full: bool = False,
-        leases: bool = True,
+        leases: Any = EVERY_ADDRESS,
         contents: bool = True,
     ) -> Any:
         found = real_plan(conn, scan, full, leases, contents)

@@ -31,7 +31,7 @@ from fleetbox_db.disk import lease_owners
 from fleetbox_db.disk.files import chown_to_invoker
 from fleetbox_db.disk.locks import flock_within, shared_probe
 from fleetbox_db.disk.safeopen import open_regular
-from fleetbox_db.rules.ipam import format_ipv4, parse_ipv4
+from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses, format_ipv4, parse_ipv4
 
 __all__ = ["Lease", "end", "is_held", "leases", "read", "release", "remove_dead", "take"]
 
@@ -172,9 +172,10 @@ def is_held(directory: Path, ip: int) -> bool:
         os.close(fd)  # also drops the shared lock taken to test it
 
 
-def leases(directory: Path) -> list[Lease]:
-    """Every live lease on disk, by address. Files that are not leases, and dead or
-    unreadable ones, are left out (a writer removes dead ones when it releases them).
+def leases(directory: Path, within: Addresses = EVERY_ADDRESS) -> list[Lease]:
+    """Every live lease on disk of an address *within*, by address. Files that are not
+    leases, and dead or unreadable ones, are left out (a writer removes dead ones when it
+    releases them); so are other addresses', by their file names, with no syscall.
 
     Every answer that involves addresses lists them, beside an allocator that may hold
     hundreds. A file is opened, probed and read once; while it keeps its inode, size and
@@ -193,7 +194,7 @@ def leases(directory: Path) -> list[Lease]:
             entries = [e for e in it if e.is_file(follow_symlinks=False)]
         for entry in entries:
             ip = _ip_named(entry.name)
-            if ip is None:
+            if ip is None or not within.first <= ip <= within.last:
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -38,6 +38,7 @@ from fleetbox_db.index.transaction import WriteTransaction
 from fleetbox_db.index.vmcache import VMCache
 from fleetbox_db.logs import DEBUG, INFO, log
 from fleetbox_db.records import Event, Key, MemberState, Problem, QueryResult, ReconcileReport
+from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses
 from fleetbox_db.rules.layout import Layout
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class Mirror:
         leases are left to answers that involve addresses (see answer())."""
 
         def run() -> None:
-            plan = self._changes(self._file.connection(), scan, leases=False, contents=False)
+            plan = self._changes(self._file.connection(), scan, leases=None, contents=False)
             if plan is not None:
                 self._record_if_free(plan)
 
@@ -99,7 +100,7 @@ class Mirror:
         scan: Scan,
         question: Callable[[IndexAnswers], T],
         *,
-        leases: bool = True,
+        leases: Addresses | None = EVERY_ADDRESS,
         contents: bool = True,
     ) -> T:
         """*question* asked of the index brought in line with *scan*. Never waits for the
@@ -107,9 +108,9 @@ class Mirror:
         in-memory copy for this answer only, or, when only reservations differ, to a TEMP
         table shadowing them (index/overlay.py).
 
-        *leases* False: no address is part of the answer, so the leases are not compared
-        (an allocator holding hundreds, each taken before its commit, would make every
-        answer a copy). *contents* False: it shows no config beyond its addresses, so a
+        *leases*: the addresses the answer shows, whose leases are compared; None when it
+        shows none (an allocator holding hundreds, each taken before its commit, would make
+        every answer a copy). *contents* False: it shows no config beyond its addresses, so a
         config caught mid-write is not waited for (Reconciler.plan)."""
 
         def run() -> T:
@@ -385,7 +386,11 @@ class Mirror:
         self._reconciler.committed()
 
     def _changes(
-        self, conn: sqlite3.Connection, scan: Scan, leases: bool = True, contents: bool = True
+        self,
+        conn: sqlite3.Connection,
+        scan: Scan,
+        leases: Addresses | None = EVERY_ADDRESS,
+        contents: bool = True,
     ) -> Plan | None:
         """The reconcile *scan* calls for, or None when the index already says it."""
         if self._reconciler.is_current(conn, scan, leases):

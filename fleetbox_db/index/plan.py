@@ -14,6 +14,7 @@ from fleetbox_db.disk.scan import MemberDir, Scan
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key
+from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses
 
 __all__ = ["Plan", "lease_drift"]
 
@@ -38,7 +39,8 @@ class Plan:
     data_version: int = -1
     # Racy rows plan() already re-read to see whether they changed: not read twice.
     observed: dict[Key, Observation] = field(default_factory=dict)
-    leases: bool = True  # dead and unmirrored were looked for (see Reconciler.plan)
+    # The addresses whose dead and unmirrored leases were looked for (Reconciler.plan).
+    leases: Addresses | None = EVERY_ADDRESS
     # Configs caught mid-write were read again (see Reconciler.plan); else left as recorded.
     contents: bool = True
 
@@ -54,10 +56,13 @@ class Plan:
 
 
 def lease_drift(
-    rows: list[Reservation], live: list[Lease]
+    rows: list[Reservation], live: list[Lease], within: Addresses = EVERY_ADDRESS
 ) -> tuple[list[Reservation], list[Lease]]:
-    """(rows without a live lease, live leases without a row): what to release, what to
-    mirror. A lease and its row agree on address, name and subnet."""
+    """(rows without a live lease, live leases without a row), of addresses *within*
+    (*live*: all of those): what to release, what to mirror. A lease and its row agree on
+    address, name and subnet."""
+    if within != EVERY_ADDRESS:
+        rows = [r for r in rows if within.holds(r.ip_int)]
     held = {(lease.ip, lease.name, lease.subnet) for lease in live}
     recorded = {(r.ip_int, r.name, r.subnet) for r in rows}
     dead = [r for r in rows if (r.ip_int, r.name, r.subnet) not in held]

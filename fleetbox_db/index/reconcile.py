@@ -34,8 +34,10 @@ from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.plan import Plan, lease_drift
 from fleetbox_db.index.recorded import RecordedScan
+from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.logs import DEBUG, log
 from fleetbox_db.records import Key, MemberState, ReconcileReport
+from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses
 from fleetbox_db.rules.layout import is_stray, member_file, member_label
 
 __all__ = ["DEFAULT_GRANULARITY_NS", "Progress", "Reconciler"]
@@ -60,7 +62,7 @@ class _Seen:
     """The leases and the configs read for one scan (Reconciler._seen_for)."""
 
     scan: Scan
-    leases: list[Lease] | None = None
+    leases: dict[Addresses, list[Lease]] = field(default_factory=dict)
     configs: dict[Key, Observation] = field(default_factory=dict)
 
 
@@ -127,9 +129,12 @@ class Reconciler:
 
     # -- the no-change path: no lock, no write, no parse ----------------------------------
 
-    def is_current(self, conn: sqlite3.Connection, scan: Scan, leases: bool = True) -> bool:
+    def is_current(
+        self, conn: sqlite3.Connection, scan: Scan, leases: Addresses | None = EVERY_ADDRESS
+    ) -> bool:
         """True when the index already says what *scan* shows and no row is racy; the
-        leases are compared too unless *leases* is False (an answer no address is part of).
+        leases of the addresses *leases* are compared too (None: an answer no address is
+        part of).
 
         The first call of a Reconciler trusts a digest a reader recorded for this very scan
         (index/settled.py) instead of reading every row; when none was recorded at the
@@ -137,10 +142,10 @@ class Reconciler:
         """
         if self._recorded is None and not scan.unreadable_clusters:
             self._recorded = RecordedScan.settled(conn, scan.members, self.granularity_ns)
-        recorded = self._load(conn, leases)
+        recorded = self._load(conn, leases is not None)
         if recorded.racy:
             return False
-        if leases and lease_drift(recorded.reservations, self._leases(scan)) != ([], []):
+        if leases is not None and self._drift(recorded, scan, leases) != ([], []):
             return False
         if scan.unreadable_clusters:
             # Their rows stay (plan never drops them) but the scan cannot show them.
@@ -172,13 +177,17 @@ class Reconciler:
         self._recorded, self._stale = recorded, False
         return recorded
 
-    def _leases(self, scan: Scan) -> list[Lease]:
-        """The live leases, listed once per scan: is_current() and plan() of one answer
-        share them (an allocator may hold hundreds). apply() lists them again, locked."""
-        seen = self._seen_for(scan)
-        if seen.leases is None:
-            seen.leases = leases.leases(self.leases_dir)
-        return seen.leases
+    def _drift(
+        self, recorded: RecordedScan, scan: Scan, within: Addresses
+    ) -> tuple[list[Reservation], list[Lease]]:
+        """lease_drift() of the addresses *within*, their live leases listed once per scan:
+        is_current() and plan() of one answer share them (an allocator may hold hundreds).
+        apply() lists them again, locked."""
+        listed = self._seen_for(scan).leases
+        live = listed.get(within)
+        if live is None:
+            live = listed[within] = leases.leases(self.leases_dir, within)
+        return lease_drift(recorded.reservations, live, within)
 
     def forget_scan(self) -> None:
         """Drop what was read for the last scan, the scan with it: kept past its answer, it
@@ -201,17 +210,18 @@ class Reconciler:
         conn: sqlite3.Connection,
         scan: Scan,
         full: bool = False,
-        leases: bool = True,
+        leases: Addresses | None = EVERY_ADDRESS,
         contents: bool = True,
     ) -> Plan:
         """Diff *scan* against the recorded scan; takes no lock and reads no config except
         racy rows and rows whose last read failed (re-read now, so that one that did not
-        change needs no write). *leases* False: the leases are left out (an answer no
-        address is part of), by apply() too. *contents* False: the answer shows no config
-        beyond its addresses, so a row's config caught mid-write is left as the row holds
-        it, without the pauses of observe_whole() (unreadable, it would keep that config).
+        change needs no write). The leases of the addresses *leases* are compared (None:
+        none, for an answer no address is part of), by apply() too. *contents* False: the
+        answer shows no config beyond its addresses, so a row's config caught mid-write is
+        left as the row holds it, without the pauses of observe_whole() (unreadable, it
+        would keep that config).
         """
-        recorded = self._load(conn, leases)
+        recorded = self._load(conn, leases is not None)
         touched, gone = differences(scan.members, recorded, full)
         reads: list[MemberDir] = []  # every row to write, in the scan's (Go's) order
         # Racy, or their last read failed: re-read here and dropped from reads if unchanged.
@@ -253,9 +263,7 @@ class Reconciler:
                 observed[obs.key] = obs
         if unchanged:
             reads = [m for m in reads if m.key not in unchanged]
-        dead, unmirrored = (
-            lease_drift(recorded.reservations, self._leases(scan)) if leases else ([], [])
-        )
+        dead, unmirrored = self._drift(recorded, scan, leases) if leases is not None else ([], [])
         return Plan(
             scan, full, reads, old, removed, dead, unmirrored, recorded.data_version, observed,
             leases, contents,
@@ -277,7 +285,7 @@ class Reconciler:
         conn: sqlite3.Connection,
         schema: int | None,
         scan: Scan,
-        leases: bool = True,
+        leases: Addresses | None = EVERY_ADDRESS,
         contents: bool = True,
     ) -> Plan:
         """plan() against another connection (a reader's in-memory copy), leaving the
@@ -424,8 +432,9 @@ class Reconciler:
         # an allocator, listing its hundreds of leases held the write lock up to 30 ms.
         if dry_run or not on_disk:
             dead, unmirrored = plan.dead, plan.unmirrored
-        elif plan.leases:
-            dead, unmirrored = lease_drift(reservations.every(conn), leases.leases(self.leases_dir))
+        elif plan.leases is not None:
+            live = leases.leases(self.leases_dir, plan.leases)
+            dead, unmirrored = lease_drift(reservations.every(conn), live, plan.leases)
         else:
             dead, unmirrored = [], []
         report.released = [r.name for r in dead]

@@ -12,13 +12,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import chain, islice
-from typing import Final
+from typing import Final, NamedTuple
 
 from fleetbox_db.errors import InvalidValueError
 from fleetbox_db.records import VM, Conflict, Entry, MemberState
 from fleetbox_db.rules.layout import name_bytes
 
 __all__ = [
+    "EVERY_ADDRESS",
+    "Addresses",
     "Subnet",
     "addresses",
     "conflicts_among",
@@ -102,6 +104,20 @@ def _mask(prefix: int) -> int:
     return (MAX_IPV4 << (32 - prefix)) & MAX_IPV4
 
 
+class Addresses(NamedTuple):
+    """The addresses *first* to *last* (inclusive): those an answer shows, whose leases it
+    compares with the index (who_has: one; free_ips: a subnet's)."""
+
+    first: int
+    last: int
+
+    def holds(self, ip: int) -> bool:
+        return self.first <= ip <= self.last
+
+
+EVERY_ADDRESS: Final = Addresses(0, MAX_IPV4)
+
+
 @dataclass(frozen=True, slots=True)
 class Subnet:
     """An IPv4 network: ``network`` (an int with no host bits) and ``prefix`` (0-32).
@@ -145,6 +161,11 @@ class Subnet:
     @property
     def broadcast(self) -> int:
         return self.network | (~_mask(self.prefix) & MAX_IPV4)
+
+    @property
+    def addresses(self) -> Addresses:
+        """network..broadcast."""
+        return Addresses(self.network, self.broadcast)
 
     @property
     def first_host(self) -> int:
