@@ -141,3 +141,23 @@ def test_answers_that_show_no_config_do_not_wait_for_one_caught_mid_write(
         assert [vm.name for vm in store.vms()] == ["web-1"]  # unreadable now, after pauses
         assert pauses == list(observe.TORN_PAUSES)
         assert [e.state for e in store.entries()] == [MemberState.OK, MemberState.UNREADABLE]
+
+
+def test_configs_caught_mid_write_together_pause_together(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three configs caught mid-write in one answer are read again after one round of
+    pauses, not one round each: beside a Go writer re-saving 8 configs, vms() met two or
+    three at a time, and their pauses in a row were up to 24 ms of one call."""
+    paths = [put(root, f"web-{i}", f"10.0.0.{i + 1}") for i in (1, 2, 3)]
+    put(root, "web-4", "10.0.0.5")
+    with Store.open(root, clock=later) as store:
+        store.list()
+    for path in paths:
+        whole = path.read_bytes()
+        go_write(path, whole[: len(whole) // 2])
+    pauses: list[float] = []
+    monkeypatch.setattr(observe.time, "sleep", pauses.append)
+    with Store.open(root) as store:
+        assert [vm.name for vm in store.vms()] == ["web-4"]
+    assert pauses == list(observe.TORN_PAUSES)

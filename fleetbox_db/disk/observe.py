@@ -8,7 +8,7 @@ write records the bytes it has just written the same way, without reading them b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -32,6 +32,7 @@ __all__ = [
     "observe_all",
     "observe_whole",
     "observe_written",
+    "read_whole",
 ]
 
 Clock = Callable[[], int]
@@ -92,13 +93,29 @@ def observe_whole(
     yielding the CPU, before it counts as unreadable - else every reader beside such a
     writer would record, and then undo, a broken member.
     """
-    obs = observe(clusters_dir, member, clock)
+    return read_whole(lambda m: observe(clusters_dir, m, clock), [member], granularity_ns)[0]
+
+
+def read_whole(
+    read: Callable[[MemberDir], Observation],
+    members: Sequence[MemberDir],
+    granularity_ns: int,
+    waits_for: Callable[[MemberDir], bool] = lambda member: True,
+) -> list[Observation]:
+    """*read* (an observe()) of each of *members*, in order; those caught mid-write that
+    *waits_for* are read again after each of TORN_PAUSES, all of them after the same pause:
+    a reader that met two or three of a Go writer's configs at once paused up to 24 ms,
+    one round each."""
+    found = [read(member) for member in members]
+    waiting = [i for i, member in enumerate(members) if waits_for(member)]
     for pause in TORN_PAUSES:
-        if not caught_mid_write(obs, granularity_ns):
+        torn = [i for i in waiting if caught_mid_write(found[i], granularity_ns)]
+        if not torn:
             break
         time.sleep(pause)
-        obs = observe(clusters_dir, member, clock)
-    return obs
+        for i in torn:
+            found[i] = read(members[i])
+    return found
 
 
 def caught_mid_write(obs: Observation, granularity_ns: int) -> bool:

@@ -25,7 +25,14 @@ from typing import Final
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.files import is_member_dir
 from fleetbox_db.disk.leases import Lease
-from fleetbox_db.disk.observe import Clock, Observation, caught_mid_write, observe, observe_whole
+from fleetbox_db.disk.observe import (
+    Clock,
+    Observation,
+    caught_mid_write,
+    observe,
+    observe_whole,
+    read_whole,
+)
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
 from fleetbox_db.index import members, preview, reservations, settled
 from fleetbox_db.index.answers import all_members
@@ -246,16 +253,13 @@ class Reconciler:
         observed: dict[Key, Observation] = {}
         unchanged: set[Key] = set()
         read = self._seen_for(scan).configs
-        for member, same in [(m, self._noop) for m in reread] + [
-            (m, self._deferred) for m in resigned
-        ]:
+        pairs = [(m, self._noop) for m in reread] + [(m, self._deferred) for m in resigned]
+        read.update(self._observed([m for m, _ in pairs if m.key not in read], old, contents))
+        for member, same in pairs:
             obs = read.get(member.key)
             if obs is None:
-                obs = self._observed(member, old, contents)
-                if obs is None:
-                    unchanged.add(member.key)
-                    continue
-                read[member.key] = obs
+                unchanged.add(member.key)  # caught mid-write, left as its row holds it
+                continue
             row = old.get(obs.key)  # None: another process dropped it since it was loaded
             if row is not None and same(row, obs):
                 unchanged.add(obs.key)
@@ -270,15 +274,23 @@ class Reconciler:
         )  # fmt: skip
 
     def _observed(
-        self, member: MemberDir, old: dict[tuple[str, str], StoredRow], contents: bool
-    ) -> Observation | None:
-        """*member* read now for a plan; None when it was caught mid-write, has a row, and
-        the answer shows no config (*contents* False): left as the row holds it. Beside a
-        Go tool re-saving configs in place, waiting for its writes was a tenth of a call."""
-        if contents or member.key not in old:
-            return self.observe(member)
-        obs = self.observe(member, wait=False)
-        return None if caught_mid_write(obs, self.granularity_ns) else obs
+        self, members: list[MemberDir], old: dict[tuple[str, str], StoredRow], contents: bool
+    ) -> dict[Key, Observation]:
+        """*members* read now for a plan, those caught mid-write again after one round of
+        pauses (read_whole). Left out: one caught mid-write that has a row, when the answer
+        shows no config (*contents* False): it stays as the row holds it. Beside a Go tool
+        re-saving configs in place, waiting for its writes was a tenth of a call."""
+        g = self.granularity_ns
+
+        def waits_for(member: MemberDir) -> bool:
+            return contents or member.key not in old
+
+        found = read_whole(lambda m: self.observe(m, wait=False), members, g, waits_for)
+        return {
+            obs.key: obs
+            for member, obs in zip(members, found, strict=True)
+            if waits_for(member) or not caught_mid_write(obs, g)
+        }
 
     def plan_aside(
         self,
