@@ -1,11 +1,8 @@
 """Bring the index in line with disk: a signature diff without locks, then a short apply.
 
 The diff compares each config.json's stat signature (inode, size, mtime, ctime) with the
-one recorded when the index last read it, and reads only what changed. A rewrite inside
-one timestamp tick keeps the same signature, so a row read less than one granularity after
-its file's last change (the later of mtime and ctime: mtime can be set back) stays "racy"
-and is re-read (and its digest compared) until a later read proves it settled - git's
-racy-index rule.
+one recorded when the index last read it, and reads only what changed, and the rows still
+"racy" (index/racy.py: read within a timestamp tick of their file's change).
 
 Whatever a scan can show must compare equal to the index once applied (a chmod's new ctime,
 a config.json that is a directory, a name that is not UTF-8), or every list() would look
@@ -40,6 +37,7 @@ from fleetbox_db.index.connection import data_version
 from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.plan import Plan, lease_drift
+from fleetbox_db.index.racy import is_racy, needs_no_write, read_settled, write_later
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.logs import DEBUG, log
@@ -253,7 +251,7 @@ class Reconciler:
         observed: dict[Key, Observation] = {}
         unchanged: set[Key] = set()
         read = self._seen_for(scan).configs
-        pairs = [(m, self._noop) for m in reread] + [(m, self._deferred) for m in resigned]
+        pairs = [(m, needs_no_write) for m in reread] + [(m, write_later) for m in resigned]
         read.update(self._observed([m for m, _ in pairs if m.key not in read], old, contents))
         for member, same in pairs:
             obs = read.get(member.key)
@@ -261,7 +259,7 @@ class Reconciler:
                 unchanged.add(member.key)  # caught mid-write, left as its row holds it
                 continue
             row = old.get(obs.key)  # None: another process dropped it since it was loaded
-            if row is not None and same(row, obs):
+            if row is not None and same(row, obs, self.granularity_ns):
                 unchanged.add(obs.key)
             else:
                 observed[obs.key] = obs
@@ -332,18 +330,6 @@ class Reconciler:
                 found[key] = row
         return found
 
-    def _racy(self, row: StoredRow) -> bool:
-        if row.changed_ns is None or row.verified_ns is None:
-            return False
-        return row.changed_ns + self.granularity_ns > row.verified_ns
-
-    def _settled(self, obs: Observation) -> bool:
-        """The read happened more than one timestamp tick after the file last changed."""
-        sig = obs.signature
-        if sig is None:
-            return False
-        return max(sig.mtime_ns, sig.ctime_ns) + self.granularity_ns <= obs.verified_ns
-
     def _read_again(self, member: MemberDir, planned: Observation | None) -> Observation:
         """*member* read under the lock; once only if plan() caught it mid-write, which it
         had already read again after the pauses (they would hold the lock 5 ms more)."""
@@ -355,25 +341,13 @@ class Reconciler:
         and still has the signature it was read under (one stat, not another read). One
         read within a tick of its file's change is read again: a file replaced within the
         same tick can keep size, times and even a reused inode number."""
-        if obs.signature is None or not self._settled(obs):
+        if obs.signature is None or not read_settled(obs, self.granularity_ns):
             return False
         try:
             st = os.stat(member_file(self.clusters_dir, *obs.key))
         except OSError:
             return False
         return Signature.of(st) == obs.signature
-
-    def _deferred(self, row: StoredRow, obs: Observation) -> bool:
-        """Same bytes under a new signature, read within one tick of the file's change: no
-        answer changes, and recording the signature now would not spare the next read (the
-        row would be racy). Written once the file has settled, by whoever plans then."""
-        return row.holds(obs) and obs.signature is not None and not self._settled(obs)
-
-    def _noop(self, row: StoredRow, obs: Observation) -> bool:
-        """Writing *obs* would change nothing: same bytes, same signature, nothing settled."""
-        if not row.holds(obs) or row.signature != obs.signature:
-            return False
-        return not (self._racy(row) and self._settled(obs))
 
     # -- the apply ------------------------------------------------------------------------
 
@@ -430,7 +404,7 @@ class Reconciler:
                 elif old is None and obs.vm is not None and obs.digest is not None:
                     fresh.append(obs)
                 else:
-                    self._write(conn, obs, old)
+                    _record(conn, obs, old, self.granularity_ns)
             if fresh:
                 members.insert_members(conn, fresh)
             if progress is not None:
@@ -472,21 +446,26 @@ class Reconciler:
                 self._recorded = found
         return report
 
-    def _write(self, conn: sqlite3.Connection, obs: Observation, old: StoredRow | None) -> None:
-        if old is not None and old.holds(obs):
-            if obs.signature == old.signature:
-                # Same bytes under the same signature: only a racy row that is now
-                # settled has anything to record.
-                if self._racy(old) and self._settled(obs):
-                    members.set_verified(conn, obs.key, obs.verified_ns)
-                return
-            # Same bytes, new signature (chmod, touch, a copy over it): record the new
-            # signature, or the scan would differ from the index on every list().
-            members.put_member(conn, obs, keep_config=True)
+
+def _record(
+    conn: sqlite3.Connection, obs: Observation, old: StoredRow | None, granularity_ns: int
+) -> None:
+    """Write what *obs* read over its row *old* (None: a new row; apply() inserts most of
+    those in bulk)."""
+    if old is not None and old.holds(obs):
+        if obs.signature == old.signature:
+            # Same bytes under the same signature: only a racy row that is now
+            # settled has anything to record.
+            if is_racy(old, granularity_ns) and read_settled(obs, granularity_ns):
+                members.set_verified(conn, obs.key, obs.verified_ns)
             return
-        members.put_member(conn, obs)
-        if not obs.keeps_last_config:
-            members.clear_config(conn, obs.key)
+        # Same bytes, new signature (chmod, touch, a copy over it): record the new
+        # signature, or the scan would differ from the index on every list().
+        members.put_member(conn, obs, keep_config=True)
+        return
+    members.put_member(conn, obs)
+    if not obs.keeps_last_config:
+        members.clear_config(conn, obs.key)
 
 
 def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) -> None:
