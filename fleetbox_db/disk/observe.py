@@ -93,7 +93,12 @@ def observe_whole(
     yielding the CPU, before it counts as unreadable - else every reader beside such a
     writer would record, and then undo, a broken member.
     """
-    return read_whole(lambda m: observe(clusters_dir, m, clock), [member], granularity_ns)[0]
+    obs = observe(clusters_dir, member, clock)
+    if not caught_mid_write(obs, granularity_ns):
+        return obs  # the common case, once per config of a rebuild: no lists, no closure
+    return _paused(lambda m: observe(clusters_dir, m, clock), [member], [obs], [0], granularity_ns)[
+        0
+    ]
 
 
 def read_whole(
@@ -108,6 +113,18 @@ def read_whole(
     one round each."""
     found = [read(member) for member in members]
     waiting = [i for i, member in enumerate(members) if waits_for(member)]
+    return _paused(read, members, found, waiting, granularity_ns)
+
+
+def _paused(
+    read: Callable[[MemberDir], Observation],
+    members: Sequence[MemberDir],
+    found: list[Observation],
+    waiting: list[int],
+    granularity_ns: int,
+) -> list[Observation]:
+    """*found* (the reads of *members*) with those at the indexes *waiting* that were
+    caught mid-write read again after each pause, until none is."""
     for pause in TORN_PAUSES:
         torn = [i for i in waiting if caught_mid_write(found[i], granularity_ns)]
         if not torn:
