@@ -194,7 +194,7 @@ def leases(directory: Path, within: Addresses = EVERY_ADDRESS) -> list[Lease]:
             entries = [e for e in it if e.is_file(follow_symlinks=False)]
         for entry in entries:
             ip = _ip_named(entry.name)
-            if ip is None or not within.first <= ip <= within.last:
+            if ip is None or not within.holds(ip):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -96,9 +96,11 @@ def observe_whole(
     obs = observe(clusters_dir, member, clock)
     if not caught_mid_write(obs, granularity_ns):
         return obs  # the common case, once per config of a rebuild: no lists, no closure
-    return _paused(lambda m: observe(clusters_dir, m, clock), [member], [obs], [0], granularity_ns)[
-        0
-    ]
+
+    def read(m: MemberDir) -> Observation:
+        return observe(clusters_dir, m, clock)
+
+    return _paused(read, [member], [obs], [0], granularity_ns)[0]
 
 
 def read_whole(
