@@ -255,14 +255,20 @@ def rechecked(body: bytes) -> bytes:
         pytest.param(lambda b: b[: len(b) // 2], id="torn"),
         pytest.param(lambda b: b"", id="empty"),
         pytest.param(lambda b: rechecked(b"\xff\x00"), id="not-marshal"),
-        pytest.param(lambda b: rechecked(__import__("marshal").dumps((99, 1, []))), id="format"),
         pytest.param(
-            lambda b: rechecked(__import__("marshal").dumps((1, 1, [("short",)]))),
-            id="record-shape",
+            lambda b: rechecked(__import__("marshal").dumps((99, 1, 0, b"", b""))), id="format"
         ),
         pytest.param(
-            lambda b: rechecked(__import__("marshal").dumps((1, 1, "not a list"))),
-            id="records-type",
+            lambda b: rechecked(__import__("marshal").dumps((1, 1, [("short",)]))),
+            id="format-1",
+        ),
+        pytest.param(
+            lambda b: rechecked(__import__("marshal").dumps((2, 1, "8", b"", b""))),
+            id="size-type",
+        ),
+        pytest.param(
+            lambda b: rechecked(__import__("marshal").dumps((2, 1, 8, "not bytes", b""))),
+            id="rows-type",
         ),
     ],
 )
@@ -296,13 +302,18 @@ def test_a_missing_or_stray_chunk_costs_a_read_of_the_rows(
     assert reads == [1]
 
 
-def test_encode_and_decode_round_trip() -> None:
-    records = [(i, f"d{i}", f"vm-{i}", (("h", "g", "l", None),)) for i in range(10)]
-    chunks = list(vmblob.encode(iter(records), len(records)))
-    assert len(chunks) == 1
-    assert vmblob.decode(chunks[0], 1) == records
+def test_encode_and_decode_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vmblob, "CHUNK", 4)
+    rows = [(i, f"d{i}") for i in range(10)]
+    values = [(f"vm-{i}", (("h", "g", "l", None),)) for i in range(10)]
+    chunks = list(vmblob.encode(rows, values, len(rows)))
+    assert len(chunks) == 3
+    decoded = [vmblob.decode(chunk, 3) for chunk in chunks]
+    assert [chunk.size for chunk in decoded if chunk] == [4, 4, 2]
+    assert [row for chunk in decoded if chunk for row in chunk.rows()] == rows
+    assert [v for chunk in decoded if chunk for v in chunk.values()] == values
     assert vmblob.decode(chunks[0], 2) is None  # the count is part of each chunk
-    assert list(vmblob.encode(iter(()), 0)) != []
+    assert list(vmblob.encode((), (), 0)) != []
 
 
 def test_a_full_disk_while_saving_leaves_the_answer_from_the_index_and_no_warning(
@@ -330,7 +341,7 @@ def test_a_full_disk_while_saving_leaves_the_answer_from_the_index_and_no_warnin
 _SAVER = """
 import sqlite3, sys, time
 from fleetbox_db import Store
-from fleetbox_db.index import settled, vmcache
+from fleetbox_db.index import settled, vmblob, vmcache
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.reconcile import DEFAULT_GRANULARITY_NS
 from fleetbox_db.index.recorded import RecordedScan
@@ -347,9 +358,10 @@ while time.monotonic() < deadline:
         value, at, digest = conn.execute(
             "SELECT value, settled_seq, settled_digest FROM member_seq"
         ).fetchone()
-        saved = vmcache._saved_records(conn, value)
+        saved = vmblob.saved(conn, value)
         if saved is not None:
-            assert saved == vmcache._read_records(conn), "saved records disagree with rows"
+            by_row = vmcache._Saved(saved, root).by_row()
+            assert by_row == vmcache._read_records(conn), "saved records disagree with rows"
             used += 1
         if at == value:
             rows = RecordedScan.load(conn, DEFAULT_GRANULARITY_NS)

@@ -2,21 +2,25 @@
 
 A config depends only on its file's bytes, so what was read for a (row, digest) stays right
 until the row's digest changes. It is kept as an immutable Record and turned into fresh VM
-objects on every call: callers may mutate what they get, and building a VM from a record
-costs a fraction of fetching and parsing its row again.
+objects on every call: callers may mutate what they get. Each VM is made from its record
+when first read (lazyvm.py), and a new process's records come from the chunks saved in the
+index (vmblob.py), each decoded when one of its VMs is first read.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from itertools import chain
+from itertools import accumulate
 from typing import Any, Final, NamedTuple
 
 from fleetbox_db.disk.scan import collector_paused
+from fleetbox_db.errors import IndexUnavailableError
 from fleetbox_db.index import vmblob
 from fleetbox_db.index.connection import one_read
+from fleetbox_db.index.lazyvm import lazy_vms
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.rows import respell
 from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState, built_fixture, built_vm
@@ -29,7 +33,7 @@ __all__ = ["Record", "VMCache"]
 #: many), one read of every 'ok' row is cheaper.
 _BY_ID_LIMIT: Final = 500
 
-RowId = tuple[int, str | None]  # (row id, digest): what a record is valid for
+RowId = vmblob.RowId
 FixtureRecord = tuple[str, str, str, str | None]  # host, guest, label, extra JSON
 
 
@@ -56,15 +60,18 @@ assert Record._fields[: len(VM_FIELDS)] == VM_FIELDS
 
 
 class VMCache:
-    """Per-Store cache; not shared between threads."""
+    """Per-Store cache; not shared between threads (the VMs it returns may be)."""
 
     def __init__(self) -> None:
         self._records: dict[RowId, Record] = {}
         self._rows: list[RowId] = []
+        # The records saved in the index, while this cache holds only those: _records and
+        # _rows are made from them when a change needs them (_known).
+        self._saved: _Saved | None = None
         self._version: object = None
         # The records of _rows, in order, while _rows is unchanged: a call at the same version
         # neither looks each row up nor checks for missing ones again.
-        self._ordered: list[Record] | None = None
+        self._ordered: Sequence[Record] | None = None
         # member_seq's value and settled_seq when _rows was read, and the value whose records
         # the index holds saved (vmblob.py) or this cache last offered to save.
         self._seq: int | None = None
@@ -83,21 +90,27 @@ class VMCache:
         with collector_paused():
             if version is None or version is not self._version or self._ordered is None:
                 self._ordered = self._records_in_order(conn, version)
-            return [_vm(record) for record in self._ordered]
+            ordered = self._ordered
+            source = ordered if isinstance(ordered, _Saved) else _Listed(ordered)
+            return lazy_vms(source, len(ordered))
 
-    def _records_in_order(self, conn: sqlite3.Connection, version: object) -> list[Record]:
+    def _records_in_order(self, conn: sqlite3.Connection, version: object) -> Sequence[Record]:
         with one_read(conn):
-            if not self._records:
+            if not self._records and self._saved is None:
                 # The first build: the saved records if they are of these very rows, else one
                 # read of every row; either gives both the order and the records.
                 self._seq, self._settled_at, self._saved_at = _seqs(conn)
-                saved = _saved_records(conn, self._seq)
-                if saved is None and self._saved_at == self._seq:
-                    self._saved_at = None  # saved there but unusable: save them again
-                self._records = saved if saved is not None else _read_records(conn)
-                self._rows = list(self._records)
                 self._version = version
+                chunks = vmblob.saved(conn, self._seq)
+                if chunks is not None:
+                    self._saved = _Saved(chunks, _path(conn))
+                    return self._saved
+                if self._saved_at == self._seq:
+                    self._saved_at = None  # saved there but unusable: save them again
+                self._records = _read_records(conn)
+                self._rows = list(self._records)
             elif version is None or version is not self._version:
+                self._known(conn)
                 self._rows = _row_ids(conn)
                 self._seq, self._settled_at, self._saved_at = _seqs(conn)
                 self._version = version
@@ -116,6 +129,16 @@ class VMCache:
             self._records = cache = {k: r for k, r in cache.items() if k in live}
         return [cache[key] for key in rows]
 
+    def _known(self, conn: sqlite3.Connection) -> None:
+        """Make _records of the saved records, once a change needs them by row; from the
+        rows when a chunk's records are not as this code writes them."""
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            try:
+                self._records = saved.by_row()
+            except (vmblob.Unusable, ValueError, TypeError):
+                self._records = _read_records(conn)
+
     def unsaved(self) -> tuple[int, Iterator[bytes]] | None:
         """(member_seq value, chunks made as they are read) of the records last answered,
         when the index was settled at that value and holds no records saved at it
@@ -124,12 +147,82 @@ class VMCache:
         seq, ordered = self._seq, self._ordered
         if seq is None or ordered is None or self._settled_at != seq or self._saved_at == seq:
             return None
+        if isinstance(ordered, _Saved):
+            return None  # saved at another value yet used: cannot happen (vmblob.saved)
         self._saved_at = seq
-        flat = map(_flat, self._rows, ordered)
-        return seq, vmblob.encode(flat, len(ordered))
+        return seq, vmblob.encode(self._rows, map(_values, ordered), len(ordered))
+
+
+class _Listed:
+    """LazyVMs' source: records read from rows."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self._records = records
+
+    def vm_at(self, at: int) -> VM:
+        return _vm(self._records[at])
+
+
+class _Saved(Sequence[Record]):
+    """The records saved in the index, in order, each chunk's decoded when first needed."""
+
+    def __init__(self, chunks: list[vmblob.Chunk], path: str) -> None:
+        self._chunks = chunks
+        self._path = path
+        self._starts = list(accumulate((chunk.size for chunk in chunks), initial=0))
+        self._decoded: list[list[Record] | None] = [None] * len(chunks)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, at: Any) -> Any:
+        if not isinstance(at, int) or not 0 <= at < len(self):
+            raise IndexError(at)
+        number = bisect_right(self._starts, at) - 1
+        return self._chunk(number)[at - self._starts[number]]
+
+    def vm_at(self, at: int) -> VM:
+        try:
+            return _vm(self[at])
+        except (vmblob.Unusable, ValueError, TypeError) as exc:
+            # A chunk with a right checksum and this code's format, yet other records: a
+            # forgery, which the rows cannot be read in place of here.
+            raise _forged(self._path, exc) from None
+
+    def by_row(self) -> dict[RowId, Record]:
+        """Every record by (row id, digest); raises Unusable as a chunk does."""
+        found: dict[RowId, Record] = {}
+        for number, chunk in enumerate(self._chunks):
+            found.update(zip(chunk.rows(), self._chunk(number), strict=True))
+        return found
+
+    def _chunk(self, number: int) -> list[Record]:
+        records = self._decoded[number]
+        if records is None:
+            # Decoded by whichever thread first reads one of its VMs; two threads at once
+            # decode it twice, to equal records.
+            with collector_paused():
+                records = list(map(_record, self._chunks[number].values()))
+            self._decoded[number] = records
+        return records
+
+
+def _forged(path: str, exc: Exception) -> IndexUnavailableError:
+    return IndexUnavailableError(
+        f"{path}: the VM records saved in its vm_records table are not as fleetbox_db"
+        f" writes them ({exc}); delete the file (the index is rebuilt from disk)",
+        path=path,
+    )
 
 
 _OK: Final = f"state = '{MemberState.OK.value}'"
+
+
+def _path(conn: sqlite3.Connection) -> str:
+    """The index file *conn* reads (for an error message)."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
 def _seqs(conn: sqlite3.Connection) -> tuple[int, int | None, int | None]:
@@ -141,59 +234,29 @@ def _seqs(conn: sqlite3.Connection) -> tuple[int, int | None, int | None]:
     return int(row[0]), row[1], row[2]
 
 
-def _saved_records(conn: sqlite3.Connection, seq: int) -> dict[RowId, Record] | None:
-    """The records saved at member_seq value *seq* (vmblob.py), in Go List() order; None when
-    there are none, or a chunk is not one this code wrote (the rows are read instead)."""
-    chunks = vmblob.saved(conn, seq)
-    if chunks is None:
-        return None
-    try:
-        return _built(chain.from_iterable(chunks))
-    except (vmblob.Unusable, ValueError, TypeError):
-        return None
+def _record(values: vmblob.Values) -> Record:
+    """The record of values laid out as vmblob.Values (_values)."""
+    name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling = values
+    when = parse_go_time(created)
+    # tuple.__new__ skips the NamedTuple constructor: this runs once per row
+    return _new(
+        Record,
+        (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
+    )
 
 
-def _built(
-    rows: Iterable[vmblob.Flat], fixtures: dict[int, list[FixtureRecord]] | None = None
-) -> dict[RowId, Record]:
-    """Records by (row id, digest) from rows laid out as vmblob.Flat, in their order; their
-    fixtures from *fixtures* by row id when given (a row read from SQL has none).
-
-    Rows read from SQL hold each value as its own object: the values members mostly share
-    (image, sizes) are made one object here, so the cached records, the VMs built from them
-    and the chunks saved from them (marshal writes a repeat as a reference) hold them once.
-    """
-    found: dict[RowId, Record] = {}
-    new = tuple.__new__  # skips the NamedTuple constructor: this runs once per row
-    shared: dict[Any, Any] = {}  # str and int values: never equal across the two types
-    one = shared.setdefault
-    for mid, digest, name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling in rows:
-        if fixtures is not None:
-            held = tuple(fixtures.get(mid, ()))
-            image, cpus, mem, disk = (
-                one(image, image),
-                one(cpus, cpus),
-                one(mem, mem),
-                one(disk, disk),
-            )
-        when = parse_go_time(created)
-        found[(mid, digest)] = new(
-            Record,
-            (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
-        )
-    return found
+_new: Final = tuple.__new__
 
 
-def _flat(row: RowId, record: Record) -> vmblob.Flat:
-    """*record* of *row* laid out as _built() reads it back (vmblob.Flat)."""
+def _values(record: Record) -> vmblob.Values:
+    """*record* laid out as _made() reads it back (vmblob.Values)."""
     name, mac, cpus, mem, disk, image, _, held, ip, extra, (created, _), spelling = record
-    return (*row, name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling)
+    return (name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling)
 
 
-#: A row's record as vmblob.Flat lays it out; the fixtures (NULL here) come from their table.
-_FLAT: Final = (
-    "id, digest, config_name, mac, cpus, memory_mb, disk_mb, image, created_at, NULL, ip,"
-    " extra, spelling"
+#: A row's id, digest and record as vmblob.Values lays it out, less its fixtures.
+_ROW: Final = (
+    "id, digest, config_name, mac, cpus, memory_mb, disk_mb, image, created_at, ip, extra, spelling"
 )
 
 
@@ -218,14 +281,37 @@ def _read_records(
         "" if ids is None else f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
     )
     fixtures: dict[int, list[FixtureRecord]] = {}
-    shared: dict[str, str] = {}  # guest paths and labels repeat: one object each (_built)
+    # Rows hold each value as its own object: the values members mostly share (image,
+    # sizes, guest paths, labels) are made one object here, so the cached records, the VMs
+    # made from them and the chunks saved from them (marshal writes a repeat as a
+    # reference) hold them once.
+    shared: dict[Any, Any] = {}  # str and int values: never equal across the two types
     one = shared.setdefault
     for mid, host, guest, label, extra in conn.execute(
         "SELECT member_id, host_path, guest_path, label, extra FROM fixtures"
         f"{of_members} ORDER BY member_id, position"
     ):
         fixtures.setdefault(mid, []).append((host, one(guest, guest), one(label, label), extra))
-    return _built(conn.execute(f"SELECT {_FLAT} FROM members WHERE {where}{order}"), fixtures)
+    found: dict[RowId, Record] = {}
+    for (
+        mid,
+        digest,
+        name,
+        mac,
+        cpus,
+        mem,
+        disk,
+        image,
+        created,
+        ip,
+        extra,
+        spelling,
+    ) in conn.execute(f"SELECT {_ROW} FROM members WHERE {where}{order}"):
+        found[(mid, digest)] = _record(
+            (name, mac, one(cpus, cpus), one(mem, mem), one(disk, disk), one(image, image),
+             created, tuple(fixtures.get(mid, ())), ip, extra, spelling)
+        )  # fmt: skip
+    return found
 
 
 def _vm(record: Record) -> VM:

@@ -1,0 +1,277 @@
+"""vms() returns VMs made when first read (index/lazyvm.py, issue 15): a first vms() of a big
+store made every record and VM though callers mostly read a few. What it returns must still
+be a VM in everything a caller can see, and each must be its own. Real stores, real files.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import later, put
+from test_vmblob import RICH, on_disk, settle, sql
+
+import fleetbox_db.index.vmcache as vmcache_module
+from fleetbox_db import VM, Fixture, IndexUnavailableError, Store
+from fleetbox_db.index import vmblob
+from fleetbox_db.rules.config import encode_config
+
+NAMES = [f"web-{i}" for i in range(7)]
+
+
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the VMs made from records (the real function still runs)."""
+    names: list[str] = []
+    real = vmcache_module._vm
+
+    def counted(record: Any) -> VM:
+        names.append(record[0])
+        return real(record)
+
+    monkeypatch.setattr(vmcache_module, "_vm", counted)
+    return names
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the saved chunks whose records were decoded."""
+    sizes: list[int] = []
+    real = vmblob.Chunk.values
+
+    def counted(chunk: vmblob.Chunk) -> Any:
+        sizes.append(chunk.size)
+        return real(chunk)
+
+    monkeypatch.setattr(vmblob.Chunk, "values", counted)
+    return sizes
+
+
+@pytest.fixture
+def root(seeded_root: Path) -> Path:
+    for i, name in enumerate(NAMES):
+        put(seeded_root, name, ip=f"10.0.0.{i + 2}")
+    put(seeded_root, "rich-1", data=RICH)
+    return seeded_root
+
+
+def listed(root: Path) -> Store:
+    store = Store.open(root, clock=later)
+    store.list()
+    return store
+
+
+# -- made when first read ---------------------------------------------------------------------
+
+
+def test_a_vm_read_from_rows_is_made_when_first_read(root: Path, made: list[str]) -> None:
+    with listed(root) as store:
+        vms = store.vms()
+        assert made == []
+        assert vms[3].ip == "10.0.0.4"  # rich-1 first: Go List() order
+        assert made == ["web-2"]
+        assert vms[3].cpus == 2
+        assert vms[3].name == "web-2"
+        assert made == ["web-2"]  # filled once
+        assert vms == on_disk(root)  # comparing reads every one
+
+
+def test_saved_records_are_decoded_a_chunk_at_a_time_when_a_vm_of_it_is_read(
+    root: Path, monkeypatch: pytest.MonkeyPatch, made: list[str], decoded: list[int]
+) -> None:
+    monkeypatch.setattr(vmblob, "CHUNK", 3)
+    settle(root)
+    assert sql(root, "SELECT count(*) FROM vm_records") == [(3,)]
+    made.clear()
+    with Store.open(root) as store:
+        vms = store.vms()
+        assert (made, decoded) == ([], [])
+        assert vms[4].name == "web-3"  # the second chunk
+        assert (made, decoded) == (["web-3"], [3])
+        assert [vm.name for vm in vms[3:6]] == ["web-2", "web-3", "web-4"]
+        assert decoded == [3]
+        assert vms == on_disk(root)
+        assert decoded == [3, 3, 2]
+
+
+def test_a_vm_read_after_its_store_closed_is_whole(root: Path) -> None:
+    settle(root)
+    for store in (Store.open(root), listed(root)):  # saved records, then records from rows
+        with store:
+            vms = store.vms()
+        assert vms == on_disk(root)
+        rich = next(vm for vm in vms if vm.name == "rich-1")
+        assert encode_config(rich) == RICH
+
+
+def test_readers_in_threads_all_see_the_whole_vm(root: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(vmblob, "CHUNK", 2)
+    settle(root)
+    with Store.open(root) as store:
+        vms = store.vms()
+    expected = on_disk(root)
+    seen: list[list[str]] = []
+    start = threading.Barrier(8)
+
+    def read() -> None:
+        start.wait()
+        seen.append([encode_config(vm).decode() for vm in vms])
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [[encode_config(vm).decode() for vm in expected]] * 8
+
+
+def test_every_call_and_every_vm_is_its_own(root: Path) -> None:
+    with listed(root) as store:
+        first, second = store.vms(), store.vms()
+        rich1, rich2 = first[0], second[0]
+        assert rich1.name == "rich-1"
+        assert rich1 is not rich2
+        rich1.fixtures.append(Fixture("/x", "/y", "z"))
+        rich1.fixtures[0].extra["mode"] = "rw"
+        rich1.extra["alpha"] = "changed"
+        assert rich2 == on_disk(root)[0]
+        assert store.vms()[0] == on_disk(root)[0]
+
+
+# -- a VM in everything a caller sees ---------------------------------------------------------
+
+
+@pytest.fixture
+def pair(root: Path) -> tuple[VM, VM]:
+    """(rich-1 from vms(), not yet read; the same VM decoded from its file)."""
+    with listed(root) as store:
+        lazy = store.vms()[0]
+    assert lazy.__dict__ == {}
+    return lazy, on_disk(root)[0]
+
+
+def test_it_compares_equal_either_way(pair: tuple[VM, VM]) -> None:
+    lazy, plain = pair
+    assert isinstance(lazy, VM)
+    assert plain == lazy
+    assert lazy == plain
+    assert (lazy != plain) is False
+    other = copy.copy(plain)
+    other.cpus = 99
+    assert lazy != other
+    assert other != lazy
+    assert lazy != "rich-1"
+    with pytest.raises(TypeError):
+        hash(lazy)
+
+
+@pytest.mark.parametrize(
+    "as_plain",
+    [
+        pytest.param(repr, id="repr"),
+        pytest.param(str, id="str"),
+        pytest.param(dataclasses.asdict, id="asdict"),
+        pytest.param(dataclasses.astuple, id="astuple"),
+        pytest.param(lambda vm: [f.name for f in dataclasses.fields(vm)], id="fields"),
+        pytest.param(encode_config, id="encode_config"),
+        pytest.param(lambda vm: vm.__match_args__, id="match_args"),
+    ],
+)
+def test_it_reads_as_the_vm(pair: tuple[VM, VM], as_plain: Any) -> None:
+    lazy, plain = pair
+    assert as_plain(lazy) == as_plain(plain)
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [
+        pytest.param(copy.copy, id="copy"),
+        pytest.param(copy.deepcopy, id="deepcopy"),
+        pytest.param(lambda vm: pickle.loads(pickle.dumps(vm)), id="pickle"),
+        pytest.param(lambda vm: pickle.loads(pickle.dumps(vm, protocol=0)), id="pickle-0"),
+    ],
+)
+def test_a_copy_is_a_plain_vm(pair: tuple[VM, VM], duplicate: Any) -> None:
+    lazy, plain = pair
+    clone = duplicate(lazy)
+    assert type(clone) is VM
+    assert clone == plain
+    assert encode_config(clone) == encode_config(plain)
+    assert clone.extra is not lazy.extra or duplicate is copy.copy
+
+
+def test_a_pickle_holds_no_records(root: Path) -> None:
+    with listed(root) as store:
+        vms = store.vms()
+    plain = len(pickle.dumps(on_disk(root)[0]))
+    assert len(pickle.dumps(vms[0])) < plain + 100  # not the cache's records of every member
+
+
+def test_a_field_assigned_before_the_first_read_keeps_its_value(pair: tuple[VM, VM]) -> None:
+    lazy, plain = pair
+    lazy.ip = "10.9.9.9"
+    lazy.created_at = when = datetime(2030, 1, 1, tzinfo=UTC)
+    assert lazy.ip == "10.9.9.9"
+    assert lazy.created_at is when
+    assert lazy.name == plain.name
+    assert lazy.fixtures == plain.fixtures
+    assert encode_config(lazy) == encode_config(
+        dataclasses.replace(plain, ip="10.9.9.9", created_at=when)
+    )
+
+
+def test_deleting_a_field_before_the_first_read_deletes_it(pair: tuple[VM, VM]) -> None:
+    lazy, plain = pair
+    del lazy.extra
+    assert lazy.name == plain.name
+    with pytest.raises(AttributeError):
+        lazy.extra  # noqa: B018 - a field with a default factory has no class default
+    del lazy.cpus
+    assert lazy.cpus == VM.cpus  # the class default, as for a VM
+
+
+def test_replace_makes_a_whole_vm(pair: tuple[VM, VM]) -> None:
+    lazy, plain = pair
+    changed = dataclasses.replace(lazy, cpus=8)
+    assert changed == dataclasses.replace(plain, cpus=8)
+    assert changed.cpus == 8
+    assert lazy.cpus == plain.cpus
+
+
+# -- a forged chunk ---------------------------------------------------------------------------
+
+
+def rechecked(body: bytes) -> bytes:
+    import zlib
+
+    return zlib.crc32(body).to_bytes(4, "little") + body
+
+
+def forged_chunk(rows: Any, values: Any, size: int) -> bytes:
+    import marshal
+
+    return rechecked(marshal.dumps((2, 1, size, marshal.dumps(rows), marshal.dumps(values))))
+
+
+def test_a_forged_chunk_s_vm_raises_a_typed_error_naming_the_file(root: Path) -> None:
+    """A chunk with a right checksum and this code's format, yet records of another shape,
+    cannot be told from a good one until they are decoded: reading its VM raises a typed
+    error that names the index and what to do; a change falls back to the rows."""
+    settle(root)
+    [(blob,)] = sql(root, "SELECT blob FROM vm_records WHERE id = 0")
+    rows = vmblob.decode(blob, 1)
+    assert rows is not None
+    forged = forged_chunk(rows.rows(), [("short",)] * rows.size, rows.size)
+    sql(root, "UPDATE vm_records SET blob = ? WHERE id = 0", forged)
+    with Store.open(root) as store:
+        vms = store.vms()
+        with pytest.raises(IndexUnavailableError, match=r"index\.db.*vm_records.*delete"):
+            vms[0].name  # noqa: B018
+        put(root, "web-9", ip="10.0.0.30")
+        assert store.vms() == on_disk(root)
