@@ -164,16 +164,17 @@ def test_answers_beside_a_config_caught_mid_write_leave_no_cyclic_garbage(
 
 
 def test_vms_share_the_created_text_yet_each_writes_its_own(fleet: Path) -> None:
-    """VMs built from one cached record share its immutable (text, datetime) pair (one
-    object fewer per VM and call); a VM given a new created_at writes the new one, the
-    others still write the text the file holds."""
+    """VMs built from one cached record share its immutable created text and datetime; a VM
+    given a new created_at writes the new one, the others still write the text the file
+    holds."""
     from datetime import UTC, datetime
 
     from fleetbox_db.rules.config import encode_config
 
     with Store.open(fleet, clock=later) as store:
         first, second = store.vms(), store.vms()
-        assert first[0]._created_at_raw is second[0]._created_at_raw
+        assert first[0]._created_at_raw[0] is second[0]._created_at_raw[0]
+        assert first[0].created_at is second[0].created_at
         text = first[0]._created_at_raw[0]
         first[0].created_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
         assert b'"created_at": "2030-01-02T03:04:05Z"' in encode_config(first[0])

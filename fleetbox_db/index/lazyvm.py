@@ -14,25 +14,24 @@ before that first read keeps the value assigned.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import fields
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from fleetbox_db.records import VM, same_vm
 
 __all__ = ["LazyVM", "Source", "lazy_vms"]
 
 
-class Source(Protocol):
-    """Where LazyVMs find their records: the VM of the record at a position, made anew."""
-
-    def vm_at(self, at: int, /) -> VM: ...
+#: What makes a LazyVM's VM, anew, from its key (a record, or where one is).
+Source = Callable[[Any], VM]
 
 
 class LazyVM(VM):
-    __slots__ = ("_at", "_source")  # both deleted once filled
+    __slots__ = ("_key", "_source")  # both deleted once filled
     __qualname__ = "VM"  # repr() reads as a VM's, as it is one
     _source: Source
-    _at: int
+    _key: Any
 
     def _fill(self) -> None:
         if not hasattr(self, "_source"):
@@ -42,7 +41,7 @@ class LazyVM(VM):
                 source = self._source
             except AttributeError:
                 return
-            made = source.vm_at(self._at).__dict__
+            made = source(self._key).__dict__
             own = self.__dict__
             if own:  # fields assigned before the first read win
                 for key, value in made.items():
@@ -50,7 +49,7 @@ class LazyVM(VM):
             else:
                 self.__dict__ = made  # the made VM is thrown away
             _unset(self, "_source")
-            _unset(self, "_at")
+            _unset(self, "_key")
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not LazyVM and other.__class__ is not VM:
@@ -96,14 +95,14 @@ for _f in fields(VM):
     setattr(LazyVM, _f.name, _Field(_f.name))
 
 
-def lazy_vms(source: Source, count: int) -> list[VM]:
-    """LazyVMs of *source*'s records 0 .. count - 1."""
+def lazy_vms(source: Source, keys: Iterable[Any]) -> list[VM]:
+    """A LazyVM per key, made by *source* when first read."""
     out: list[VM] = []
     add = out.append
     new = object.__new__
-    for at in range(count):
+    for key in keys:
         vm = new(LazyVM)
         vm._source = source
-        vm._at = at
+        vm._key = key
         add(vm)
     return out

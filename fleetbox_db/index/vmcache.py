@@ -50,9 +50,7 @@ class Record(NamedTuple):
     fixtures: tuple[FixtureRecord, ...]
     ip: str
     extra: str | None  # JSON text of VM.extra
-    # (created_at as the file spells it, created_at): every VM built from this record shares
-    # the one tuple (immutable), 10,000 fewer objects to make and collect per vms()
-    created_raw: tuple[str, datetime]
+    created_text: str  # created_at as the file spells it (VM._created_at_raw)
     spelling: str | None  # the spelling column (rows.py): how its strings spelled U+FFFD
 
 
@@ -91,8 +89,9 @@ class VMCache:
             if version is None or version is not self._version or self._ordered is None:
                 self._ordered = self._records_in_order(conn, version)
             ordered = self._ordered
-            source = ordered if isinstance(ordered, _Saved) else _Listed(ordered)
-            return lazy_vms(source, len(ordered))
+            if isinstance(ordered, _Saved):
+                return lazy_vms(ordered.vm_at, range(len(ordered)))
+            return lazy_vms(_vm, ordered)
 
     def _records_in_order(self, conn: sqlite3.Connection, version: object) -> Sequence[Record]:
         with one_read(conn):
@@ -151,18 +150,6 @@ class VMCache:
             return None  # saved at another value yet used: cannot happen (vmblob.saved)
         self._saved_at = seq
         return seq, vmblob.encode(self._rows, map(_values, ordered), len(ordered))
-
-
-class _Listed:
-    """LazyVMs' source: records read from rows."""
-
-    __slots__ = ("_records",)
-
-    def __init__(self, records: Sequence[Record]) -> None:
-        self._records = records
-
-    def vm_at(self, at: int) -> VM:
-        return _vm(self._records[at])
 
 
 class _Saved(Sequence[Record]):
@@ -241,7 +228,7 @@ def _record(values: vmblob.Values) -> Record:
     # tuple.__new__ skips the NamedTuple constructor: this runs once per row
     return _new(
         Record,
-        (name, mac, cpus, mem, disk, image, when, held, ip, extra, (created, when), spelling),
+        (name, mac, cpus, mem, disk, image, when, held, ip, extra, created, spelling),
     )
 
 
@@ -250,7 +237,7 @@ _new: Final = tuple.__new__
 
 def _values(record: Record) -> vmblob.Values:
     """*record* laid out as _made() reads it back (vmblob.Values)."""
-    name, mac, cpus, mem, disk, image, _, held, ip, extra, (created, _), spelling = record
+    name, mac, cpus, mem, disk, image, _, held, ip, extra, created, spelling = record
     return (name, mac, cpus, mem, disk, image, created, held, ip, extra, spelling)
 
 
@@ -280,7 +267,7 @@ def _read_records(
     of_members = (
         "" if ids is None else f" WHERE member_id IN (SELECT id FROM members WHERE {where})"
     )
-    fixtures: dict[int, list[FixtureRecord]] = {}
+    fixtures: dict[int, tuple[FixtureRecord, ...] | list[FixtureRecord]] = {}
     # Rows hold each value as its own object: the values members mostly share (image,
     # sizes, guest paths, labels) are made one object here, so the cached records, the VMs
     # made from them and the chunks saved from them (marshal writes a repeat as a
@@ -291,32 +278,32 @@ def _read_records(
         "SELECT member_id, host_path, guest_path, label, extra FROM fixtures"
         f"{of_members} ORDER BY member_id, position"
     ):
-        fixtures.setdefault(mid, []).append((host, one(guest, guest), one(label, label), extra))
+        fixture = (host, one(guest, guest), one(label, label), extra)
+        # A member's one fixture in a tuple, kept as the record's: a list per member as well
+        # was 7 MB more at the peak of a first vms() of 100,000 members.
+        held = fixtures.get(mid)
+        if held is None:
+            fixtures[mid] = (fixture,)
+        elif isinstance(held, list):
+            held.append(fixture)
+        else:
+            fixtures[mid] = [*held, fixture]
     found: dict[RowId, Record] = {}
-    for (
-        mid,
-        digest,
-        name,
-        mac,
-        cpus,
-        mem,
-        disk,
-        image,
-        created,
-        ip,
-        extra,
-        spelling,
-    ) in conn.execute(f"SELECT {_ROW} FROM members WHERE {where}{order}"):
+    rows = conn.execute(f"SELECT {_ROW} FROM members WHERE {where}{order}")
+    for mid, digest, name, mac, cpus, mem, disk, image, created, ip, extra, spelling in rows:
         found[(mid, digest)] = _record(
             (name, mac, one(cpus, cpus), one(mem, mem), one(disk, disk), one(image, image),
-             created, tuple(fixtures.get(mid, ())), ip, extra, spelling)
+             created, held if type(held := fixtures.get(mid, ())) is tuple else tuple(held),
+             ip, extra, spelling)
         )  # fmt: skip
     return found
 
 
 def _vm(record: Record) -> VM:
     """A new VM from a record (records.built_vm: no dataclass __init__ per member)."""
-    name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, extra, raw, spelling = record
+    name, mac, cpus, memory_mb, disk_mb, image, created, fixtures, ip, extra, text, spelling = (
+        record
+    )
     vm = built_vm(
         name,
         mac,
@@ -329,7 +316,7 @@ def _vm(record: Record) -> VM:
         ip,
         decode_json_value(extra) if extra else {},
     )
-    vm._created_at_raw = raw
+    vm._created_at_raw = (text, created)
     if spelling is not None:
         respell(vm, spelling)
     return vm
