@@ -41,15 +41,25 @@ class LazyVM(VM):
                 source = self._source
             except AttributeError:
                 return
-            made = source(self._key).__dict__
-            own = self.__dict__
+            made = _dict.__get__(source(self._key))
+            own = _dict.__get__(self)
             if own:  # fields assigned before the first read win
                 for key, value in made.items():
                     own.setdefault(key, value)
             else:
-                self.__dict__ = made  # the made VM is thrown away
+                _dict.__set__(self, made)  # the made VM is thrown away
             _unset(self, "_source")
             _unset(self, "_key")
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # vars(vm) shows the fields too
+        self._fill()
+        return _dict.__get__(self)  # type: ignore[no-any-return]
+
+    @__dict__.setter
+    def __dict__(self, fields: dict[str, Any]) -> None:  # a whole new VM: nothing to fill
+        self._fill()
+        _dict.__set__(self, fields)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not LazyVM and other.__class__ is not VM:
@@ -66,10 +76,11 @@ class LazyVM(VM):
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         """Copied and pickled as the plain VM it reads as (pickle needs no source)."""
         self._fill()
-        return object.__new__, (VM,), dict(self.__dict__)
+        return object.__new__, (VM,), dict(_dict.__get__(self))
 
 
 _unset: Final = object.__delattr__  # not LazyVM's, which fills first
+_dict: Final[Any] = VM.__dict__["__dict__"]  # the instance dict itself, not LazyVM.__dict__
 _filling: Final = threading.Lock()
 
 
@@ -86,7 +97,7 @@ class _Field:
             return getattr(VM, self.name)  # the class default, or AttributeError as VM's
         vm._fill()
         try:
-            return vars(vm)[self.name]
+            return _dict.__get__(vm)[self.name]
         except KeyError:  # deleted after the fill: what a VM then shows
             return getattr(VM, self.name)
 
