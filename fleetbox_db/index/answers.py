@@ -13,6 +13,7 @@ from typing import Any
 
 from fleetbox_db.index import reservations
 from fleetbox_db.index.connection import one_read
+from fleetbox_db.index.members import go_order
 from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
 from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
 from fleetbox_db.index.vmcache import VMCache
@@ -87,9 +88,10 @@ def entries(conn: sqlite3.Connection, cluster: str | None = None) -> list[Entry]
 def all_members(conn: sqlite3.Connection) -> list[Entry]:
     """Every row as recorded (state, last good config or None), in Go List() order."""
     fixtures = _fixtures_by_member(conn, "1")
+    # go_order: the unique index's order, not a sort of every row, unless a name is raw bytes
     rows = conn.execute(
         f"SELECT id, cluster, name, state, reason, {CONFIG_COLUMNS} FROM members"
-        f" ORDER BY {BYTE_ORDER}"
+        f" ORDER BY {go_order(conn)}"
     )
     return [
         Entry(
