@@ -5,6 +5,7 @@ be a VM in everything a caller can see, and each must be its own. Real stores, r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import pickle
@@ -283,3 +284,81 @@ def test_a_forged_chunk_s_vm_raises_a_typed_error_naming_the_file(root: Path) ->
             vms[0].name  # noqa: B018
         put(root, "web-9", ip="10.0.0.30")
         assert store.vms() == on_disk(root)
+
+
+# -- entries() takes its VMs from the same records ---------------------------------------------
+
+
+@pytest.fixture
+def from_columns(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The row ids whose VMs entries() read from their columns (the real function runs)."""
+    import fleetbox_db.index.answers as answers_module
+
+    calls: list[list[int]] = []
+    real = answers_module._vms_of
+
+    def counted(conn: Any, ids: list[int]) -> Any:
+        calls.append(list(ids))
+        return real(conn, ids)
+
+    monkeypatch.setattr(answers_module, "_vms_of", counted)
+    return calls
+
+
+def readable_on_disk(root: Path) -> dict[str, VM]:
+    from fleetbox_db import ConfigError
+    from fleetbox_db.rules.config import decode_config
+
+    found = {}
+    for path in (root / "clusters").glob("*/*/config.json"):
+        with contextlib.suppress(ConfigError):
+            found[path.parent.name] = decode_config(path.read_bytes())
+    return found
+
+
+def test_entries_take_every_ok_vm_from_the_saved_records(
+    root: Path, from_columns: list[list[int]], decoded: list[int]
+) -> None:
+    """A new process's entries(): the saved records give every 'ok' member's VM; only the
+    unreadable member's last good config is read from its columns."""
+    put(root, "db-1", data=b'{"name": "db-1", "ip": "10.0.0.50"}')
+    with Store.open(root, clock=later) as store:
+        store.list()
+    put(root, "db-1", data=b"{ torn")  # unreadable now: its row keeps the last good config
+    settle(root)
+    with Store.open(root, clock=later) as store:
+        store.list()
+        found = {e.name: e for e in store.entries()}
+    assert decoded  # the VMs came from the saved chunks
+    assert len(from_columns) == 1
+    assert len(from_columns[0]) == 1  # db-1's last good config alone
+    assert found["db-1"].state == "unreadable"
+    assert found["db-1"].vm is not None
+    assert found["db-1"].vm.ip == "10.0.0.50"
+    assert {n: e.vm for n, e in found.items() if n != "db-1"} == readable_on_disk(root)
+    assert type(found["web-1"].vm) is VM  # made whole: `ls` reads every field of each
+
+
+def test_entries_after_changes_elsewhere_show_disk(
+    root: Path, from_columns: list[list[int]]
+) -> None:
+    settle(root)
+    with Store.open(root, clock=later) as store:
+        assert [e.vm for e in store.entries()] == on_disk(root)
+        with Store.open(root, clock=later) as other:
+            other.save(VM("web-3", cpus=7, ip="10.0.0.5"))
+            other.delete("web-4")
+            other.create(VM("new-1", ip="10.0.0.60"))
+        assert [e.vm for e in store.entries()] == on_disk(root)
+    assert all(ids == [] for ids in from_columns)  # every VM from a record
+
+
+def test_entries_beside_a_forged_chunk_read_the_columns(root: Path) -> None:
+    settle(root)
+    [(blob,)] = sql(root, "SELECT blob FROM vm_records WHERE id = 0")
+    chunk = vmblob.decode(blob, 1)
+    assert chunk is not None
+    forged = forged_chunk([("not", "pairs", "!")] * chunk.size, chunk.values(), chunk.size)
+    sql(root, "UPDATE vm_records SET blob = ? WHERE id = 0", forged)
+    with Store.open(root) as store:
+        assert [e.vm for e in store.entries()] == on_disk(root)

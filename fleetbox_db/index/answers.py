@@ -8,7 +8,7 @@ methods as disk.fallback.DiskAnswers, so the Store asks either the same way.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fleetbox_db.index import reservations
@@ -16,7 +16,7 @@ from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.members import go_order
 from fleetbox_db.index.names import BYTE_ORDER, key_of, name_of, stored, stored_key
 from fleetbox_db.index.rows import CONFIG_COLUMNS, vm_from_row
-from fleetbox_db.index.vmcache import VMCache
+from fleetbox_db.index.vmcache import RowId, VMCache
 from fleetbox_db.records import VM, Conflict, Entry, Fixture, Key, MemberState, built_fixture
 from fleetbox_db.rules.gojson import decode_json_value
 from fleetbox_db.rules.ipam import Subnet, format_ipv4, marked
@@ -54,7 +54,8 @@ class IndexAnswers:
         return member_names(self.conn, cluster)
 
     def entries(self, cluster: str | None = None) -> list[Entry]:
-        return entries(self.conn, cluster)
+        with one_read(self.conn):
+            return entries(self.conn, cluster, self._cache.by_row(self.conn, self._version))
 
     def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
         return free_ranges(self.conn, net, limit)
@@ -78,31 +79,71 @@ class IndexAnswers:
         return found
 
 
-def entries(conn: sqlite3.Connection, cluster: str | None = None) -> list[Entry]:
-    """Every member directory (of *cluster*) with its state and last good config."""
+def entries(
+    conn: sqlite3.Connection, cluster: str | None = None, made: Mapping[RowId, VM] | None = None
+) -> list[Entry]:
+    """Every member directory (of *cluster*) with its state and last good config; *made*:
+    VMs already made for rows, by (row id, digest) (the VM cache's)."""
     with one_read(conn):
-        found = marked(all_members(conn), conflicts(conn))
+        found = marked(all_members(conn, made), conflicts(conn))
     return [e for e in found if cluster is None or e.cluster == cluster]
 
 
-def all_members(conn: sqlite3.Connection) -> list[Entry]:
-    """Every row as recorded (state, last good config or None), in Go List() order."""
-    fixtures = _fixtures_by_member(conn, "1")
-    # go_order: the unique index's order, not a sort of every row, unless a name is raw bytes
-    rows = conn.execute(
-        f"SELECT id, cluster, name, state, reason, {CONFIG_COLUMNS} FROM members"
-        f" ORDER BY {go_order(conn)}"
-    )
+def all_members(conn: sqlite3.Connection, made: Mapping[RowId, VM] | None = None) -> list[Entry]:
+    """Every row as recorded (state, last good config or None), in Go List() order; a row's
+    VM from *made* when it holds one for that very (row id, digest), else from its columns.
+    """
+    order = go_order(conn)  # the unique index's order, not a sort, unless a name is raw bytes
+    vm_of: dict[int, VM] = {}
+    rows: list[tuple[Any, ...]] = []
+    if made is None:
+        fixtures = _fixtures_by_member(conn, "1")
+        for mid, cluster, name, state, reason, *columns in conn.execute(
+            f"SELECT id, cluster, name, state, reason, {CONFIG_COLUMNS} FROM members"
+            f" ORDER BY {order}"
+        ):
+            rows.append((mid, cluster, name, state, reason))
+            if columns[0] is not None:  # config_name: the row holds a config
+                vm_of[mid] = vm_from_row(columns, fixtures.get(mid, []))
+    else:
+        # Without their config columns: the VMs come from the cache, the few others (a row
+        # newer than the cache, an unreadable member's last good config) from their columns.
+        rows = conn.execute(
+            f"SELECT id, cluster, name, state, reason, digest, config_name IS NOT NULL"
+            f" FROM members ORDER BY {order}"
+        ).fetchall()
+        others = []
+        for mid, _, _, _, _, digest, has_config in rows:
+            if has_config:
+                vm = made.get((mid, digest))
+                if vm is None:
+                    others.append(mid)
+                else:
+                    vm_of[mid] = vm
+        vm_of.update(_vms_of(conn, others))
     return [
         Entry(
             name_of(r[2]),
             name_of(r[1]),
             r[3],
-            None if r[5] is None else vm_from_row(r[5:], fixtures.get(r[0], [])),
+            vm_of.get(r[0]),
             r[4] if r[3] == MemberState.UNREADABLE else None,
         )
         for r in rows
     ]
+
+
+def _vms_of(conn: sqlite3.Connection, ids: list[int]) -> dict[int, VM]:
+    """The VMs of the rows with *ids* (each holds a config), from their columns."""
+    found: dict[int, VM] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        where = f"id IN ({', '.join(str(int(i)) for i in ids[start : start + 500])})"
+        fixtures = _fixtures_by_member(conn, where)
+        for mid, *columns in conn.execute(
+            f"SELECT id, {CONFIG_COLUMNS} FROM members WHERE {where}"
+        ):
+            found[mid] = vm_from_row(columns, fixtures.get(mid, []))
+    return found
 
 
 def unreadable_reasons(conn: sqlite3.Connection) -> dict[str, str]:

@@ -93,6 +93,19 @@ class VMCache:
                 return lazy_vms(ordered.vm_at, range(len(ordered)))
             return lazy_vms(_vm, ordered)
 
+    def by_row(self, conn: sqlite3.Connection, version: object = None) -> dict[RowId, VM]:
+        """Every 'ok' member's VM, made now, by (row id, digest): for entries(), whose
+        callers read every one (a VM made when first read costs more then)."""
+        with collector_paused():
+            if version is None or version is not self._version or self._ordered is None:
+                self._ordered = self._records_in_order(conn, version)
+            ordered = self._ordered
+            try:
+                rows = ordered.rows() if isinstance(ordered, _Saved) else self._rows
+                return {row: _vm(record) for row, record in zip(rows, ordered, strict=True)}
+            except (vmblob.Unusable, ValueError, TypeError):
+                return {}  # a forged chunk: entries() reads every VM from its columns
+
     def _records_in_order(self, conn: sqlite3.Connection, version: object) -> Sequence[Record]:
         with one_read(conn):
             if not self._records and self._saved is None:
@@ -160,9 +173,14 @@ class _Saved(Sequence[Record]):
         self._path = path
         self._starts = list(accumulate((chunk.size for chunk in chunks), initial=0))
         self._decoded: list[list[Record] | None] = [None] * len(chunks)
+        self._rows: list[RowId] | None = None
 
     def __len__(self) -> int:
         return self._starts[-1]
+
+    def __iter__(self) -> Iterator[Record]:
+        for number in range(len(self._chunks)):
+            yield from self._chunk(number)
 
     def __getitem__(self, at: Any) -> Any:
         if not isinstance(at, int) or not 0 <= at < len(self):
@@ -184,6 +202,12 @@ class _Saved(Sequence[Record]):
         for number, chunk in enumerate(self._chunks):
             found.update(zip(chunk.rows(), self._chunk(number), strict=True))
         return found
+
+    def rows(self) -> list[RowId]:
+        """Every record's (row id, digest), in order; raises Unusable as a chunk does."""
+        if self._rows is None:
+            self._rows = [row for chunk in self._chunks for row in chunk.rows()]
+        return self._rows
 
     def _chunk(self, number: int) -> list[Record]:
         records = self._decoded[number]
