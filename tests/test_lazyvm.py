@@ -132,6 +132,23 @@ def test_readers_in_threads_all_see_the_whole_vm(root: Path, monkeypatch: Any) -
     assert seen == [[encode_config(vm).decode() for vm in expected]] * 8
 
 
+def test_a_vm_first_read_after_a_change_shows_the_config_of_its_answer(root: Path) -> None:
+    """Like any VM, one from vms() is the config as that call found it: a change on disk
+    (and the store's cache moving on) afterwards does not reach it when it is first read."""
+    from helpers import config, config_path, go_write
+
+    for saved in (False, True):
+        if saved:
+            settle(root)
+        with Store.open(root, clock=later) as store:
+            vms = store.vms()
+            go_write(config_path(root, "web-2"), config("web-2", ip="10.0.0.99", cpus=9))
+            assert {vm.name: vm.cpus for vm in store.vms()}["web-2"] == 9  # the cache moved on
+            old = next(vm for vm in vms if vm.name == "web-2")
+            assert (old.cpus, old.ip) == (2, "10.0.0.4")
+        go_write(config_path(root, "web-2"), config("web-2", ip="10.0.0.4"))
+
+
 def test_every_call_and_every_vm_is_its_own(root: Path) -> None:
     with listed(root) as store:
         first, second = store.vms(), store.vms()
