@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +294,32 @@ def test_a_matching_digest_gives_the_full_load(settled_root: Path) -> None:
     )
     assert trusted.raw == full.raw
     assert trusted.schema == full.schema
+
+
+def test_a_digest_recorded_by_an_earlier_release_still_matches() -> None:
+    """A digest is compared with one another process recorded, perhaps with earlier code:
+    how it is computed may change, the bytes it covers may not (without a _FORMAT bump).
+    These values were computed by session 10's code (array('q') of the signatures, native
+    byte order, as on this little-endian machine)."""
+    signed = Signature(11, 500, 1_700_000_000_123456789, 1_700_000_000_223456789)
+    members = [
+        MemberDir("web", "web-1", signed, None),
+        MemberDir("web", "web-2", None, None),
+        MemberDir("w\udce9b", "w\udce9b-1", Signature(2**63 - 1, 0, -5, 7), None),
+        MemberDir("db", "db", Signature(3, 4, 5, 6), None),
+    ]
+    if sys.byteorder != "little":  # pragma: no cover - the pinned values are little-endian
+        pytest.skip("pinned on a little-endian machine")
+    found = settled.digest(members, 2_000_000_000, 11)
+    assert found is not None
+    assert found.hex() == "3e27be068291fc955c1cce67e0ef4f55"
+    first = settled.digest(members[:1], 2_000_000_000, 11)
+    assert first is not None
+    assert first.hex() == "34960b8dd4b5b7b954e04d4dd12fe4a3"
+    empty = settled.digest([], 1, 1)
+    assert empty is not None
+    assert empty.hex() == "18dcf2238bccc0833c7bb5df64e646ae"
+    assert (
+        settled.digest([MemberDir("web", "web-1", Signature(-(2**63) - 1, 0, 0, 0), None)], 2, 9)
+        is None
+    )
