@@ -379,3 +379,30 @@ def test_entries_beside_a_forged_chunk_read_the_columns(root: Path) -> None:
     sql(root, "UPDATE vm_records SET blob = ? WHERE id = 0", forged)
     with Store.open(root) as store:
         assert [e.vm for e in store.entries()] == on_disk(root)
+
+
+def test_entry_makes_only_the_vms_of_its_name(
+    root: Path, made: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`show NAME` asks entry(NAME): the member directories of that name, not every one."""
+    import fleetbox_db.index.answers as answers_module
+
+    put(root, "web-1", cluster="db", ip="10.0.0.70")  # a stray copy of web-1
+    settle(root)
+    calls: list[str] = []
+    real = answers_module.vm_from_row
+
+    def counted(row: Any, fixtures: Any) -> VM:
+        calls.append(row[0])
+        return real(row, fixtures)
+
+    monkeypatch.setattr(answers_module, "vm_from_row", counted)
+    with Store.open(root, clock=later) as store:
+        entry = store.entry("web-1")
+        stray = store.entry("db/web-1")
+    assert entry.vm is not None
+    assert (entry.cluster, entry.state, entry.vm.ip) == ("web", "ok", "10.0.0.3")
+    assert stray.vm is not None
+    assert (stray.cluster, stray.state, stray.vm.ip) == ("db", "stray", "10.0.0.70")
+    assert made == []  # no VM made from the cache's records
+    assert calls == ["web-1"] * 4  # both directories' rows, each call

@@ -56,6 +56,9 @@ class DiskAnswers:
         found = marked(found, conflicts_among(claims))
         return [e for e in found if cluster is None or e.cluster == cluster]
 
+    def named(self, name: str) -> list[Entry]:
+        return [e for e in self.entries() if e.name == name]
+
     def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
         """The free runs of *net*'s hosts, inclusive, as rules.ipam.free_ranges gives them."""
         taken = (ip_key(vm.ip) for _, vm, _ in self._parsed())

@@ -8,7 +8,7 @@ methods as disk.fallback.DiskAnswers, so the Store asks either the same way.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fleetbox_db.index import reservations
@@ -33,6 +33,7 @@ __all__ = [
     "holders_of_mac",
     "ip_in_range",
     "member_names",
+    "members_named",
     "names_in_state",
     "stray_labels",
     "unreadable_reasons",
@@ -56,6 +57,10 @@ class IndexAnswers:
     def entries(self, cluster: str | None = None) -> list[Entry]:
         with one_read(self.conn):
             return entries(self.conn, cluster, self._cache.by_row(self.conn, self._version))
+
+    def named(self, name: str) -> list[Entry]:
+        with one_read(self.conn):
+            return marked(members_named(self.conn, name), conflicts(self.conn))
 
     def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
         return free_ranges(self.conn, net, limit)
@@ -121,6 +126,21 @@ def all_members(conn: sqlite3.Connection, made: Mapping[RowId, VM] | None = None
                 else:
                     vm_of[mid] = vm
         vm_of.update(_vms_of(conn, others))
+    return _entries(rows, vm_of)
+
+
+def members_named(conn: sqlite3.Connection, name: str) -> list[Entry]:
+    """The rows of member directories named *name*, under any cluster, in Go List() order."""
+    rows = conn.execute(
+        "SELECT id, cluster, name, state, reason, config_name IS NOT NULL FROM members"
+        f" WHERE name = ? ORDER BY {BYTE_ORDER}",
+        (stored(name),),
+    ).fetchall()
+    return _entries(rows, _vms_of(conn, [r[0] for r in rows if r[5]]))
+
+
+def _entries(rows: Iterable[Sequence[Any]], vm_of: Mapping[int, VM]) -> list[Entry]:
+    """Entries of rows that begin (id, cluster, name, state, reason), with their VMs."""
     return [
         Entry(
             name_of(r[2]),
