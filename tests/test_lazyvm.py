@@ -406,3 +406,19 @@ def test_entry_makes_only_the_vms_of_its_name(
     assert (stray.cluster, stray.state, stray.vm.ip) == ("db", "stray", "10.0.0.70")
     assert made == []  # no VM made from the cache's records
     assert calls == ["web-1"] * 4  # both directories' rows, each call
+
+
+def test_entries_of_one_cluster_are_those_of_every_entry_and_make_only_theirs(
+    root: Path, made: list[str]
+) -> None:
+    put(root, "web-1", cluster="db", ip="10.0.0.3")  # a stray copy: its IP clashes with web-1's
+    put(root, "db-2", data=b"{ torn")
+    put(root, "db-3", ip="10.0.0.5")  # claims web-3's IP: both are shown in conflict
+    settle(root)
+    with Store.open(root, clock=later) as store:
+        every = store.entries()
+        made.clear()
+        for cluster in ("web", "db", "rich", "none"):
+            assert store.entries(cluster) == [e for e in every if e.cluster == cluster]
+        assert made == []  # no cluster's VMs from the cache: each cluster's rows alone
+    assert {e.state for e in every} >= {"ok", "conflict", "stray", "unreadable"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fleetbox_db.index import reservations
 from fleetbox_db.index.connection import one_read
@@ -33,7 +33,7 @@ __all__ = [
     "holders_of_mac",
     "ip_in_range",
     "member_names",
-    "members_named",
+    "members_where",
     "names_in_state",
     "stray_labels",
     "unreadable_reasons",
@@ -56,11 +56,13 @@ class IndexAnswers:
 
     def entries(self, cluster: str | None = None) -> list[Entry]:
         with one_read(self.conn):
-            return entries(self.conn, cluster, self._cache.by_row(self.conn, self._version))
+            if cluster is not None:  # its rows alone, each VM from its columns
+                return marked(members_where(self.conn, "cluster", cluster), conflicts(self.conn))
+            return entries(self.conn, None, self._cache.by_row(self.conn, self._version))
 
     def named(self, name: str) -> list[Entry]:
         with one_read(self.conn):
-            return marked(members_named(self.conn, name), conflicts(self.conn))
+            return marked(members_where(self.conn, "name", name), conflicts(self.conn))
 
     def free_ranges(self, net: Subnet, limit: int | None) -> list[tuple[int, int]]:
         return free_ranges(self.conn, net, limit)
@@ -129,12 +131,15 @@ def all_members(conn: sqlite3.Connection, made: Mapping[RowId, VM] | None = None
     return _entries(rows, vm_of)
 
 
-def members_named(conn: sqlite3.Connection, name: str) -> list[Entry]:
-    """The rows of member directories named *name*, under any cluster, in Go List() order."""
+def members_where(
+    conn: sqlite3.Connection, column: Literal["cluster", "name"], value: str
+) -> list[Entry]:
+    """The rows whose *column* (cluster or name) is *value*, in Go List() order: what `ls
+    --cluster` and `show` need, without making every member's VM."""
     rows = conn.execute(
         "SELECT id, cluster, name, state, reason, config_name IS NOT NULL FROM members"
-        f" WHERE name = ? ORDER BY {BYTE_ORDER}",
-        (stored(name),),
+        f" WHERE {column} = ? ORDER BY {BYTE_ORDER}",
+        (stored(value),),
     ).fetchall()
     return _entries(rows, _vms_of(conn, [r[0] for r in rows if r[5]]))
 
