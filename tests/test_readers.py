@@ -357,9 +357,9 @@ class CountingRacedReconciler(RacedReconciler):
 
     reads: dict[str, int]
 
-    def observe(self, member: Any, wait: bool = True) -> Any:
+    def observe(self, member: Any, wait: bool = True, again: bool = False) -> Any:
         self.reads[member.name] = self.reads.get(member.name, 0) + 1
-        return super().observe(member, wait)
+        return super().observe(member, wait, again)
 
 
 def test_a_plan_made_again_for_the_same_scan_reads_no_config_twice(root: Path) -> None:

@@ -97,9 +97,9 @@ class CountingReconciler(Reconciler):
 
     reads: list[str]
 
-    def observe(self, member: MemberDir, wait: bool = True) -> Observation:
+    def observe(self, member: MemberDir, wait: bool = True, again: bool = False) -> Observation:
         self.reads.append(member.name)
-        return super().observe(member, wait)
+        return super().observe(member, wait, again)
 
 
 def counting(store: Store) -> CountingReconciler:
