@@ -28,8 +28,9 @@ Source = Callable[[Any], VM]
 
 
 class LazyVM(VM):
+    __doc__ = VM.__doc__  # help() and repr() read as a VM's, as it is one
     __slots__ = ("_key", "_source")  # both deleted once filled
-    __qualname__ = "VM"  # repr() reads as a VM's, as it is one
+    __qualname__ = "VM"
     _source: Source
     _key: Any
 
