@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from helpers import later, put
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_vmblob import RICH, on_disk, settle, sql
 
 import fleetbox_db.index.vmcache as vmcache_module
@@ -422,3 +424,46 @@ def test_entries_of_one_cluster_are_those_of_every_entry_and_make_only_theirs(
             assert store.entries(cluster) == [e for e in every if e.cluster == cluster]
         assert made == []  # no cluster's VMs from the cache: each cluster's rows alone
     assert {e.state for e in every} >= {"ok", "conflict", "stray", "unreadable"}
+
+
+_FIELDS = [f.name for f in dataclasses.fields(VM)]
+_VALUES = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none(), st.just([]))
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), st.sampled_from(_FIELDS), _VALUES),
+        st.tuples(st.just("del"), st.sampled_from(_FIELDS), st.none()),
+        st.tuples(st.just("read"), st.sampled_from(_FIELDS), st.none()),
+    ),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS)
+def test_any_changes_before_and_after_the_first_read_leave_what_a_vm_would(
+    root: Path, ops: list[tuple[str, str, Any]]
+) -> None:
+    """Sets, deletes and reads of any fields, in any order from the start: the VM from
+    vms() ends as the decoded VM given the same changes (a read that fails on one fails
+    on the other)."""
+    with listed(root) as store:
+        lazy = store.vms()[0]
+    plain = on_disk(root)[0]
+    for op, name, value in ops:
+        for vm in (lazy, plain):
+            if op == "set":
+                setattr(vm, name, value)
+            elif op == "del":
+                with contextlib.suppress(AttributeError):
+                    delattr(vm, name)
+        if op == "read":
+            outcomes = []
+            for vm in (lazy, plain):
+                try:
+                    outcomes.append(getattr(vm, name))
+                except AttributeError:
+                    outcomes.append(AttributeError)
+            assert outcomes[0] == outcomes[1]
+    assert vars(lazy) == vars(plain)
