@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -97,6 +98,28 @@ def test_ls_cluster_keeps_only_that_cluster(fleet: Path, run: Run) -> None:
         LS_TABLE.splitlines()[0],
         *LS_TABLE.splitlines()[3:],
     ]
+
+
+def test_ls_of_one_cluster_asks_for_that_cluster_alone(
+    fleet: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its rows alone (Store.entries(cluster)), not every member's VM; an impossible cluster
+    name lists nothing, as filtering every entry did; several clusters ask for all."""
+    asked: list[tuple[str, ...]] = []
+    real = Store.entries
+
+    def entries(self: Store, cluster: str | None = None) -> Any:
+        asked.append(() if cluster is None else (cluster,))
+        return real(self, cluster)
+
+    monkeypatch.setattr(Store, "entries", entries)
+    assert ok(run("ls", "--cluster", "web", "--cluster", "web")).splitlines() == [
+        LS_TABLE.splitlines()[0],
+        *LS_TABLE.splitlines()[3:],
+    ]
+    assert ok(run("ls", "-q", "--cluster", "..")) == ""
+    assert ok(run("ls", "-q", "--cluster", "web", "--cluster", "dev")) == "dev\nweb-1\nweb-2\n"
+    assert asked == [("web",), ("..",), ()]
 
 
 def test_ls_of_an_empty_store_prints_the_header(store: Store, run: Run) -> None:

@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from fleetbox_db import FleetboxError
+from fleetbox_db import FleetboxError, InvalidNameError
 from fleetbox_db.cli import text
 from fleetbox_db.cli.app import (
     PROG,
@@ -38,6 +39,9 @@ from fleetbox_db.logs import log
 from fleetbox_db.records import MemberState
 from fleetbox_db.rules.ipam import ip_or_mac, required_subnet
 from fleetbox_db.rules.layout import member_key
+
+if TYPE_CHECKING:
+    from fleetbox_db import Entry, Store
 
 _STATES = [str(s) for s in MemberState]
 
@@ -112,7 +116,7 @@ def ls_command(
     configless, unreadable, stray or conflict. A stray is named cluster/name in -q output.
     """
     fmt = fmt or ("json" if app.as_json else "table")
-    entries = text.keep(app.store().entries(), clusters, states)
+    entries = text.keep(_listed(app.store(), clusters), clusters, states)
     lines: Iterator[str]
     if quiet:
         lines = map(text.label, entries)
@@ -126,6 +130,16 @@ def ls_command(
         lines = iter(text.ls_table(entries, app.clock(), headers=not no_headers).splitlines())
     for chunk in text.chunks(lines):
         click.echo("\n".join(chunk))
+
+
+def _listed(store: Store, clusters: Sequence[str]) -> list[Entry]:
+    """Every entry, or one cluster's alone when only one is asked for (its rows alone)."""
+    if len(set(clusters)) != 1:
+        return store.entries()
+    try:
+        return store.entries(clusters[0])
+    except InvalidNameError:  # no directory can have that name
+        return []
 
 
 @cli.command("show")
