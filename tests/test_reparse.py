@@ -89,6 +89,26 @@ def test_it_keeps_the_last_bytes_of_a_bounded_number_of_members(
     assert len(reparse._last) <= 2
 
 
+def test_a_large_config_is_parsed_every_time_and_not_kept(
+    seeded_root: Path, parses: list[str]
+) -> None:
+    """A hostile tree of configs near the 1 MB cap must not fill memory: at most
+    LIMIT * LARGEST bytes are kept."""
+    clusters = seeded_root / "clusters"
+    padding = b',\n  "notes": "' + b"x" * (Reparse.LARGEST + 1) + b'"\n}'
+    put(seeded_root, "web-1", data=config("web-1").rstrip().removesuffix(b"}").rstrip() + padding)
+    reparse = Reparse()
+    for _ in range(3):
+        found = observe(clusters, member(seeded_root, "web-1"), later, reparse)
+        assert found.vm is not None
+    assert parses == ["web-1"] * 3
+    assert reparse._last == {}
+    put(seeded_root, "web-1")  # small again: kept
+    observe(clusters, member(seeded_root, "web-1"), later, reparse)
+    observe(clusters, member(seeded_root, "web-1"), later, reparse)
+    assert parses == ["web-1"] * 4
+
+
 def test_a_reader_beside_a_go_writer_parses_each_unchanged_config_once(
     seeded_root: Path, parses: list[str]
 ) -> None:

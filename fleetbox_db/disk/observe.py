@@ -193,6 +193,9 @@ class Reparse:
     """
 
     LIMIT: Final = 256
+    #: Larger configs are parsed every time: 256 of them at the 1 MB a config may have
+    #: would hold 256 MB; at most LIMIT * LARGEST bytes are kept (4 MiB).
+    LARGEST: Final = 16384
 
     def __init__(self) -> None:
         self._last: dict[Key, tuple[bytes, Observation]] = {}
@@ -204,6 +207,9 @@ class Reparse:
         if last is not None and last[0] == data:
             return last[1]._replace(signature=sig, verified_ns=verified)
         obs = _parsed(key, stray, path, data, sig, verified)
+        if len(data) > self.LARGEST:
+            self._last.pop(key, None)
+            return obs
         if len(self._last) >= self.LIMIT:
             self._last.clear()
         self._last[key] = (data, obs)
