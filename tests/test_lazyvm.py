@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import later, put
+from helpers import config, later, put
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_vmblob import RICH, on_disk, settle, sql
@@ -467,3 +467,24 @@ def test_any_changes_before_and_after_the_first_read_leave_what_a_vm_would(
                     outcomes.append(AttributeError)
             assert outcomes[0] == outcomes[1]
     assert vars(lazy) == vars(plain)
+
+
+def test_entry_and_entries_of_a_cluster_reach_names_that_are_not_utf8(root: Path) -> None:
+    """A directory the Go tool made with a Latin-1 name is stored as bytes (index/names.py):
+    asking for it by its surrogate-escaped str finds it."""
+    import os
+
+    from fleetbox_db import cluster_name
+
+    raw = os.fsdecode(b"w\xe9b-1")
+    put(root, raw, data=config("web-9", ip="10.0.0.77"))
+    with Store.open(root, clock=later) as store:
+        store.list()
+        found = store.entry(raw)
+        every = store.entries()
+        of_cluster = store.entries(cluster_name(raw))
+    assert found.name == raw
+    assert found.vm is not None
+    assert found.vm.ip == "10.0.0.77"
+    assert of_cluster == [e for e in every if e.cluster == cluster_name(raw)]
+    assert [e.name for e in of_cluster] == [raw]
