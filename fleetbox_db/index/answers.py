@@ -58,7 +58,7 @@ class IndexAnswers:
         with one_read(self.conn):
             if cluster is not None:  # its rows alone, each VM from its columns
                 return marked(members_where(self.conn, "cluster", cluster), conflicts(self.conn))
-            return entries(self.conn, None, self._cache.by_row(self.conn, self._version))
+            return entries(self.conn, self._cache.by_row(self.conn, self._version))
 
     def named(self, name: str) -> list[Entry]:
         with one_read(self.conn):
@@ -86,14 +86,11 @@ class IndexAnswers:
         return found
 
 
-def entries(
-    conn: sqlite3.Connection, cluster: str | None = None, made: Mapping[RowId, VM] | None = None
-) -> list[Entry]:
-    """Every member directory (of *cluster*) with its state and last good config; *made*:
-    VMs already made for rows, by (row id, digest) (the VM cache's)."""
+def entries(conn: sqlite3.Connection, made: Mapping[RowId, VM] | None = None) -> list[Entry]:
+    """Every member directory with its state and last good config; *made*: VMs already
+    made for rows, by (row id, digest) (the VM cache's)."""
     with one_read(conn):
-        found = marked(all_members(conn, made), conflicts(conn))
-    return [e for e in found if cluster is None or e.cluster == cluster]
+        return marked(all_members(conn, made), conflicts(conn))
 
 
 def all_members(conn: sqlite3.Connection, made: Mapping[RowId, VM] | None = None) -> list[Entry]:

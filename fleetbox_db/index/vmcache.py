@@ -86,9 +86,7 @@ class VMCache:
         # collections that traverse the whole cache (measured: a third of the time at 10,000
         # members), so the collector waits until the records are built.
         with collector_paused():
-            if version is None or version is not self._version or self._ordered is None:
-                self._ordered = self._records_in_order(conn, version)
-            ordered = self._ordered
+            ordered = self._current(conn, version)
             if isinstance(ordered, _Saved):
                 return lazy_vms(ordered.vm_at, range(len(ordered)))
             return lazy_vms(_vm, ordered)
@@ -97,14 +95,18 @@ class VMCache:
         """Every 'ok' member's VM, made now, by (row id, digest): for entries(), whose
         callers read every one (a VM made when first read costs more then)."""
         with collector_paused():
-            if version is None or version is not self._version or self._ordered is None:
-                self._ordered = self._records_in_order(conn, version)
-            ordered = self._ordered
+            ordered = self._current(conn, version)
             try:
                 rows = ordered.rows() if isinstance(ordered, _Saved) else self._rows
                 return {row: _vm(record) for row, record in zip(rows, ordered, strict=True)}
             except (vmblob.Unusable, ValueError, TypeError):
                 return {}  # a forged chunk: entries() reads every VM from its columns
+
+    def _current(self, conn: sqlite3.Connection, version: object) -> Sequence[Record]:
+        """The records of the rows at *version*, read again only when it moved."""
+        if version is None or version is not self._version or self._ordered is None:
+            self._ordered = self._records_in_order(conn, version)
+        return self._ordered
 
     def _records_in_order(self, conn: sqlite3.Connection, version: object) -> Sequence[Record]:
         with one_read(conn):
@@ -198,10 +200,7 @@ class _Saved(Sequence[Record]):
 
     def by_row(self) -> dict[RowId, Record]:
         """Every record by (row id, digest); raises Unusable as a chunk does."""
-        found: dict[RowId, Record] = {}
-        for number, chunk in enumerate(self._chunks):
-            found.update(zip(chunk.rows(), self._chunk(number), strict=True))
-        return found
+        return dict(zip(self.rows(), self, strict=True))
 
     def rows(self) -> list[RowId]:
         """Every record's (row id, digest), in order; raises Unusable as a chunk does."""
