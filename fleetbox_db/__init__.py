@@ -36,6 +36,7 @@ from fleetbox_db.errors import (
 
 if _typing.TYPE_CHECKING:
     from fleetbox_db.disk.locks import Lock
+    from fleetbox_db.disk.scan import scan_ahead
     from fleetbox_db.records import (
         VM,
         Conflict,
@@ -69,6 +70,7 @@ _LAZY: dict[str, str] = {
     "VM": "fleetbox_db.records",
     "cluster_name": "fleetbox_db.rules.layout",
     "generate_mac": "fleetbox_db.rules.ipam",
+    "scan_ahead": "fleetbox_db.disk.scan",
 }
 
 
@@ -126,4 +128,5 @@ __all__ = [
     "__version__",
     "cluster_name",
     "generate_mac",
+    "scan_ahead",
 ]

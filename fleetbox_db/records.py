@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from operator import attrgetter
-from typing import Any, Final, Literal, NamedTuple, TypeVar, get_args
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from fleetbox_db.errors import FleetboxError
+from fleetbox_db.keys import Key
 
 __all__ = [
     "EVENT_KINDS",
@@ -165,13 +166,6 @@ def built_fixture(host_path: str, guest_path: str, label: str, extra: dict[str, 
 
 
 assert tuple(vars(built_fixture("", "", "", {}))) == (*FIXTURE_FIELDS, "extra")
-
-
-class Key(NamedTuple):
-    """A member directory: clusters/<cluster>/<name>. Stray copies share a name, not a key."""
-
-    cluster: str
-    name: str
 
 
 class MemberState(StrEnum):

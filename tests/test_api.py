@@ -61,6 +61,7 @@ EXTRA_NAMES = {
     "IndexAccessError",
     "AddressUnknownError",
     "NoStoreError",
+    "scan_ahead",  # issue 15: a command's first scan beside its start-up
 }
 
 ERROR_CLASSES: list[type[FleetboxError]] = [

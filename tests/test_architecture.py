@@ -21,9 +21,10 @@ PACKAGE = Path(fleetbox_db.__file__).resolve().parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "logs": set(),
-    "records": {"errors"},
-    "rules": {"errors", "records"},
-    "disk": {"errors", "records", "rules", "logs"},
+    "keys": set(),
+    "records": {"errors", "keys"},
+    "rules": {"errors", "records", "keys"},
+    "disk": {"errors", "records", "keys", "rules", "logs"},
     "index": {"errors", "records", "rules", "disk", "logs"},
     "store": {"errors", "records", "rules", "disk", "index", "logs"},
     "cli": {"api", "errors", "records", "rules", "logs"},

@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.stdout.write(f"fleetbox-db {__version__}\n")
         return
+    _scan_ahead(args)
     import gc
 
     from fleetbox_db.cli.commands import main as run
@@ -35,6 +36,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(argv)  # ends in SystemExit, as click's standalone mode does
     finally:
         gc.freeze()
+
+
+#: Commands whose first act on disk is the scan, with nothing written before it.
+_SCAN_FIRST = frozenset({"ls", "show", "who-has", "free-ips", "check"})
+
+
+def _scan_ahead(args: list[str]) -> None:
+    """Start the command's scan in a child process while click and the library load
+    (disk.ahead). scan() takes the child's listing only for the very path the Store scans,
+    so a wrong guess here costs a child's work, never an answer."""
+    wanted, root = scan_first(args)
+    if not wanted:
+        return
+    from fleetbox_db import FleetboxError, scan_ahead
+
+    try:
+        scan_ahead(root)
+    except (FleetboxError, OSError):  # no home to find the root in: click will say so
+        return
+
+
+def scan_first(args: Sequence[str]) -> tuple[bool, str | None]:
+    """Whether *args* read ``[global options] COMMAND ...`` for a command in _SCAN_FIRST,
+    and the --root they give (None: the default root). A guess, not a parse: click parses."""
+    root: str | None = None
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--root":
+            root = next(rest, "")
+        elif arg.startswith("--root="):
+            root = arg.removeprefix("--root=")
+        elif arg == "--now":
+            next(rest, None)
+        elif not (arg in ("--json", "--verbose") or arg.startswith(("-v", "--now="))):
+            return arg in _SCAN_FIRST and root != "", root
+    return False, root
 
 
 def __getattr__(name: str) -> object:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from fleetbox_db.errors import InvalidNameError, InvalidValueError, StorageRootError
-from fleetbox_db.records import Key
+from fleetbox_db.keys import Key
 
 __all__ = [
     "CONFIG_NAME",
