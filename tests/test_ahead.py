@@ -30,10 +30,7 @@ needs_two_cpus = pytest.mark.skipif(not MULTI_CPU, reason="a child is started on
 def _nothing_left_pending() -> Iterator[None]:
     yield
     while ahead._pending:  # a test that failed half-way: reap its child
-        child = ahead._pending.pop()
-        os.kill(child.pid, signal.SIGKILL)
-        os.close(child.fd)
-        os.waitpid(child.pid, 0)
+        ahead._pending.pop()[1].stop()
 
 
 def make_tree(clusters: Path) -> None:
@@ -100,12 +97,12 @@ def test_a_listing_of_another_path_is_not_taken(clusters: Path, tmp_path: Path) 
     other = tmp_path / "other" / "clusters"
     (other / "api" / "api-1").mkdir(parents=True)
     assert scan_ahead(clusters.parent)
-    child = ahead._pending[0]
+    child = ahead._pending[0][1]
     found = scan(other)
     assert [m.name for m in found.members] == ["api-1"]
     assert not ahead._pending
     with pytest.raises(ChildProcessError):
-        os.waitpid(child.pid, os.WNOHANG)  # reaped
+        os.waitpid(child._pid, os.WNOHANG)  # reaped
     assert scan(clusters) == scan(clusters)  # and that path scans as usual
 
 
@@ -137,7 +134,7 @@ def test_a_child_that_does_not_list_leaves_the_scan_to_the_parent(clusters: Path
 @needs_two_cpus
 def test_a_child_killed_mid_listing_leaves_the_scan_to_the_parent(clusters: Path) -> None:
     assert ahead.start(os.fspath(clusters), lambda: time.sleep(60))
-    os.kill(ahead._pending[0].pid, signal.SIGKILL)
+    os.kill(ahead._pending[0][1]._pid, signal.SIGKILL)
     assert typed(found := scan(clusters))
     assert found == scan(clusters)
 

@@ -12,88 +12,37 @@ or change between its stat and the reconcile; the index side allows for it).
 
 from __future__ import annotations
 
-import gc
-import marshal
-import os
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, NoReturn
+from typing import Any
+
+from fleetbox_db.disk.forked import Child
 
 __all__ = ["start", "take"]
 
-
-class _Child(NamedTuple):
-    path: str
-    pid: int
-    fd: int
-
-
-_pending: list[_Child] = []
-
-#: SIGKILL, which POSIX numbers 9: importing the signal module would build its enum classes
-#: (and leave garbage for the collector a command runs without: tests/test_startup.py).
-_KILL: Final = 9
+_pending: list[tuple[str, Child]] = []
 
 
 def start(path: str, listing: Callable[[], Any]) -> bool:
-    """Fork a child that writes ``marshal.dumps(listing())`` to a pipe for take(path).
-
-    False when none was started: one is pending already, this process may run on one CPU
-    only (the child would take the parent's turns), or the fork failed. For a process's
-    start-up: a child never taken stays a zombie until the process exits.
-    """
-    if _pending or len(os.sched_getaffinity(0)) < 2:
+    """Fork a child that lists *path* with *listing* (plain values, for marshal) for
+    take(path). False when none was started: one is pending already, or forked.Child
+    declined. For a process's start-up: a child never taken is reaped when it exits."""
+    if _pending:
         return False
-    read_fd, write_fd = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+    child = Child.start(lambda: (listing(),))
+    if child is None:
         return False
-    if pid == 0:
-        os.close(read_fd)
-        _serve(write_fd, listing)
-    os.close(write_fd)
-    _pending.append(_Child(path, pid, read_fd))
+    _pending.append((path, child))
     return True
-
-
-def _serve(fd: int, listing: Callable[[], Any]) -> NoReturn:
-    """The child: list, write, and leave without running anything of the parent's (its
-    atexit handlers, its buffered output) and without holding the caller's stdio open."""
-    try:
-        gc.disable()  # a short-lived process that makes no cycles
-        null = os.open(os.devnull, os.O_RDWR)
-        for stdio in (0, 1, 2):
-            os.dup2(null, stdio)
-        data = memoryview(marshal.dumps(listing()))
-        while data:
-            data = data[os.write(fd, data) :]
-    except BaseException:  # whatever happens, never return into the parent's code
-        os._exit(1)
-    os._exit(0)
 
 
 def take(path: str) -> Any | None:
     """What the child started for *path* listed, once; None when there is nothing to take
     (no child, another path, or a child that did not finish its listing)."""
     try:
-        child = _pending.pop()
+        started_for, child = _pending.pop()
     except IndexError:
         return None
-    try:
-        if child.path != path:
-            os.kill(child.pid, _KILL)
-            return None
-        chunks = []
-        while chunk := os.read(child.fd, 1 << 20):
-            chunks.append(chunk)
-    finally:
-        os.close(child.fd)
-        _, status = os.waitpid(child.pid, 0)
-    if status != 0:
+    if started_for != path:
+        child.stop()
         return None
-    try:
-        return marshal.loads(b"".join(chunks))
-    except (EOFError, ValueError, TypeError):
-        return None
+    return next(child.frames(), None)

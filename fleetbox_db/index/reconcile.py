@@ -39,6 +39,7 @@ from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.plan import Plan, lease_drift
 from fleetbox_db.index.racy import is_racy, needs_no_write, read_settled, write_later
+from fleetbox_db.index.readahead import ReadAhead
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.logs import DEBUG, log
@@ -389,31 +390,42 @@ class Reconciler:
         report = ReconcileReport()
         kept: list[Observation] = []
         gone: list[Key] = []
-        for start in range(0, len(plan.reads), _BATCH):
-            fresh: list[Observation] = []
-            for member in plan.reads[start : start + _BATCH]:
-                obs = plan.observed.get(member.key) if plan.observed else None
-                if obs is None or not self._unchanged_since(obs):
-                    obs = self._read_again(member, obs)
-                if debug:
-                    why = f" ({obs.reason})" if obs.reason else ""
-                    log.debug("read %s/%s: %s%s", member.cluster, member.name, obs.state, why)
-                old = plan.old.get(obs.key)
-                if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
-                    if old is not None:  # the member directory went away after the scan
-                        gone.append(obs.key)
-                    continue
-                _classify(report, obs, old)
-                if dry_run:
-                    kept.append(obs)
-                elif old is None and obs.vm is not None and obs.digest is not None:
-                    fresh.append(obs)
-                else:
-                    _record(conn, obs, old, self.granularity_ns)
-            if fresh:
-                members.insert_members(conn, fresh)
-            if progress is not None:
-                progress(min(start + _BATCH, len(plan.reads)), len(plan.reads))
+        unplanned = [m for m in plan.reads if m.key not in plan.observed]
+        # A rebuild's reads, made by a child on the other CPU while this loop writes rows.
+        ahead = ReadAhead.start(lambda m: self._read_again(m, None), unplanned)
+        try:
+            for start in range(0, len(plan.reads), _BATCH):
+                fresh: list[Observation] = []
+                for member in plan.reads[start : start + _BATCH]:
+                    obs = plan.observed.get(member.key) if plan.observed else None
+                    if obs is None:
+                        obs = ahead.take(member) if ahead else None
+                        if obs is None:
+                            obs = self._read_again(member, None)
+                    elif not self._unchanged_since(obs):
+                        obs = self._read_again(member, obs)
+                    if debug:
+                        why = f" ({obs.reason})" if obs.reason else ""
+                        log.debug("read %s/%s: %s%s", member.cluster, member.name, obs.state, why)
+                    old = plan.old.get(obs.key)
+                    if not obs.present and not is_member_dir(self.clusters_dir, *obs.key):
+                        if old is not None:  # the member directory went away after the scan
+                            gone.append(obs.key)
+                        continue
+                    _classify(report, obs, old)
+                    if dry_run:
+                        kept.append(obs)
+                    elif old is None and obs.vm is not None and obs.digest is not None:
+                        fresh.append(obs)
+                    else:
+                        _record(conn, obs, old, self.granularity_ns)
+                if fresh:
+                    members.insert_members(conn, fresh)
+                if progress is not None:
+                    progress(min(start + _BATCH, len(plan.reads)), len(plan.reads))
+        finally:  # a child left running would hold this process's flocks open
+            if ahead is not None:
+                ahead.stop()
         gone += [k for k in plan.removed if dry_run or not is_member_dir(self.clusters_dir, *k)]
         report.removed = [k.name for k in gone]
         # Under the lock the table and the leases are read again: the plan's dead rows may
