@@ -32,6 +32,7 @@ _HEADER: Final = struct.Struct("<I")
 #: The pipe's buffer: what the child may write before the parent reads (Linux's default
 #: /proc/sys/fs/pipe-max-size; 64 KiB otherwise, which kept a rebuild's child in lockstep).
 _PIPE_BYTES: Final = 1 << 20
+_SETPIPE_SZ: Final[int | None] = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
 #: SIGKILL, which POSIX numbers 9: importing the signal module would build its enum classes
 #: (and leave garbage for the collector a command runs without: tests/test_startup.py).
 _KILL: Final = 9
@@ -50,11 +51,12 @@ class Child:
         """Fork a child that sends each value *produce()* yields as a frame; None when none
         was started (one CPU, another Python thread running, or the fork failed)."""
         threading = sys.modules.get("threading")
-        if len(os.sched_getaffinity(0)) < 2 or (threading and threading.active_count() > 1):
+        if _cpus() < 2 or (threading and threading.active_count() > 1):
             return None
         read_fd, write_fd = os.pipe()
-        with suppress(OSError):  # the most Linux lets a user have: the child runs ahead
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        if _SETPIPE_SZ is not None:  # the most Linux lets a user have: the child runs ahead
+            with suppress(OSError):
+                fcntl.fcntl(write_fd, _SETPIPE_SZ, _PIPE_BYTES)
         try:
             pid = os.fork()
         except OSError:
@@ -95,6 +97,12 @@ class Child:
         os.close(self._fd)
         with suppress(ChildProcessError):
             os.waitpid(self._pid, 0)
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (all of them where that cannot be asked)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _serve(fd: int, produce: Callable[[], Iterable[Any]]) -> NoReturn:
