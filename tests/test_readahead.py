@@ -20,6 +20,7 @@ import pytest
 from helpers import go_write, later
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stress_helpers import assert_matches_disk
 from test_hostile import configs
 
 import fleetbox_db
@@ -187,6 +188,46 @@ def test_a_rebuild_that_fails_midway_leaves_no_child(
     assert failed.value.__traceback__ is not None  # which holds apply()'s frame, its locals
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no child left, running or unreaped
+
+
+GO_WRITER = r"""
+import os, sys, time
+root, count = sys.argv[1], int(sys.argv[2])
+turn = 0
+while not os.path.exists(os.path.join(root, "stop")):
+    i = turn % count
+    data = b'{"name": "api-%d", "ip": "10.1.%d.%d", "cpus": %d}' % (i, i // 200, i % 200 + 2, turn)
+    fd = os.open(f"{root}/clusters/api/api-{i}/config.json", os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, data[:20])  # Go's os.WriteFile: truncate, then write; a reader between
+    time.sleep(0.0002)  # the two halves meets a torn file
+    os.write(fd, data[20:])
+    os.close(fd)
+    turn += 1
+"""
+
+
+@needs_two_cpus
+def test_a_rebuild_read_ahead_beside_a_go_writer_ends_as_disk_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken: list[bool]
+) -> None:
+    """The child reads configs the Go tool is rewriting in place, torn ones among them:
+    what the rebuild records is then reconciled like any read of its own."""
+    count = 600
+    make_tree(tmp_path, [b'{"name": "api-%d"}' % i for i in range(count)])
+    monkeypatch.setattr(readahead, "MIN_READS", 1)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    writer = subprocess.Popen([sys.executable, "-c", GO_WRITER, str(tmp_path), "40"], env=env)
+    try:
+        with Store.open(tmp_path) as store:
+            for _ in range(3):
+                store.reconcile(full=True)
+                (tmp_path / "index.db").unlink()  # a rebuild each time
+    finally:
+        (tmp_path / "stop").touch()
+        assert writer.wait(timeout=30) == 0
+    assert taken.count(True) > count  # the child's reads were used
+    with Store.open(tmp_path) as store:
+        assert_matches_disk(store, tmp_path, ["10.1.0.0/16", "10.0.0.0/24"])
 
 
 def members_of(root: Path) -> list[MemberDir]:
