@@ -249,6 +249,22 @@ def test_observations_of_other_members_are_not_taken(
     assert ahead.take(members[1]) is None  # and nothing after the first refusal
 
 
+@needs_two_cpus
+@pytest.mark.parametrize(
+    "frames",
+    [[5], [[("web", "web-1")]], [[]], [["not a tuple"]], [[(*["x"] * 9, None)]]],
+    ids=["not-a-list", "short-wire", "empty-frame", "not-a-tuple", "other-member"],
+)
+def test_frames_not_of_observations_are_not_taken(tmp_path: Path, frames: list[Any]) -> None:
+    make_tree(tmp_path, [])
+    child = Child.start(lambda: frames)
+    assert child is not None
+    ahead = ReadAhead(child)
+    member = members_of(tmp_path)[0]
+    assert ahead.take(member) is None
+    assert ahead.take(member) is None
+
+
 def test_too_few_reads_start_no_child(tmp_path: Path) -> None:
     make_tree(tmp_path, [])
     reconciler = Reconciler(tmp_path / "clusters", later, 1)

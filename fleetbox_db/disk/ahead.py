@@ -25,7 +25,7 @@ _pending: list[tuple[str, Child]] = []
 def start(path: str, listing: Callable[[], Any]) -> bool:
     """Fork a child that lists *path* with *listing* (plain values, for marshal) for
     take(path). False when none was started: one is pending already, or forked.Child
-    declined. For a process's start-up: a child never taken is reaped when it exits."""
+    declined. For a process's start-up: a child never taken is left to the process's exit."""
     if _pending:
         return False
     child = Child.start(lambda: (listing(),))

@@ -71,8 +71,8 @@ class ReadAhead:
         wire = next(self._pending, None)
         if wire is None:
             frame = next(self._frames, None)
-            wire = None if frame is None else next(iter(frame), None)
-            self._pending = iter(frame[1:]) if frame else iter(())
+            self._pending = iter(frame if isinstance(frame, list) else ())
+            wire = next(self._pending, None)
         obs = None if wire is None else _observation(member, wire)
         if obs is None:
             self.stop()
