@@ -37,7 +37,10 @@ def start(path: str, listing: Callable[[], Any]) -> bool:
 
 def take(path: str) -> Any | None:
     """What the child started for *path* listed, once; None when there is nothing to take
-    (no child, another path, or a child that did not finish its listing)."""
+    (no child, another path, or a child that did not finish its listing). Asked by every
+    scan, so the usual answer (no child) costs one test."""
+    if not _pending:
+        return None
     try:
         started_for, child = _pending.pop()
     except IndexError:

@@ -92,8 +92,8 @@ def _wire(obs: Observation) -> Wire:
     if vm is not None:
         row, fixtures = config_values(vm), [r[2:] for r in fixture_rows(0, vm.fixtures)]
         if row[_SPELLING] is not None:  # some of its strs are Spelled
-            row = tuple(map(_plain_value, row))
-            fixtures = [tuple(map(_plain_value, f)) for f in fixtures]
+            row = tuple(map(_plain, row))
+            fixtures = [tuple(map(_plain, f)) for f in fixtures]
     return (
         _plain(obs.key.cluster),
         _plain(obs.key.name),
@@ -108,11 +108,8 @@ def _wire(obs: Observation) -> Wire:
     )
 
 
-def _plain(text: str) -> str:
-    return str.__str__(text)
-
-
-def _plain_value(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """*value*, a str subclass (Spelled) as a plain str."""
     return str.__str__(value) if isinstance(value, str) else value
 
 
