@@ -114,3 +114,18 @@ def test_versus_go_skips_with_a_clear_message_without_go(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("versus_go skipped: no Go toolchain")
     assert list(tmp_path.iterdir()) == []  # nothing built, no store made
+
+
+def test_a_sample_includes_releasing_what_the_call_returned() -> None:
+    """As timeit does: otherwise a case answering with many objects (the floor's stat
+    results) is timed without the release every other case pays inside its call."""
+    import time
+
+    from benchmarks.store import _timed
+
+    class SlowToRelease:
+        def __del__(self) -> None:
+            time.sleep(0.05)
+
+    wall_ms, _ = _timed(SlowToRelease)
+    assert wall_ms >= 50
