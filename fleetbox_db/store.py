@@ -22,7 +22,7 @@ from fleetbox_db.disk import files, member
 from fleetbox_db.disk.locks import Lock
 from fleetbox_db.disk.observe import observe_all
 from fleetbox_db.disk.problems import disk_problems
-from fleetbox_db.disk.scan import Scan, collector_paused, scan
+from fleetbox_db.disk.scan import Scan, collector_paused
 from fleetbox_db.errors import (
     FleetboxError,
     IndexAccessError,
@@ -545,7 +545,7 @@ class Store(Layout):
         return answer
 
     def _scan(self) -> Scan:
-        found = scan(self.clusters_dir)
+        found = self._mirror.scan()
         log.info("scanned %d member directories under %s", len(found.members), self.clusters_dir)
         return found
 

@@ -10,7 +10,7 @@ import errno
 import gc
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
@@ -129,16 +129,18 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def scan(clusters_dir: Path) -> Scan:
+def scan(clusters_dir: Path, earlier: Sequence[MemberDir] = ()) -> Scan:
     """List every member directory with one stat of its config.json, as Go's List() does.
 
     A missing clusters/ gives an empty Scan; one that cannot be read raises StorageRootError.
-    Symlinks are not directories (Go's d_type check) at either level.
+    Symlinks are not directories (Go's d_type check) at either level. A member equal to one
+    of *earlier* (an earlier scan, in this order) is that very tuple: no new one is made or
+    freed, and comparing the two scans costs an identity check per member.
     """
     path = os.fspath(clusters_dir)
     with collector_paused():
         early = _typed(ahead.take(path))
-        return _scan(path) if early is None else early
+        return _scan(path, _TYPED, earlier) if early is None else early
 
 
 def scan_ahead(root: Path | str | None = None) -> bool:
@@ -185,7 +187,7 @@ def _typed(listing: Any) -> Scan | None:
         return None
 
 
-def _scan(top: str, kinds: _Kinds = _TYPED) -> Scan:
+def _scan(top: str, kinds: _Kinds = _TYPED, earlier: Sequence[MemberDir] = ()) -> Scan:
     try:
         topfd = os.open(top, _DIR_FLAGS)
     except FileNotFoundError:
@@ -200,6 +202,7 @@ def _scan(top: str, kinds: _Kinds = _TYPED) -> Scan:
                 clusters = [e.name for e in it if e.is_dir(follow_symlinks=False)]
         except OSError as exc:
             raise _unreadable_root(top, exc) from exc
+        before = _Before(earlier)
         for cluster in _sorted_names(clusters):
             try:
                 # O_NOFOLLOW: a cluster swapped for a symlink since the listing stays skipped.
@@ -211,7 +214,7 @@ def _scan(top: str, kinds: _Kinds = _TYPED) -> Scan:
                     unreadable.append(cluster)
                 continue
             try:
-                if not _scan_cluster(cfd, cluster, members.append, kinds):
+                if not _scan_cluster(cfd, cluster, members.append, kinds, before):
                     unreadable.append(cluster)
             finally:
                 os.close(cfd)
@@ -228,17 +231,23 @@ def _unreadable_root(top: str, exc: OSError) -> StorageRootError:
     )
 
 
-def _scan_cluster(cfd: int, cluster: str, append: Callable[[Any], None], kinds: _Kinds) -> bool:
+def _scan_cluster(
+    cfd: int, cluster: str, append: Callable[[Any], None], kinds: _Kinds, before: _Before
+) -> bool:
     """Append the members of one open cluster directory; False if it cannot be listed."""
     try:
         with os.scandir(cfd) as it:
             names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
     except OSError:
         return False
+    names = _sorted_names(names)
+    # The earlier scan's members of this cluster, when it had as many: the k-th is reused
+    # if equal (the usual case: nothing changed).
+    earlier = before.of(cluster, len(names))
     # Relative stats (dir_fd) skip re-walking the root path for every member, and bound
     # locals with tuple.__new__ keep the per-member cost near the bare syscall.
     (member_cls, sig_cls), new, stat_ = kinds, tuple.__new__, os.stat
-    for name in _sorted_names(names):
+    for k, name in enumerate(names):
         try:
             st = stat_(f"{name}/{CONFIG_NAME}", dir_fd=cfd)  # follows symlinks, like ReadFile
         except FileNotFoundError:
@@ -251,6 +260,55 @@ def _scan_cluster(cfd: int, cluster: str, append: Callable[[Any], None], kinds: 
             why = os.strerror(errno.EISDIR) if stat.S_ISDIR(st.st_mode) else NOT_REGULAR
             append(new(member_cls, (cluster, name, None, why)))
             continue
+        if earlier:
+            same = earlier[k]
+            was = same[2]
+            if (
+                was is not None
+                and was[2] == st.st_mtime_ns
+                and was[3] == st.st_ctime_ns
+                and was[0] == st.st_ino
+                and was[1] == st.st_size
+                and same[1] == name
+                and same[0] == cluster  # a hard-linked config is another member's too
+                and same[3] is None
+            ):
+                append(same)
+                continue
         sig = new(sig_cls, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         append(new(member_cls, (cluster, name, sig, None)))
     return True
+
+
+class _Before:
+    """An earlier scan's members, handed out cluster by cluster in the order scan lists them.
+
+    Only a hint: a member is reused after comparing every field, so an earlier scan in
+    another order (names that are not UTF-8 sort by bytes) only makes fewer reuses.
+    """
+
+    __slots__ = ("at", "members")
+
+    def __init__(self, members: Sequence[MemberDir]) -> None:
+        self.members = members
+        self.at = 0
+
+    def of(self, cluster: str, count: int) -> Sequence[MemberDir]:
+        """The *count* earlier members of *cluster*, or none if it had another number."""
+        members, at, end = self.members, self.at, len(self.members)
+        while at < end and members[at][0] < cluster:
+            at += 1  # a cluster gone since
+        last = at + count
+        if (
+            count
+            and last <= end
+            and members[at][0] == cluster
+            and members[last - 1][0] == cluster
+            and (last == end or members[last][0] != cluster)
+        ):
+            self.at = last
+            return members[at:last]
+        while at < end and members[at][0] == cluster:
+            at += 1  # another number of members: none reused here
+        self.at = at
+        return ()

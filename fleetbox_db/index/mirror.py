@@ -84,6 +84,11 @@ class Mirror:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def scan(self) -> Scan:
+        """A scan of disk now, made of the recorded scan's tuples where they are equal: the
+        usual answer then compares identities, and makes and frees no tuple per member."""
+        return scan(self._clusters_dir, self._reconciler.last_members)
+
     def sync(self, scan: Scan) -> None:
         """Bring the index in line with *scan* if the write lock is free; never waits. The
         leases are left to answers that involve addresses (see answer())."""
@@ -203,7 +208,7 @@ class Mirror:
             # Scan and plan before taking the lock, so it is held for the apply and the
             # write alone; apply() re-plans if another process wrote meanwhile, and reads
             # every config it records then, under the lock.
-            found = scan(self._clusters_dir)
+            found = self.scan()
             plan = self._changes(self._file.connection(), found)
             changes = reservations.LeaseChanges()
             done: list[T] = []  # the result, once the operation has written disk
@@ -266,7 +271,7 @@ class Mirror:
             if dry_run:
                 return self._dry_run(full, progress)
             conn = self._file.connection()
-            found = scan(self._clusters_dir)
+            found = self.scan()
             plan = self._reconciler.plan(conn, found, full=full)
             now = self._reconciler.clock
             with self._locked() as wconn:
@@ -313,7 +318,7 @@ class Mirror:
         unlike answer(), this waits for the write lock when there is something to record,
         so that the events a query or log reads include what disk shows now."""
         conn = self._file.connection()
-        plan = self._changes(conn, scan(self._clusters_dir))
+        plan = self._changes(conn, self.scan())
         if plan is not None:
             with self._locked() as wconn:
                 self._reconciler.apply(wconn, plan)
@@ -347,7 +352,7 @@ class Mirror:
             target = blank or (found.conn if found is not None else None)
             assert target is not None
             try:
-                plan = dry.plan(target, scan(self._clusters_dir), full=full)
+                plan = dry.plan(target, self.scan(), full=full)
                 report = dry.apply(target, plan, dry_run=True, progress=progress)
             finally:
                 if blank is not None:

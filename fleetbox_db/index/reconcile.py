@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -100,6 +100,12 @@ class Reconciler:
         """A token for the index state last loaded: a new object whenever the index changed;
         None (unknown) after this connection wrote, until the scan is refreshed."""
         return None if self._stale else self._recorded
+
+    @property
+    def last_members(self) -> Sequence[MemberDir]:
+        """The members the index was last seen to hold, in scan order: a hint for the next
+        scan, which reuses the equal ones (disk.scan); stale or not, the scan is the same."""
+        return () if self._recorded is None else self._recorded.entries
 
     def invalidate(self) -> None:
         """Refresh the recorded scan before its next use: this connection wrote, which
