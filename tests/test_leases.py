@@ -556,3 +556,31 @@ def test_two_live_leases_naming_one_member_in_one_subnet(root: Path) -> None:
             assert store.check() == []
     finally:
         holder.communicate(timeout=30)
+
+
+def test_one_addresses_leases_are_the_listings_of_that_address(tmp_path: Path) -> None:
+    """who_has(ip) looks up the one file an address can be named by instead of listing the
+    directory: the same leases, whatever else the directory holds (dead leases, a FIFO,
+    a directory or a symlink named by an address, names with leading zeros, junk)."""
+    from fleetbox_db.disk import leases as lease_files
+    from fleetbox_db.rules.ipam import Addresses, parse_ipv4
+
+    directory = tmp_path / "leases"
+    directory.mkdir()
+    assert lease_files.take(directory, parse_ipv4("10.6.0.2"), "web-1", "10.6.0.0/24")
+    assert lease_files.take(directory, parse_ipv4("10.6.0.3"), "web-2", "10.6.0.0/24")
+    (directory / "10.6.0.4").write_text('{"name": "dead", "subnet": "10.6.0.0/24"}')
+    os.mkfifo(directory / "10.6.0.5")
+    (directory / "10.6.0.6").mkdir()
+    (directory / "10.6.0.7").symlink_to(directory / "10.6.0.2")
+    (directory / "010.6.0.8").write_text('{"name": "zeros", "subnet": "10.6.0.0/24"}')
+    (directory / "junk").write_text("x")
+    everything = lease_files.leases(directory)
+    assert [lease.name for lease in everything] == ["web-1", "web-2"]
+    for last in range(1, 10):
+        ip = parse_ipv4(f"10.6.0.{last}")
+        alone = lease_files.leases(directory, Addresses(ip, ip))
+        assert alone == [lease for lease in everything if lease.ip == ip], last
+    assert lease_files.leases(tmp_path / "missing", Addresses(1, 1)) == []
+    for last in (2, 3):
+        lease_files.release(directory, parse_ipv4(f"10.6.0.{last}"))

@@ -189,17 +189,7 @@ def leases(directory: Path, within: Addresses = EVERY_ADDRESS) -> list[Lease]:
     found: list[Lease] = []
     living: dict[str, bool | None] = {}  # owners probed by this listing
     try:
-        with os.scandir(dfd) as it:
-            # d_type, no syscall: a FIFO is never opened (that would release its writer).
-            entries = [e for e in it if e.is_file(follow_symlinks=False)]
-        for entry in entries:
-            ip = _ip_named(entry.name)
-            if ip is None or not within.holds(ip):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
+        for name, ip, st in _files(dfd, within):
             known = _read_before.get(_identity(ip, st))
             if known is not None:
                 owner = known[1]
@@ -209,12 +199,40 @@ def leases(directory: Path, within: Addresses = EVERY_ADDRESS) -> list[Lease]:
                     if living[owner]:
                         found.append(known[0])
                     continue
-            read_now = _live(dfd, entry.name, ip)
+            read_now = _live(dfd, name, ip)
             if read_now is not None:
                 found.append(read_now)
     finally:
         os.close(dfd)
     return sorted(found)
+
+
+def _files(dfd: int, within: Addresses) -> list[tuple[str, int, os.stat_result]]:
+    """(file name, address, lstat) of the regular files in *dfd* that name an address
+    *within*. One address has one name (parse_ipv4 is strict): who_has looks that file up
+    instead of listing an allocator's hundreds (its listing was most of who_has's lease cost
+    beside an allocate_ip loop)."""
+    if within.first == within.last:
+        name = format_ipv4(within.first)
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return []
+        # Not a regular file (a FIFO, a symlink): never opened, as in a listing.
+        return [(name, within.first, st)] if stat.S_ISREG(st.st_mode) else []
+    with os.scandir(dfd) as it:
+        # d_type, no syscall: a FIFO is never opened (that would release its writer).
+        entries = [e for e in it if e.is_file(follow_symlinks=False)]
+    files = []
+    for entry in entries:
+        ip = _ip_named(entry.name)
+        if ip is None or not within.holds(ip):
+            continue
+        try:
+            files.append((entry.name, ip, entry.stat(follow_symlinks=False)))
+        except OSError:
+            continue
+    return files
 
 
 def _ip_named(entry: str) -> int | None:
