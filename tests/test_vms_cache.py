@@ -5,14 +5,21 @@ it reads (all, or a few by id) are what disk holds. Real files and Stores only.
 from __future__ import annotations
 
 import gc
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import config, config_path, go_write, later, put
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from internals import index_connection
 
 from fleetbox_db import VM, Store
-from fleetbox_db.disk.scan import Scan
+from fleetbox_db.disk.fallback import DiskAnswers
+from fleetbox_db.disk.scan import Scan, scan
+from fleetbox_db.index.vmcache import _row_ids
 from fleetbox_db.rules.config import decode_config
 
 
@@ -180,3 +187,68 @@ def test_vms_share_the_created_text_yet_each_writes_its_own(fleet: Path) -> None
         assert b'"created_at": "2030-01-02T03:04:05Z"' in encode_config(first[0])
         assert f'"created_at": "{text}"'.encode() in encode_config(second[0])
         assert store.vms()[0]._created_at_raw[0] == text
+
+
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "rewrite", "break", "remove", "remove-config", "stray"]),
+        st.sampled_from(["web-1", "web-2", "web-10", "db", "db-1", "cache-1", "é-1", "a"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=STEPS, batch=st.integers(1, 4))
+def test_the_row_list_merged_from_changes_is_the_one_read_whole(
+    steps: list[tuple[str, str]], batch: int
+) -> None:
+    """A Store's vms() beside another Store that records changes: each answer merges the
+    rows changed since its last one into its row list (VMCache._merged) instead of reading
+    every row id, and must equal what reading them all, and disk, give."""
+    top = Path(tempfile.mkdtemp())
+    try:
+        root = top / "fleetbox"
+        for i in range(6):
+            put(root, f"web-{i}", ip=f"10.0.0.{i + 2}")
+        put(root, "db", ip="10.0.1.2")
+        with Store.open(root, clock=later) as reader, Store.open(root, clock=later) as writer:
+            reader.list()
+            reader.vms()  # from the first read of every row: no keys yet
+            put(root, "web-0", ip="10.0.9.9")
+            writer.list()
+            reader.vms()  # every row id read again, with the keys
+            for at in range(0, len(steps), batch):
+                for action, name in steps[at : at + batch]:
+                    change(root, action, name)
+                writer.list()  # records the changes: the reader's next answer merges them
+                assert reader.vms() == writer.vms() == on_disk_ok(root)
+                cache = reader._mirror._vms
+                conn = index_connection(reader)
+                assert cache._keys is not None  # merged: the names are all UTF-8
+                assert (cache._rows, cache._keys) == _row_ids(conn)
+    finally:
+        shutil.rmtree(top)
+
+
+def change(root: Path, action: str, name: str) -> None:
+    path = config_path(root, name)
+    if action == "put":
+        put(root, name, ip="10.0.2.2")
+    elif action == "rewrite" and path.exists():
+        put(root, name, ip="10.0.3.3", data=config(name, cpus=7))
+    elif action == "break" and path.exists():
+        put(root, name, data=b'{"name": ')
+    elif action == "remove" and path.parent.exists():
+        shutil.rmtree(path.parent)
+    elif action == "remove-config" and path.exists():
+        path.unlink()
+    elif action == "stray":
+        put(root, name, cluster="zz")  # a copy in a cluster its name does not say
+
+
+def on_disk_ok(root: Path) -> list[VM]:
+    """vms() as disk alone answers it (no index)."""
+    clusters = root / "clusters"
+    return DiskAnswers(clusters, scan(clusters), later).vms()

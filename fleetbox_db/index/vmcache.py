@@ -10,7 +10,7 @@ index (vmblob.py), each decoded when one of its VMs is first read.
 from __future__ import annotations
 
 import sqlite3
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import accumulate
@@ -22,6 +22,7 @@ from fleetbox_db.index import vmblob
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.lazyvm import lazy_vms
 from fleetbox_db.index.members import go_order
+from fleetbox_db.index.names import BYTE_ORDER
 from fleetbox_db.index.rows import respell
 from fleetbox_db.records import VM, VM_FIELDS, Fixture, MemberState, built_fixture, built_vm
 from fleetbox_db.rules.gojson import decode_json_value
@@ -63,6 +64,9 @@ class VMCache:
     def __init__(self) -> None:
         self._records: dict[RowId, Record] = {}
         self._rows: list[RowId] = []
+        # The (cluster, name) of each of _rows, when known and every name is UTF-8 (str
+        # order is then the rows' order): a change merges the rows changed since _seq in.
+        self._keys: list[tuple[str, str]] | None = None
         # The records saved in the index, while this cache holds only those: _records and
         # _rows are made from them when a change needs them (_known).
         self._saved: _Saved | None = None
@@ -122,11 +126,13 @@ class VMCache:
                 if self._saved_at == self._seq:
                     self._saved_at = None  # saved there but unusable: save them again
                 self._records = _read_records(conn)
-                self._rows = list(self._records)
+                self._rows, self._keys = list(self._records), None
             elif version is None or version is not self._version:
                 self._known(conn)
-                self._rows = _row_ids(conn)
-                self._seq, self._settled_at, self._saved_at = _seqs(conn)
+                seqs = _seqs(conn)
+                merged = self._merged(conn, seqs[0])
+                self._rows, self._keys = merged if merged is not None else _row_ids(conn)
+                self._seq, self._settled_at, self._saved_at = seqs
                 self._version = version
             rows = self._rows
             cache = self._records
@@ -142,6 +148,37 @@ class VMCache:
             live = set(rows)
             self._records = cache = {k: r for k, r in cache.items() if k in live}
         return [cache[key] for key in rows]
+
+    def _merged(
+        self, conn: sqlite3.Connection, seq: int
+    ) -> tuple[list[RowId], list[tuple[str, str]]] | None:
+        """_rows and _keys with the rows changed since _seq merged in, as _row_ids() would
+        read them at *seq*; None when they cannot be told so (no keys, too many changes,
+        removals no longer kept, a name that is not UTF-8). Beside writers committing
+        between every two answers, reading every row id was most of what vms() added."""
+        keys, since = self._keys, self._seq
+        if keys is None or since is None or seq < since:
+            return None
+        if seq == since:
+            return self._rows, keys  # the members did not change (a reservation did)
+        kept = conn.execute("SELECT kept_removals FROM member_seq WHERE id = 1").fetchone()[0]
+        if seq - since > min(int(kept), max(_MERGED, len(keys) // 8)):
+            return None
+        changed = conn.execute(_CHANGED, (since,)).fetchall()
+        gone = conn.execute(_REMOVED, (since,)).fetchall()
+        if not all(type(c) is str and type(n) is str for c, n, *_ in changed + gone):
+            return None  # a BLOB name: its SQL order is not str order
+        rows, keys = list(self._rows), list(keys)
+        for c, n, *_ in gone + changed:
+            at = bisect_left(keys, (c, n))
+            if at < len(keys) and keys[at] == (c, n):
+                del keys[at], rows[at]
+        for c, n, row_id, digest, state in changed:
+            if state == _OK_STATE:
+                at = bisect_left(keys, (c, n))
+                keys.insert(at, (c, n))
+                rows.insert(at, (row_id, digest))
+        return rows, keys
 
     def _known(self, conn: sqlite3.Connection) -> None:
         """Make _records of the saved records, once a change needs them by row; from the
@@ -228,6 +265,7 @@ def _forged(path: str, exc: Exception) -> IndexUnavailableError:
 
 
 _OK: Final = f"state = '{MemberState.OK.value}'"
+_OK_STATE: Final = MemberState.OK.value
 
 
 def _path(conn: sqlite3.Connection) -> str:
@@ -270,11 +308,22 @@ _ROW: Final = (
 )
 
 
-def _row_ids(conn: sqlite3.Connection) -> list[RowId]:
-    """(row id, digest) of every 'ok' row, in Go List() order."""
-    return conn.execute(
-        f"SELECT id, digest FROM members WHERE {_OK} ORDER BY {go_order(conn)}"
+def _row_ids(conn: sqlite3.Connection) -> tuple[list[RowId], list[tuple[str, str]] | None]:
+    """(row id, digest) of every 'ok' row, in Go List() order, and their (cluster, name)
+    unless a name is not UTF-8 (VMCache._merged then cannot place a change by str order)."""
+    order = go_order(conn)
+    found = conn.execute(
+        f"SELECT id, digest, cluster, name FROM members WHERE {_OK} ORDER BY {order}"
     ).fetchall()
+    rows = [(row_id, digest) for row_id, digest, _, _ in found]
+    return rows, None if order is BYTE_ORDER else [(c, n) for _, _, c, n in found]
+
+
+#: Rows changed and keys removed since a change number (members.seq, member_removals).
+_CHANGED: Final = "SELECT cluster, name, id, digest, state FROM members WHERE seq > ?"
+_REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
+#: Past this many change numbers (or an eighth of the rows), one read of every row id.
+_MERGED: Final = 64
 
 
 def _read_records(
