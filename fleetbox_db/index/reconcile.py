@@ -32,20 +32,19 @@ from fleetbox_db.disk.observe import (
     read_whole,
 )
 from fleetbox_db.disk.scan import MemberDir, Scan, Signature
-from fleetbox_db.index import members, preview, reservations, settled
-from fleetbox_db.index.answers import all_members
+from fleetbox_db.index import members, outcome, reservations, settled
 from fleetbox_db.index.connection import data_version
 from fleetbox_db.index.diff import differences
 from fleetbox_db.index.members import StoredRow
 from fleetbox_db.index.plan import Plan, lease_drift
-from fleetbox_db.index.racy import is_racy, needs_no_write, read_settled, write_later
+from fleetbox_db.index.racy import needs_no_write, read_settled, write_later
 from fleetbox_db.index.readahead import ReadAhead
 from fleetbox_db.index.recorded import RecordedScan
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.logs import DEBUG, log
-from fleetbox_db.records import Key, MemberState, ReconcileReport
+from fleetbox_db.records import Key, ReconcileReport
 from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses
-from fleetbox_db.rules.layout import is_stray, member_file, member_label
+from fleetbox_db.rules.layout import member_file
 
 __all__ = ["DEFAULT_GRANULARITY_NS", "Progress", "Reconciler"]
 
@@ -418,13 +417,13 @@ class Reconciler:
                         if old is not None:  # the member directory went away after the scan
                             gone.append(obs.key)
                         continue
-                    _classify(report, obs, old)
+                    outcome.classify(report, obs, old)
                     if dry_run:
                         kept.append(obs)
                     elif old is None and obs.vm is not None and obs.digest is not None:
                         fresh.append(obs)
                     else:
-                        _record(conn, obs, old, self.granularity_ns)
+                        outcome.record(conn, obs, old, self.granularity_ns)
                 if fresh:
                     members.insert_members(conn, fresh)
                 if progress is not None:
@@ -448,14 +447,7 @@ class Reconciler:
             dead, unmirrored = [], []
         report.released = [r.name for r in dead]
         if dry_run:
-            rows = all_members(conn)
-            report.unreadable, report.conflicts = preview.outcome(rows, plan.removed, kept)
-            # What this run read wins over what the rows remember.
-            reasons = {e.name: e.reason for e in rows if e.reason is not None} | report.reasons
-            report.reasons = {n: reasons[n] for n in report.unreadable if n in reasons}
-            report.strays = [
-                member_label(m.key) for m in plan.scan.members if is_stray(m.cluster, m.name)
-            ]
+            outcome.preview(conn, report, plan, kept)
         else:
             members.delete_members(conn, gone)
             reservations.delete(conn, (r.id for r in dead))
@@ -468,35 +460,3 @@ class Reconciler:
             else:
                 self._recorded = found
         return report
-
-
-def _record(
-    conn: sqlite3.Connection, obs: Observation, old: StoredRow | None, granularity_ns: int
-) -> None:
-    """Write what *obs* read over its row *old* (None: a new row; apply() inserts most of
-    those in bulk)."""
-    if old is not None and old.holds(obs):
-        if obs.signature == old.signature:
-            # Same bytes under the same signature: only a racy row that is now
-            # settled has anything to record.
-            if is_racy(old, granularity_ns) and read_settled(obs, granularity_ns):
-                members.set_verified(conn, obs.key, obs.verified_ns)
-            return
-        # Same bytes, new signature (chmod, touch, a copy over it): record the new
-        # signature, or the scan would differ from the index on every list().
-        members.put_member(conn, obs, keep_config=True)
-        return
-    members.put_member(conn, obs)
-    if not obs.keeps_last_config:
-        members.clear_config(conn, obs.key)
-
-
-def _classify(report: ReconcileReport, obs: Observation, old: StoredRow | None) -> None:
-    if old is None:
-        report.added.append(obs.key.name)
-    elif not old.holds(obs):
-        report.updated.append(obs.key.name)
-    if obs.state == MemberState.UNREADABLE:
-        report.unreadable.append(obs.key.name)
-        if obs.reason is not None:
-            report.reasons[obs.key.name] = obs.reason
