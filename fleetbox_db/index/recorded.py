@@ -166,16 +166,14 @@ class RecordedScan:
         with one_read(conn):
             seq, kept, reserved, settled_at, _ = settled.recorded(conn)
             schema = schema_version(conn) if copy_schema is None else copy_schema
-            if schema != self.schema or seq < self.seq:
-                return None
-            # Past kept_removals numbers some removals are gone; past an eighth of the rows
-            # one ordered read of the table is cheaper than the merge.
-            if seq - self.seq > min(kept, max(_MERGED, len(self.entries) // 8)):
+            if schema != self.schema or not settled.mergeable(
+                self.seq, seq, kept, len(self.entries)
+            ):
                 return None
             entries, racy, by_key = self.entries, self.racy, self._by_key
             if seq != self.seq:
                 changed = conn.execute(_CHANGED, (granularity_ns, self.seq)).fetchall()
-                removed = conn.execute(_REMOVED, (self.seq,)).fetchall()
+                removed = conn.execute(settled.REMOVED_SINCE, (self.seq,)).fetchall()
                 merged = _merged(self.entries, changed, removed)
                 if merged is None:
                     return None
@@ -214,14 +212,11 @@ class RecordedScan:
         return self._by_key
 
 
-#: Changes merged however few rows there are (an eighth of a small index is a handful).
-_MERGED: Final = 64
 _CHANGED: Final = (
     "SELECT cluster, name, ino, size, mtime_ns, ctime_ns, state,"
     " mtime_ns IS NOT NULL AND max(mtime_ns, ctime_ns) + ? > verified_ns"  # members.racy_keys
     " FROM members WHERE seq > ?"
 )
-_REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
 _key: Final = itemgetter(0, 1)
 
 

@@ -10,6 +10,9 @@ itself can stand in for them.
 Only scans whose every entry is exact take part: the index keeps no stat error text
 (recorded.py compares those entries loosely), and a number too large for the digest's
 fixed width gives no digest at all.
+
+member_seq also says when what changed since a change number can be merged into rows read
+at it (mergeable, REMOVED_SINCE): the recorded scan and the VM cache both do so.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ try:  # the C module hashlib wraps; hashlib imports OpenSSL's too, 3 ms of every
 except ImportError:  # pragma: no cover - a Python built without it
     from hashlib import blake2b
 
-__all__ = ["digest", "record", "recorded"]
+__all__ = ["MERGED_ANYWAY", "REMOVED_SINCE", "digest", "mergeable", "record", "recorded"]
 
 #: Bumped whenever what the digest covers changes, so an old digest never matches.
 _FORMAT: Final = 1
@@ -96,3 +99,16 @@ def record(conn: sqlite3.Connection, seq: int, found: bytes) -> bool:
         (seq, found, seq),
     )
     return cursor.rowcount == 1
+
+
+#: The keys removed since a change number (member_removals keeps the newest kept_removals).
+REMOVED_SINCE: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
+#: Changes merged however few rows there are (an eighth of a small index is a handful).
+MERGED_ANYWAY: Final = 64
+
+
+def mergeable(since: int, seq: int, kept: int, rows: int) -> bool:
+    """Whether what changed from change number *since* to *seq* can be merged into *rows*
+    rows loaded at *since*, rather than all of them read again: past kept_removals numbers
+    some removals are gone; past an eighth of the rows one ordered read is cheaper."""
+    return since <= seq and seq - since <= min(kept, max(MERGED_ANYWAY, rows // 8))

@@ -18,7 +18,7 @@ from typing import Any, Final, NamedTuple
 
 from fleetbox_db.disk.scan import collector_paused
 from fleetbox_db.errors import IndexUnavailableError
-from fleetbox_db.index import vmblob
+from fleetbox_db.index import settled, vmblob
 from fleetbox_db.index.connection import one_read
 from fleetbox_db.index.lazyvm import lazy_vms
 from fleetbox_db.index.members import go_order
@@ -157,15 +157,14 @@ class VMCache:
         removals no longer kept, a name that is not UTF-8). Beside writers committing
         between every two answers, reading every row id was most of what vms() added."""
         keys, since = self._keys, self._seq
-        if keys is None or since is None or seq < since:
+        if keys is None or since is None:
             return None
         if seq == since:
             return self._rows, keys  # the members did not change (a reservation did)
-        kept = conn.execute("SELECT kept_removals FROM member_seq WHERE id = 1").fetchone()[0]
-        if seq - since > min(int(kept), max(_MERGED, len(keys) // 8)):
+        if not settled.mergeable(since, seq, settled.recorded(conn)[1], len(keys)):
             return None
         changed = conn.execute(_CHANGED, (since,)).fetchall()
-        gone = conn.execute(_REMOVED, (since,)).fetchall()
+        gone = conn.execute(settled.REMOVED_SINCE, (since,)).fetchall()
         if not all(type(c) is str and type(n) is str for c, n, *_ in changed + gone):
             return None  # a BLOB name: its SQL order is not str order
         rows, keys = list(self._rows), list(keys)
@@ -319,11 +318,8 @@ def _row_ids(conn: sqlite3.Connection) -> tuple[list[RowId], list[tuple[str, str
     return rows, None if order is BYTE_ORDER else [(c, n) for _, _, c, n in found]
 
 
-#: Rows changed and keys removed since a change number (members.seq, member_removals).
+#: Rows changed since a change number (members.seq).
 _CHANGED: Final = "SELECT cluster, name, id, digest, state FROM members WHERE seq > ?"
-_REMOVED: Final = "SELECT cluster, name FROM member_removals WHERE seq > ?"
-#: Past this many change numbers (or an eighth of the rows), one read of every row id.
-_MERGED: Final = 64
 
 
 def _read_records(
