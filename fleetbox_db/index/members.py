@@ -33,6 +33,7 @@ __all__ = [
     "clear_config",
     "delete_members",
     "go_order",
+    "holds_address",
     "insert_members",
     "put_member",
     "racy_keys",
@@ -133,6 +134,15 @@ def stored_row(conn: sqlite3.Connection, key: Key) -> StoredRow | None:
         f"SELECT {_STORED} FROM members WHERE cluster = ? AND name = ?", stored_key(key)
     ).fetchone()
     return None if r is None else _stored(r)
+
+
+def holds_address(conn: sqlite3.Connection, key: Key, first: int, last: int) -> bool:
+    """The row of *key* holds (its config claims) an address from *first* to *last*."""
+    row = conn.execute(
+        "SELECT 1 FROM members WHERE cluster = ? AND name = ? AND ip_int BETWEEN ? AND ?",
+        (*stored_key(key), first, last),
+    ).fetchone()
+    return row is not None
 
 
 # -- member rows ------------------------------------------------------------------------

@@ -111,7 +111,8 @@ class Mirror:
         """*question* asked of the index brought in line with *scan*. Never waits for the
         write lock: when another process holds it, the reconcile is applied to an
         in-memory copy for this answer only, or, when only reservations differ, to a TEMP
-        table shadowing them (index/overlay.py).
+        table shadowing them; an answer about addresses whose rows the reconcile leaves
+        alone is the file's (index/overlay.py).
 
         *leases*: the addresses the answer shows, whose leases are compared; None when it
         shows none (an allocator holding hundreds, each taken before its commit, would make
@@ -134,10 +135,10 @@ class Mirror:
 
             from fleetbox_db.index import overlay  # only beside a writer: not on every start
 
-            if plan.leases_only:
-                shadowed = overlay.answer_with_leases(conn, self._reconciler, scan, plan, ask)
-                if shadowed is not None:
-                    return shadowed[0]
+            if plan.leases_only or (leases is not None and not contents):
+                direct = overlay.answer_from_file(conn, self._reconciler, scan, plan, ask)
+                if direct is not None:
+                    return direct[0]
             return overlay.answer_from_copy(conn, self._reconciler, scan, plan, ask, self.progress)
 
         return self._retrying(run)
