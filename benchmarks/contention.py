@@ -1,16 +1,21 @@
 """Readers beside writers that never stop (issue 12): latency, progress and lock times.
 
-    python -m benchmarks.contention [--n N]... [--seconds S] [--json OUT] [--cache DIR]
+    python -m benchmarks.contention [--n N]... [--seconds S] [--rounds R] [--json OUT]
 
-On a copy of the cached synthetic store of N members (benchmarks/synth.py), three phases of
-S seconds each, in separate processes:
+On a copy of the cached synthetic store of N members (benchmarks/synth.py), 4 reader
+processes cycle list, vms, who_has, free_ips for the whole run, while their neighbours
+change every S/R seconds (default R=3), R times each, alternating:
 
-- baseline: 4 readers cycling list, vms, who_has, free_ips beside 3 processes that only
-  burn CPU (on 2 cores the readers get the same share of CPU as beside real writers, so
-  only waiting differs);
-- alone: each writer by itself for S seconds (its calls alone);
-- contention: the 4 readers beside 3 writers: an allocate_ip loop, a create+delete loop,
-  and a Go-style writer re-saving 8 configs in place (open with O_TRUNC, two writes).
+- baseline: 3 processes that only burn CPU (on 2 cores the readers get the same share of
+  CPU as beside real writers, so only waiting differs);
+- contention: 3 writers: an allocate_ip loop, a create+delete loop, and a Go-style
+  writer re-saving 8 configs in place (open with O_TRUNC, two writes).
+
+A reader call counts for the window it started and ended in; calls while neighbours
+change over count for none. Alternating windows under one set of readers lets a shared
+machine's drift (other tenants, the host) fall on both alike, where a baseline phase and a
+contention phase a minute apart differed by up to a third in calls done. Then each writer
+runs alone for S seconds (its calls alone).
 
 Prints per operation p50 / p99 / max and calls, the write lock's wait and hold times, and
 the targets as ratios measured in this one run: reader p99 <= 1.5x its baseline p99, no
@@ -29,7 +34,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.queues import Queue
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,14 +48,20 @@ READERS: Final = 4
 WRITERS: Final = ("allocate", "create+delete", "go-write")
 GO_CONFIGS: Final = 8
 READ_OPS: Final = ("list", "vms", "who_has", "free_ips")
+BETWEEN: Final = 0  # the shared window number while neighbours change over
+STOP: Final = -1  # ... when the readers are to report
+#: Readers settle (open the store, a first call of each kind) before the first window.
+WARM_UP_S: Final = 1.0
 
 
-def _reader(root: str, n: int, deadline: float, out: Queue[Any]) -> None:
-    times: dict[str, list[float]] = {op: [] for op in READ_OPS}
+def _reader(root: str, n: int, window: Synchronized[int], out: Queue[Any]) -> None:
+    """Cycle the read operations until *window* is STOP; a call counts for the window
+    (its number, > 0) it started and ended in, none while it is BETWEEN."""
+    times: dict[int, dict[str, list[float]]] = {}
     subnet = synth.subnet_for(n)
     with Store.open(root) as store:
         i = 0
-        while time.monotonic() < deadline:
+        while (before := window.value) != STOP:
             op = READ_OPS[i % len(READ_OPS)]
             started = time.perf_counter()
             if op == "list":
@@ -59,7 +72,9 @@ def _reader(root: str, n: int, deadline: float, out: Queue[Any]) -> None:
                 store.who_has(synth.ip_of(i * 7919 % n))
             else:
                 store.free_ips(subnet, limit=10)
-            times[op].append(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            if before > BETWEEN and window.value == before:
+                times.setdefault(before, {o: [] for o in READ_OPS})[op].append(took)
             i += 1
     out.put(("reader", times, []))
 
@@ -102,20 +117,63 @@ def _burner(deadline: float, out: Queue[Any]) -> None:
     out.put(("burner", {}, []))
 
 
-def _phase(targets: list[tuple[Any, tuple[Any, ...]]], seconds: float) -> list[Any]:
-    """Run every (function, args) in its own process for *seconds*; their reports."""
+def _phase(
+    targets: list[tuple[Any, tuple[Any, ...]]],
+    seconds: float,
+    out: Queue[Any] | None = None,
+    started: Callable[[], None] = lambda: None,
+) -> list[Any]:
+    """Run every (function, args) in its own process for *seconds*; their reports.
+    *started* is called once all are running; *out*: a queue of the caller's."""
     ctx = multiprocessing.get_context("fork")
-    out: Queue[Any] = ctx.Queue()
+    out = out if out is not None else ctx.Queue()
     deadline = time.monotonic() + seconds
     procs = [ctx.Process(target=f, args=(*args, deadline, out)) for f, args in targets]
     for p in procs:
         p.start()
+    started()
     reports = [out.get(timeout=seconds + 600) for _ in procs]
+    _joined(procs)
+    return reports
+
+
+def _joined(procs: list[Any]) -> None:
     for p in procs:
         p.join()
         if p.exitcode != 0:
             raise SystemExit(f"a benchmark process failed (exit {p.exitcode})")
-    return reports
+
+
+def _interleaved(root: str, n: int, seconds: float, rounds: int) -> tuple[list[Any], list[Any]]:
+    """(reader reports, neighbour reports) of *rounds* baseline and contention windows of
+    seconds/rounds each, alternating, beside one set of readers. A reader report's times
+    are by window number: odd numbers are baseline windows, even ones contention."""
+    ctx = multiprocessing.get_context("fork")
+    window: Synchronized[int] = ctx.Value("i", BETWEEN, lock=False)
+    out: Queue[Any] = ctx.Queue()
+    readers = [ctx.Process(target=_reader, args=(root, n, window, out)) for _ in range(READERS)]
+    for p in readers:
+        p.start()
+    neighbours: list[Any] = []
+    try:
+        time.sleep(WARM_UP_S)
+        for number in range(1, 2 * rounds + 1):
+            targets: list[tuple[Any, tuple[Any, ...]]]
+            if number % 2:
+                targets = [(_burner, ()) for _ in WRITERS]
+            else:
+                targets = [(_writer, (k, root, n)) for k in WRITERS]
+
+            def begin(number: int = number) -> None:
+                window.value = number
+
+            neighbours += _phase(targets, seconds / rounds, started=begin)
+            window.value = BETWEEN
+    finally:
+        window.value = STOP
+    reports = [out.get(timeout=600) for _ in readers]
+    _joined(readers)
+    return reports, neighbours
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -136,7 +194,18 @@ def _merge(reports: list[Any], role: str) -> dict[str, list[float]]:
     return merged
 
 
-def run(n: int, seconds: float, cache: Path) -> dict[str, Any]:
+def _windows(reports: list[Any], contention: bool) -> dict[str, list[float]]:
+    """The readers' samples of every baseline (or contention) window, by operation."""
+    merged: dict[str, list[float]] = {op: [] for op in READ_OPS}
+    for _, by_window, _ in reports:
+        for number, times in by_window.items():
+            if (number % 2 == 0) == contention:
+                for op, values in times.items():
+                    merged[op].extend(values)
+    return merged
+
+
+def run(n: int, seconds: float, cache: Path, rounds: int = 3) -> dict[str, Any]:
     cached = synth.cached_store(cache, n)
     scratch = Path(tempfile.mkdtemp(prefix="fleetbox-contention-"))
     try:
@@ -147,21 +216,19 @@ def run(n: int, seconds: float, cache: Path) -> dict[str, Any]:
             # verified them, every call re-reads them all, which would inflate the baseline.
             time.sleep(_reconcile.DEFAULT_GRANULARITY_NS / 1e9 + 0.5)
             store.list()
-        readers = [(_reader, (root, n)) for _ in range(READERS)]
-        baseline = _phase([*readers, *[(_burner, ()) for _ in WRITERS]], seconds)
+        readers, neighbours = _interleaved(root, n, seconds, rounds)
         alone = {k: _phase([(_writer, (k, root, n))], seconds)[0] for k in WRITERS}
-        writers = [(_writer, (k, root, n)) for k in WRITERS]
-        contention = _phase([*readers, *writers], seconds)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    base = {op: _stats(v) for op, v in _merge(baseline, "reader").items()}
-    read = {op: _stats(v) for op, v in _merge(contention, "reader").items()}
-    write = {op: _stats(v) for op, v in _merge(contention, "writer").items()}
+    base = {op: _stats(v) for op, v in _windows(readers, contention=False).items()}
+    read = {op: _stats(v) for op, v in _windows(readers, contention=True).items()}
+    write = {op: _stats(v) for op, v in _merge(neighbours, "writer").items()}
     solo = {k: len(r[1][k]) for k, r in alone.items()}
-    locks = {k: [t for who, _, held in contention if who == k for t in held] for k in WRITERS}
+    locks = {k: [t for who, _, held in neighbours if who == k for t in held] for k in WRITERS}
     return {
         "n": n,
         "seconds": seconds,
+        "rounds": rounds,
         "baseline": base,
         "contention": read,
         "writers": write,
@@ -193,7 +260,10 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"N={result['n']:,} members, {result['seconds']:g} s per phase"]
+    lines = [
+        f"N={result['n']:,} members, {result['seconds']:g} s per phase"
+        f" in {result['rounds']} alternating windows each"
+    ]
     header = f"{'operation':<28}{'calls':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
     lines.append(header)
     for title, table in (("baseline", "baseline"), ("contended", "contention"),
@@ -215,12 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, action="append", help="members (repeatable)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="baseline and contention windows, each"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache")
     args = parser.parse_args(argv)
     results = []
     for n in args.n or [1000, 10_000]:
-        result = run(n, args.seconds, args.cache)
+        result = run(n, args.seconds, args.cache, args.rounds)
         results.append(result)
         print(format_result(result), flush=True)
     if args.json is not None:

@@ -129,3 +129,70 @@ def test_a_sample_includes_releasing_what_the_call_returned() -> None:
 
     wall_ms, _ = _timed(SlowToRelease)
     assert wall_ms >= 50
+
+
+def test_contention_alternates_its_windows_under_one_set_of_readers(tmp_path: Path) -> None:
+    """Every operation is sampled in both kinds of window, the writers' figures come from
+    the contention windows, and a reader call counts for the window it ran in only: a
+    call that started in one window and ended in the next (or between) counts for none."""
+    from benchmarks import contention
+
+    out = tmp_path / "out.json"
+    argv = [sys.executable, "-m", "benchmarks.contention", "--n", "30", "--seconds", "1.2"]
+    argv += ["--rounds", "2", "--json", str(out), "--cache", str(tmp_path / "cache")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = json.loads(out.read_text())
+    assert result["rounds"] == 2
+    for table in ("baseline", "contention"):
+        assert set(result[table]) == set(contention.READ_OPS)
+        assert all(s["calls"] > 0 for s in result[table].values())
+    assert all(result["writers"][k]["calls"] > 0 for k in contention.WRITERS)
+    assert "in 2 alternating windows each" in done.stdout
+    assert len(contention.verdicts(result)) == 2 * len(contention.READ_OPS) + 2 * 3
+
+    windows = [("reader", {1: {"list": [0.1]}, 2: {"list": [0.2]}, 3: {"list": [0.3]}}, [])]
+    assert contention._windows(windows, contention=False)["list"] == [0.1, 0.3]
+    assert contention._windows(windows, contention=True)["list"] == [0.2]
+
+
+def test_a_reader_call_spanning_two_windows_counts_for_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctypes
+    from typing import Any
+
+    from benchmarks import contention
+    from fleetbox_db import Store
+
+    window = ctypes.c_int(1)
+    real_list, real_vms = Store.list, Store.vms
+    lists = [0]
+
+    def list_(store: Store) -> Any:
+        lists[0] += 1
+        if lists[0] == 2:
+            window.value = 2  # the window changes while this call runs
+        return real_list(store)
+
+    def vms(store: Store) -> Any:
+        if lists[0] == 3:
+            window.value = contention.STOP
+        return real_vms(store)
+
+    monkeypatch.setattr(Store, "list", list_)
+    monkeypatch.setattr(Store, "vms", vms)
+    reports: list[Any] = []
+
+    class Out:
+        def put(self, report: Any) -> None:
+            reports.append(report)
+
+    contention._reader(str(tmp_path / "root"), 30, window, Out())  # type: ignore[arg-type]
+    ((_, times, _),) = reports
+    counted = {w: {op: len(v) for op, v in t.items() if v} for w, t in times.items()}
+    # list 1 and vms... in window 1; list 2 spans 1 -> 2; list 3 in window 2 (vms 3 stops)
+    assert counted == {
+        1: {"list": 1, "vms": 1, "who_has": 1, "free_ips": 1},
+        2: {"list": 1, "vms": 1, "who_has": 1, "free_ips": 1},
+    }
