@@ -3,16 +3,18 @@
     python -m benchmarks.contention [--n N]... [--seconds S] [--rounds R] [--json OUT]
 
 On a copy of the cached synthetic store of N members (benchmarks/synth.py), 4 reader
-processes cycle list, vms, who_has, free_ips for the whole run, while their neighbours
-change every S/R seconds (default R=3), R times each, alternating:
+processes cycle list, vms, who_has, free_ips for the whole run, beside 6 neighbours of two
+kinds that take turns every S/R seconds (default R=3), R turns each, the other kind idle:
 
 - baseline: 3 processes that only burn CPU (on 2 cores the readers get the same share of
   CPU as beside real writers, so only waiting differs);
 - contention: 3 writers: an allocate_ip loop, a create+delete loop, and a Go-style
-  writer re-saving 8 configs in place (open with O_TRUNC, two writes).
+  writer re-saving 8 configs in place (open with O_TRUNC, two writes). They live through
+  the run, so the allocator's leases pile up over its S seconds as in one loop.
 
-A reader call counts for the window it started and ended in; calls while neighbours
-change over count for none. Alternating windows under one set of readers lets a shared
+A reader call counts for the window it started and ended in; calls while the neighbours
+change over count for none, and what a window wrote is synced and checkpointed out of the
+WAL before the next begins. Alternating windows under one set of readers lets a shared
 machine's drift (other tenants, the host) fall on both alike, where a baseline phase and a
 contention phase a minute apart differed by up to a third in calls done. Then each writer
 runs alone for S seconds (its calls alone).
@@ -26,15 +28,16 @@ of its calls alone divided by the number of writers. Never a timed assertion in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -52,6 +55,7 @@ BETWEEN: Final = 0  # the shared window number while neighbours change over
 STOP: Final = -1  # ... when the readers are to report
 #: Readers settle (open the store, a first call of each kind) before the first window.
 WARM_UP_S: Final = 1.0
+IDLE_S: Final = 0.01  # how often an idle neighbour looks at the window number
 
 
 def _reader(root: str, n: int, window: Synchronized[int], out: Queue[Any]) -> None:
@@ -79,21 +83,67 @@ def _reader(root: str, n: int, window: Synchronized[int], out: Queue[Any]) -> No
     out.put(("reader", times, []))
 
 
-def _writer(kind: str, root: str, n: int, deadline: float, out: Queue[Any]) -> None:
+class _Shift:
+    """When a neighbour works: while the shared window number is one of its kind's (odd:
+    the burners', even: the writers'). Between its windows it idles, so an allocator keeps
+    its leases across them as one 30 s loop would; *busy* counts the neighbours at work."""
+
+    def __init__(self, window: Synchronized[int], busy: Synchronized[int], writer: bool) -> None:
+        self.window, self.busy, self.parity = window, busy, 0 if writer else 1
+        self.current = BETWEEN
+
+    def next(self) -> bool:
+        """Wait for this kind's next window; False at STOP."""
+        while (number := self.window.value) != STOP:
+            if number > BETWEEN and number % 2 == self.parity:
+                self.current = number
+                with self.busy.get_lock():
+                    self.busy.value += 1
+                return True
+            time.sleep(IDLE_S)
+        return False
+
+    def on(self) -> bool:
+        """Still in the window next() found; once False, call next()."""
+        if self.window.value == self.current:
+            return True
+        with self.busy.get_lock():
+            self.busy.value -= 1
+        return False
+
+
+class _Once:
+    """One window of *seconds* from the first next() (a writer alone)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.deadline = seconds, 0.0
+
+    def next(self) -> bool:
+        if self.deadline:
+            return False
+        self.deadline = time.monotonic() + self.seconds
+        return True
+
+    def on(self) -> bool:
+        return time.monotonic() < self.deadline
+
+
+def _writer(kind: str, root: str, n: int, shift: _Shift | _Once, out: Queue[Any]) -> None:
     latencies: list[float] = []
     with Store.open(root) as store:
         i = 0
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            if kind == "allocate":
-                store.allocate_ip(f"alloc-{os.getpid()}-{i}", "10.250.0.0/16")
-            elif kind == "create+delete":
-                vm = store.create(VM(f"churn-{os.getpid()}-{i}"), subnet="10.251.0.0/16")
-                store.delete(vm.name)
-            else:
-                _go_write(synth.config_path(Path(root), i % GO_CONFIGS))
-            latencies.append(time.perf_counter() - started)
-            i += 1
+        while shift.next():
+            while shift.on():
+                started = time.perf_counter()
+                if kind == "allocate":
+                    store.allocate_ip(f"alloc-{os.getpid()}-{i}", "10.250.0.0/16")
+                elif kind == "create+delete":
+                    vm = store.create(VM(f"churn-{os.getpid()}-{i}"), subnet="10.251.0.0/16")
+                    store.delete(vm.name)
+                else:
+                    _go_write(synth.config_path(Path(root), i % GO_CONFIGS))
+                latencies.append(time.perf_counter() - started)
+                i += 1
         # The lock times this process saw (the index file keeps the latest 4096).
         locks = list(store._mirror._file.lock_times)
     out.put((kind, {kind: latencies}, locks))
@@ -111,30 +161,19 @@ def _go_write(path: str) -> None:
         os.close(fd)
 
 
-def _burner(deadline: float, out: Queue[Any]) -> None:
-    while time.monotonic() < deadline:
-        sum(range(10_000))
+def _burner(shift: _Shift, out: Queue[Any]) -> None:
+    while shift.next():
+        while shift.on():
+            sum(range(10_000))
     out.put(("burner", {}, []))
 
 
-def _phase(
-    targets: list[tuple[Any, tuple[Any, ...]]],
-    seconds: float,
-    out: Queue[Any] | None = None,
-    started: Callable[[], None] = lambda: None,
-) -> list[Any]:
-    """Run every (function, args) in its own process for *seconds*; their reports.
-    *started* is called once all are running; *out*: a queue of the caller's."""
+def _started(targets: list[tuple[Any, tuple[Any, ...]]], out: Queue[Any]) -> list[Any]:
     ctx = multiprocessing.get_context("fork")
-    out = out if out is not None else ctx.Queue()
-    deadline = time.monotonic() + seconds
-    procs = [ctx.Process(target=f, args=(*args, deadline, out)) for f, args in targets]
+    procs = [ctx.Process(target=f, args=(*args, out)) for f, args in targets]
     for p in procs:
         p.start()
-    started()
-    reports = [out.get(timeout=seconds + 600) for _ in procs]
-    _joined(procs)
-    return reports
+    return procs
 
 
 def _joined(procs: list[Any]) -> None:
@@ -144,36 +183,51 @@ def _joined(procs: list[Any]) -> None:
             raise SystemExit(f"a benchmark process failed (exit {p.exitcode})")
 
 
+def _alone(kind: str, root: str, n: int, seconds: float) -> int:
+    """Calls one writer completes by itself in *seconds*."""
+    out: Queue[Any] = multiprocessing.get_context("fork").Queue()
+    procs = _started([(_writer, (kind, root, n, _Once(seconds)))], out)
+    report = out.get(timeout=seconds + 600)
+    _joined(procs)
+    return len(report[1][kind])
+
+
+def _settled(root: str) -> None:
+    """What one window wrote is on disk and out of the WAL before the next begins: else
+    the burners' windows would read through the writers' frames and meet their writeback."""
+    os.sync()
+    with contextlib.closing(sqlite3.connect(Path(root) / "index.db")) as conn:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def _interleaved(root: str, n: int, seconds: float, rounds: int) -> tuple[list[Any], list[Any]]:
     """(reader reports, neighbour reports) of *rounds* baseline and contention windows of
     seconds/rounds each, alternating, beside one set of readers. A reader report's times
     are by window number: odd numbers are baseline windows, even ones contention."""
     ctx = multiprocessing.get_context("fork")
     window: Synchronized[int] = ctx.Value("i", BETWEEN, lock=False)
+    busy: Synchronized[int] = ctx.Value("i", 0)
     out: Queue[Any] = ctx.Queue()
-    readers = [ctx.Process(target=_reader, args=(root, n, window, out)) for _ in range(READERS)]
-    for p in readers:
-        p.start()
-    neighbours: list[Any] = []
+    readers = _started([(_reader, (root, n, window)) for _ in range(READERS)], out)
+    neighbours = _started(
+        [(_burner, (_Shift(window, busy, writer=False),)) for _ in WRITERS]
+        + [(_writer, (k, root, n, _Shift(window, busy, writer=True))) for k in WRITERS],
+        out,
+    )
     try:
         time.sleep(WARM_UP_S)
         for number in range(1, 2 * rounds + 1):
-            targets: list[tuple[Any, tuple[Any, ...]]]
-            if number % 2:
-                targets = [(_burner, ()) for _ in WRITERS]
-            else:
-                targets = [(_writer, (k, root, n)) for k in WRITERS]
-
-            def begin(number: int = number) -> None:
-                window.value = number
-
-            neighbours += _phase(targets, seconds / rounds, started=begin)
+            _settled(root)
+            window.value = number
+            time.sleep(seconds / rounds)
             window.value = BETWEEN
+            while busy.value:  # each finishes the call it is in
+                time.sleep(IDLE_S)
     finally:
         window.value = STOP
-    reports = [out.get(timeout=600) for _ in readers]
-    _joined(readers)
-    return reports, neighbours
+    reports = [out.get(timeout=600) for _ in readers + neighbours]
+    _joined(readers + neighbours)
+    return [r for r in reports if r[0] == "reader"], [r for r in reports if r[0] != "reader"]
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -217,13 +271,12 @@ def run(n: int, seconds: float, cache: Path, rounds: int = 3) -> dict[str, Any]:
             time.sleep(_reconcile.DEFAULT_GRANULARITY_NS / 1e9 + 0.5)
             store.list()
         readers, neighbours = _interleaved(root, n, seconds, rounds)
-        alone = {k: _phase([(_writer, (k, root, n))], seconds)[0] for k in WRITERS}
+        solo = {k: _alone(k, root, n, seconds) for k in WRITERS}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base = {op: _stats(v) for op, v in _windows(readers, contention=False).items()}
     read = {op: _stats(v) for op, v in _windows(readers, contention=True).items()}
     write = {op: _stats(v) for op, v in _merge(neighbours, "writer").items()}
-    solo = {k: len(r[1][k]) for k, r in alone.items()}
     locks = {k: [t for who, _, held in neighbours if who == k for t in held] for k in WRITERS}
     return {
         "n": n,
