@@ -125,6 +125,25 @@ def apply_edit(root: Path, name: str, how: str, ip: str, mac: str) -> None:
         put(root, name, ip, mac)
 
 
+@contextlib.contextmanager
+def edited_behind(
+    root: Path,
+    before: list[tuple[str, str, str, str]],
+    after: list[tuple[str, str, str, str]],
+    subnet: str,
+) -> Iterator[Store]:
+    """A Store that listed *root* after the edits *before* (a live reservation of *subnet*
+    among its rows), with the edits *after* made behind its back since."""
+    for e in before:
+        apply_edit(root, *e)
+    with Store.open(root, clock=later, busy_timeout=10) as store:
+        store.allocate_ip("new-1", subnet)
+        store.list()
+        for e in after:
+            apply_edit(root, *e)
+        yield store
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(edit, max_size=5), st.lists(edit, min_size=1, max_size=5))
 def test_overlay_answers_equal_answers_after_a_real_reconcile(
@@ -134,13 +153,7 @@ def test_overlay_answers_equal_answers_after_a_real_reconcile(
     try:
         root = top / "fleetbox"
         root.mkdir()
-        for e in before:
-            apply_edit(root, *e)
-        with Store.open(root, clock=later, busy_timeout=10) as store:
-            store.allocate_ip("new-1", "10.0.0.0/29")  # a live reservation among the rows
-            store.list()
-            for e in after:
-                apply_edit(root, *e)
+        with edited_behind(root, before, after, "10.0.0.0/29") as store:
             with locked_in_process(root):
                 overlay = {name: ask(store) for name, ask in QUESTIONS.items()}
             store.reconcile()
@@ -251,6 +264,24 @@ def copies_counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         yield taken
 
 
+def asked_racing(
+    root: Path,
+    store: Store,
+    raced_class: type[RacedReconciler],
+    races: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, Any], list[int]]:
+    """Every LEASE_QUESTIONS answer while another connection holds the write lock and
+    commits after *races* plans of each, and how many copies of the index they took."""
+    raced = swap_reconciler(store, raced_class)
+    answers = {}
+    with racing(root, raced), copies_counted(monkeypatch) as copies:
+        for name, ask in LEASE_QUESTIONS.items():
+            raced.races = races
+            answers[name] = ask(store)
+    return answers, copies
+
+
 lease_edit = st.one_of(
     st.tuples(st.just("take"), st.integers(2, 14), st.sampled_from(["new", "web"])),
     st.tuples(st.just("kill"), st.just(0), st.just("")),
@@ -290,12 +321,7 @@ def test_lease_drift_alone_is_answered_without_a_copy_as_a_reconcile_would(
             store.allocate_ip("new-1", "10.0.0.0/28")  # a live reservation among the rows
             store.list()
             apply_lease_edits(root, edits)
-            raced = swap_reconciler(store, RacedReconciler)
-            overlay = {}
-            with racing(root, raced), copies_counted(monkeypatch) as copies:
-                for name, ask in LEASE_QUESTIONS.items():
-                    raced.races = races
-                    overlay[name] = ask(store)
+            overlay, copies = asked_racing(root, store, RacedReconciler, races, monkeypatch)
             if not races:
                 assert copies == [0]
             shadows = index_connection(store).execute(
@@ -347,20 +373,9 @@ def test_member_changes_elsewhere_are_answered_without_a_copy_as_a_reconcile_wou
     try:
         root = top / "fleetbox"
         settled_tree(root)
-        for e in before:
-            apply_edit(root, *e)
-        with Store.open(root, clock=later, busy_timeout=10) as store:
-            store.allocate_ip("new-1", "10.0.0.0/28")  # a live reservation among the rows
-            store.list()
-            for e in after:
-                apply_edit(root, *e)
+        with edited_behind(root, before, after, "10.0.0.0/28") as store:
             apply_lease_edits(root, lease_edits)
-            raced = swap_reconciler(store, LeaseRacedReconciler)
-            overlay = {}
-            with racing(root, raced), copies_counted(monkeypatch) as copies:
-                for name, ask in LEASE_QUESTIONS.items():
-                    raced.races = races
-                    overlay[name] = ask(store)
+            overlay, copies = asked_racing(root, store, LeaseRacedReconciler, races, monkeypatch)
             if all(ip != "10.0.0.6" for *_, ip, _ in before + after):
                 assert copies == [0]
             store.reconcile()
