@@ -158,7 +158,7 @@ class Reconciler:
         """
         if self._recorded is None and not scan.unreadable_clusters:
             self._recorded = RecordedScan.settled(conn, scan.members, self.granularity_ns)
-        recorded = self._load(conn, leases is not None)
+        recorded = self._load(conn, leases)
         if recorded.racy:
             return False
         if leases is not None and self._drift(recorded, scan, leases) != ([], []):
@@ -176,16 +176,18 @@ class Reconciler:
             self.unrecorded_digest = None if found is None else (recorded.seq, found)
         return True
 
-    def _load(self, conn: sqlite3.Connection, leases: bool = True) -> RecordedScan:
-        """The recorded scan as the index holds it now; its reservations too unless
-        *leases* is False (an answer no address is part of)."""
+    def _load(
+        self, conn: sqlite3.Connection, leases: Addresses | None = EVERY_ADDRESS
+    ) -> RecordedScan:
+        """The recorded scan as the index holds it now; its reservations too, of the
+        addresses *leases* (None: an answer no address is part of)."""
         recorded = self._recorded
         if recorded is None:
             recorded = RecordedScan.load(conn, self.granularity_ns)
         elif (
             self._stale
             or not recorded.is_current(conn)
-            or (leases and not recorded.reservations_current)
+            or (leases is not None and recorded.reservations_of(leases) is None)
         ):
             recorded = recorded.refreshed(conn, self.granularity_ns, leases)
         else:
@@ -203,7 +205,9 @@ class Reconciler:
         live = listed.get(within)
         if live is None:
             live = listed[within] = leases.leases(self.leases_dir, within)
-        return lease_drift(recorded.reservations, live, within)
+        held = recorded.reservations_of(within)
+        assert held is not None, "the recorded scan was loaded for other addresses"
+        return lease_drift(held, live, within)
 
     def forget_scan(self) -> None:
         """Drop what was read for the last scan, the scan with it: kept past its answer, it
@@ -237,7 +241,7 @@ class Reconciler:
         left as the row holds it, without the pauses of observe_whole() (unreadable, it
         would keep that config).
         """
-        recorded = self._load(conn, leases is not None)
+        recorded = self._load(conn, leases)
         touched, gone = differences(scan.members, recorded, full)
         reads: list[MemberDir] = []  # every row to write, in the scan's (Go's) order
         # Racy, or their last read failed: re-read here and dropped from reads if unchanged.

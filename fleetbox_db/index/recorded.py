@@ -30,6 +30,7 @@ from fleetbox_db.index.members import go_order, has_raw_names, racy_keys, signat
 from fleetbox_db.index.names import BYTE_ORDER
 from fleetbox_db.index.reservations import Reservation
 from fleetbox_db.records import Key, MemberState
+from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses
 from fleetbox_db.rules.layout import is_stray
 
 __all__ = ["RecordedScan"]
@@ -61,10 +62,20 @@ class RecordedScan:
     # (index/settled.py); the Reconciler records one when it differs from seq.
     settled_at: int | None = None
     _by_key: dict[tuple[str, str], MemberDir] | None = None
+    # The rows of some addresses only, read at reserved_now, while `reservations` is older:
+    # for an answer about those addresses (who_has: one; free_ips: a subnet's).
+    ranged: tuple[Addresses, list[Reservation]] | None = None
 
     @property
     def reservations_current(self) -> bool:
         return self.reserved_now == self.reserved
+
+    def reservations_of(self, within: Addresses) -> list[Reservation] | None:
+        """The reservations as of this version, of the addresses *within* at least (a
+        caller filters); None when they were not read for them."""
+        if self.reservations_current:
+            return self.reservations
+        return self.ranged[1] if self.ranged is not None and _for(self.ranged, within) else None
 
     @classmethod
     def load(cls, conn: sqlite3.Connection, granularity_ns: int) -> RecordedScan:
@@ -125,12 +136,17 @@ class RecordedScan:
         )  # fmt: skip
 
     def refreshed(
-        self, conn: sqlite3.Connection, granularity_ns: int, leases: bool = True
+        self,
+        conn: sqlite3.Connection,
+        granularity_ns: int,
+        leases: Addresses | None = EVERY_ADDRESS,
     ) -> RecordedScan:
         """The index as it is now: this scan with only the rows changed since merged in when
-        that gives what load() would, else load(). *leases* False: the reservations are
-        left as they were (not reservations_current), for an answer that involves no address:
-        beside an allocator and a create loop they changed before nearly every answer."""
+        that gives what load() would, else load(). The reservations are brought up to date
+        for the addresses *leases*: all, or only those (`ranged`), or, None, none: left as
+        they were (not reservations_current), for an answer that involves no address. Beside
+        an allocator and a create loop they changed before nearly every answer, and the
+        create loop's releases hand ids out again, so all were read again each time."""
         with collector_paused():
             fresh = self._refreshed(conn, granularity_ns, leases)
             return fresh if fresh is not None else self._load(conn, granularity_ns)
@@ -145,14 +161,14 @@ class RecordedScan:
         with collector_paused():
             fresh = None
             if schema is not None:
-                fresh = self._refreshed(copy, granularity_ns, True, schema)
+                fresh = self._refreshed(copy, granularity_ns, EVERY_ADDRESS, schema)
             return fresh if fresh is not None else self._load(copy, granularity_ns)
 
     def _refreshed(
         self,
         conn: sqlite3.Connection,
         granularity_ns: int,
-        leases: bool,
+        leases: Addresses | None,
         copy_schema: int | None = None,
     ) -> RecordedScan | None:
         """*copy_schema*: *conn* is a copy of this scan's file (carried_to()), whose own
@@ -190,13 +206,17 @@ class RecordedScan:
             # 700, reading them took 1.3 ms, about twice per contended answer. Inserts and
             # deletes alone: their ids and the new rows are read.
             held, held_at = self.reservations, self.reserved
-            if leases and reserved != held_at:
+            ranged = self.ranged if reserved == self.reserved_now else None
+            if leases == EVERY_ADDRESS and reserved != held_at:
                 got = reservations.caught_up(conn, held, reserved - held_at)
                 held = got if got is not None else reservations.every(conn)
                 held_at = reserved
+            elif leases is not None and reserved != held_at and not _for(ranged, leases):
+                # Those addresses' rows alone, by the ip_int index, in this read.
+                ranged = (leases, reservations.every(conn, within=leases))
         return RecordedScan(
             conn, version, entries, racy, held, seq, held_at, self.schema, False, in_transaction,
-            reserved, settled_at, by_key,
+            reserved, settled_at, by_key, ranged,
         )  # fmt: skip
 
     def is_current(self, conn: sqlite3.Connection) -> bool:
@@ -210,6 +230,10 @@ class RecordedScan:
         if self._by_key is None:
             self._by_key = {(e[0], e[1]): e for e in self.entries}  # plain tuples: Key's equal
         return self._by_key
+
+
+def _for(ranged: tuple[Addresses, list[Reservation]] | None, within: Addresses) -> bool:
+    return ranged is not None and ranged[0] == within
 
 
 _CHANGED: Final = (

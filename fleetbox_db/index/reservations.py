@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from fleetbox_db.disk import leases
 from fleetbox_db.disk.leases import Lease
@@ -18,6 +18,7 @@ from fleetbox_db.disk.owners import Owner
 from fleetbox_db.index.names import name_of, stored
 from fleetbox_db.logs import log
 from fleetbox_db.records import Key
+from fleetbox_db.rules.ipam import EVERY_ADDRESS, Addresses
 
 
 class Reservation(NamedTuple):
@@ -34,13 +35,23 @@ class Reservation(NamedTuple):
     owner: Owner
 
 
-def every(conn: sqlite3.Connection, after: int = 0) -> list[Reservation]:
-    """Every row by id; with *after*, those past that id only."""
-    rows = conn.execute(
-        "SELECT id, name, subnet, ip_int, owner_pid, owner_boot, owner_start FROM reservations"
-        " WHERE id > ? ORDER BY id",
-        (after,),
-    )
+_ROWS: Final = (
+    "SELECT id, name, subnet, ip_int, owner_pid, owner_boot, owner_start FROM reservations"
+)
+
+
+def every(
+    conn: sqlite3.Connection, after: int = 0, within: Addresses = EVERY_ADDRESS
+) -> list[Reservation]:
+    """Every row by id; with *after*, those past that id only; with *within*, those of
+    these addresses only (looked up by the ip_int index)."""
+    if within == EVERY_ADDRESS:
+        rows = conn.execute(f"{_ROWS} WHERE id > ? ORDER BY id", (after,))
+    else:
+        rows = conn.execute(
+            f"{_ROWS} WHERE ip_int BETWEEN ? AND ? AND id > ? ORDER BY id",
+            (within.first, within.last, after),
+        )
     new = tuple.__new__  # without the generated constructors: this runs per row
     return [new(Reservation, (r[0], name_of(r[1]), r[2], r[3], new(Owner, r[4:]))) for r in rows]
 
